@@ -1,0 +1,1 @@
+"""HTTP-facing pieces shared by every controller: problem+json errors and auth."""

@@ -1,0 +1,110 @@
+"""``create_app(settings) -> Litestar``: routes, error handling, and the lifespan that
+opens the database, the shared HTTP client, the providers and the dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+from litestar import Litestar, Router
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from gateway.accounts import build_providers, create_http_client
+from gateway.api.problems import EXCEPTION_HANDLERS
+from gateway.auth.guard import require_api_key
+from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import is_up_to_date, upgrade
+from gateway.dispatch.dispatcher import Dispatcher
+from gateway.messages.controller import MessagesController
+from gateway.sandbox import SandboxState, create_sandbox_router
+from gateway.settings import Settings
+from gateway.state import GatewayState
+from gateway.system.health import health, ready
+
+logger = logging.getLogger("gateway")
+
+#: Requests above this are refused with 413 before any parsing (DoS guard).
+MAX_REQUEST_BODY = 64 * 1024
+
+HttpClientFactory = Callable[[Litestar], httpx.AsyncClient]
+
+
+class StartupError(Exception):
+    """The gateway cannot start; the message says what to do."""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    sandbox: SandboxState | None = None,
+    http_client_factory: HttpClientFactory | None = None,
+) -> Litestar:
+    """Build the application. ``sandbox`` is a :class:`gateway.sandbox.SandboxState` to
+    mount the simulators; ``http_client_factory`` lets tests route provider calls
+    in-process (the default is the real aiohttp-backed client)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        try:
+            if settings.is_sqlite:
+                await upgrade(engine)  # the embedded default migrates itself
+            elif not await is_up_to_date(engine):
+                raise StartupError(
+                    "the PostgreSQL schema is not at the current migration: "
+                    "run 'sms-gateway migrate' first"
+                )
+            http_client = (http_client_factory or (lambda _app: create_http_client()))(app)
+            state = GatewayState(
+                settings=settings,
+                engine=engine,
+                sessionmaker=create_sessionmaker(engine),
+                providers=build_providers(settings, http_client),
+            )
+            app.state.gateway = state
+            stop = asyncio.Event()
+            dispatcher_task: asyncio.Task[None] | None = None
+            if settings.dispatcher.enabled:
+                dispatcher = Dispatcher(
+                    sessionmaker=state.sessionmaker,
+                    providers=state.providers,
+                    settings=settings.dispatcher,
+                    wakeup=state.dispatch_wakeup,
+                )
+                dispatcher_task = asyncio.create_task(dispatcher.run(stop))
+            try:
+                yield
+            finally:
+                stop.set()
+                if dispatcher_task is not None:
+                    await dispatcher_task  # in-flight sends finish, claims are released
+                await http_client.aclose()
+        finally:
+            await engine.dispose()
+
+    v1 = Router(path="/v1", route_handlers=[MessagesController], guards=[require_api_key])
+    handlers: list[object] = [v1, health, ready]
+    if sandbox is not None:
+        handlers.append(create_sandbox_router(sandbox))
+
+    return Litestar(
+        route_handlers=handlers,  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=MAX_REQUEST_BODY,
+        openapi_config=OpenAPIConfig(
+            title="SMS gateway",
+            version="0.1.0",
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")
+                }
+            ),
+            security=[{"apiKey": []}],
+        ),
+        debug=False,
+    )

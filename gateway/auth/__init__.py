@@ -1,0 +1,1 @@
+"""API keys of internal apps: creation, lookup, revocation and the request guard."""

@@ -1,0 +1,49 @@
+"""Every ``/v1`` request needs ``Authorization: Bearer <key>``; the guard resolves the app.
+
+A guard (not a per-handler dependency) so that no handler can forget to authenticate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from gateway.api.problems import Problem
+from gateway.auth.keys import authenticate
+from gateway.state import GatewayState
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sms-gateway"'}
+
+
+async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    header = connection.headers.get("authorization", "")
+    scheme, _sep, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise Problem(
+            401,
+            "unauthorized",
+            "Unauthorized",
+            "send your API key as 'Authorization: Bearer <key>' (create one with "
+            "'sms-gateway keys create --app NAME')",
+            headers=_CHALLENGE,
+        )
+    state = GatewayState.of(connection.app)
+    async with state.sessionmaker() as session:
+        app = await authenticate(session, presented.strip())
+    if app is None:
+        raise Problem(
+            401,
+            "unauthorized",
+            "Unauthorized",
+            "the API key is unknown or revoked",
+            headers=_CHALLENGE,
+        )
+    connection.state.app = app
+
+
+def caller_app(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The authenticated app of this request (set by :func:`require_api_key`)."""
+    app: str = connection.state.app
+    return app

@@ -1,0 +1,242 @@
+"""``sms-gateway``: serve | worker | migrate | keys. Errors go to stderr with exit code 2
+(configuration) or 1 (anything else), never as a traceback for a known cause."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from gateway.settings import ConfigError, Settings, load_settings
+
+T = TypeVar("T")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+        return handler(args, settings)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sms-gateway", description=__doc__)
+    parser.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP API (and the dispatcher)")
+    serve.add_argument("--sandbox", action="store_true", help="simulated Twilio and Telnyx")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument(
+        "--no-dispatcher", action="store_true", help="API only; run 'worker' processes to send"
+    )
+    serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser("worker", help="run the dispatcher alone (scale-out)")
+    worker.set_defaults(handler=_worker)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(handler=_migrate)
+
+    keys = commands.add_parser("keys", help="API keys of internal apps")
+    key_commands = keys.add_subparsers(required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="create a key; printed once, last line")
+    create.add_argument("--app", required=True)
+    create.set_defaults(handler=_keys_create)
+    listing = key_commands.add_parser("list", help="list keys (never the secrets)")
+    listing.add_argument("--app", default=None)
+    listing.set_defaults(handler=_keys_list)
+    revoke = key_commands.add_parser("revoke", help="revoke a key by id or lookup prefix")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=_keys_revoke)
+    return parser
+
+
+def _run(coroutine: Awaitable[T]) -> T:
+    async def _wrapped() -> T:
+        return await coroutine
+
+    return asyncio.run(_wrapped())
+
+
+# --- serve / worker ----------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.system.logging import configure_logging
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    overrides: dict[str, object] = {"host": host, "port": port}
+    if args.no_dispatcher:
+        overrides["dispatcher"] = msgspec.structs.replace(settings.dispatcher, enabled=False)
+    settings = msgspec.structs.replace(settings, **overrides)  # type: ignore[arg-type]
+    sandbox = None
+    if args.sandbox:
+        from gateway.sandbox_setup import sandbox_settings
+
+        settings, sandbox = sandbox_settings(settings)
+    configure_logging(settings.log_level)
+    if args.sandbox:
+        key = _run(_prepare_sandbox(settings))
+        _print_sandbox_banner(settings, key)
+    app = create_app(settings, sandbox=sandbox)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+    return 0
+
+
+async def _prepare_sandbox(settings: Settings) -> str:
+    from gateway.auth.keys import create_key
+    from gateway.db.engine import create_engine, create_sessionmaker
+    from gateway.db.migrate import upgrade
+
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+        async with create_sessionmaker(engine)() as session:
+            issued = await create_key(session, "sandbox")
+            await session.commit()
+        return issued.key
+    finally:
+        await engine.dispose()
+
+
+def _print_sandbox_banner(settings: Settings, key: str) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"SMS gateway sandbox: {base}  (simulated Twilio and Telnyx, no real messages)")
+    print(f'API key for app "sandbox": {key}')
+    print("Send a message:")
+    print(
+        f"  curl -s {base}/v1/messages -H 'Authorization: Bearer {key}' "
+        "-H 'Content-Type: application/json' "
+        "-d '{\"to\": \"+14155550100\", \"body\": \"Hello from the sandbox\"}'"
+    )
+    sys.stdout.flush()
+
+
+def _worker(_args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.system.logging import configure_logging
+    from gateway.worker import run_worker
+
+    configure_logging(settings.log_level)
+    return _run(run_worker(settings, _stop_on_signals))
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+
+# --- migrate / keys ----------------------------------------------------------------------
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.db.engine import create_engine
+    from gateway.db.migrate import current_revision, upgrade
+
+    async def migrate() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    print(f"database at migration {_run(migrate())}")
+    return 0
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.auth.keys import create_key
+
+    async def create() -> tuple[str, str]:
+        async with _session(settings) as session:
+            issued = await create_key(session, args.app)
+            await session.commit()
+            return issued.key_id, issued.key
+
+    key_id, key = _run(create())
+    print(f"created key {key_id} for app {args.app!r}; it is shown once, store it now:")
+    print(key)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.auth.keys import list_keys
+
+    async def listing() -> list[str]:
+        async with _session(settings) as session:
+            rows = await list_keys(session, args.app)
+        return [
+            f"{k.key_id}  app={k.app}  prefix=sgw_{k.lookup_prefix}_…  "
+            f"created={k.created_at:%Y-%m-%dT%H:%M:%SZ}  "
+            + (f"revoked={k.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if k.revoked_at else "active")
+            for k in rows
+        ]
+
+    for line in _run(listing()):
+        print(line)
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.auth.keys import revoke_key
+
+    async def revoke() -> bool:
+        async with _session(settings) as session:
+            done = await revoke_key(session, args.key_id)
+            await session.commit()
+            return done
+
+    if not _run(revoke()):
+        print(f"no active key {args.key_id!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.key_id}")
+    return 0
+
+
+class _session:
+    """A session on a migrated database (the embedded default migrates itself)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def __aenter__(self):  # type: ignore[no-untyped-def]
+        from gateway.db.engine import create_engine, create_sessionmaker
+        from gateway.db.migrate import is_up_to_date, upgrade
+
+        self._engine = create_engine(self._settings.database_url)
+        if self._settings.is_sqlite:
+            await upgrade(self._engine)
+        elif not await is_up_to_date(self._engine):
+            await self._engine.dispose()
+            raise ValueError("the database is not migrated: run 'sms-gateway migrate' first")
+        self._session = create_sessionmaker(self._engine)()
+        return self._session
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._session.close()
+        await self._engine.dispose()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""Tables. The message row is the job (transactional outbox): accepted in one commit,
+claimed by a dispatcher, and every provider call recorded as an attempt row.
+
+Times are timezone-aware UTC (advanced-alchemy's ``DateTimeUTC`` keeps them so on SQLite).
+Identifiers at the boundary are prefixed strings (``msg_…``), sortable by creation time so
+that cursor pagination can order by them alone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from advanced_alchemy.types import DateTimeUTC, JsonB
+from sqlalchemy import ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTimeUTC(timezone=True), dict[str, Any]: JsonB}
+
+
+class ApiKey(Base):
+    """A key an internal app authenticates with. Only a SHA-256 of the secret is stored.
+
+    The secret is 256 random bits, so a fast hash is enough (no password stretching
+    needed); ``lookup_prefix`` is a public part of the key used to find the row without
+    scanning, and the hash is then compared in constant time.
+    """
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app: Mapped[str] = mapped_column(String(64), index=True)
+    lookup_prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("app", "idempotency_key", name="uq_messages_app_idempotency_key"),
+        Index("ix_messages_due", "status", "next_attempt_at"),
+        Index("ix_messages_app_message_id", "app", "message_id"),
+        Index("ix_messages_provider_message_id", "provider_message_id"),
+    )
+
+    message_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app: Mapped[str] = mapped_column(String(64))
+    to_number: Mapped[str] = mapped_column(String(32))
+    sender: Mapped[str | None] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    media_urls: Mapped[list[str]] = mapped_column(JsonB, default=list)
+    encoding: Mapped[str] = mapped_column(String(8))
+    segments: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    requested_account: Mapped[str | None] = mapped_column(String(64))
+    provider_account: Mapped[str | None] = mapped_column(String(64))
+    provider_kind: Mapped[str | None] = mapped_column(String(16))
+    provider_message_id: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    message_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JsonB, default=dict)
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    send_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claim_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+    attempts: Mapped[list[Attempt]] = relationship(
+        back_populates="message", order_by="Attempt.attempt_number", lazy="raise"
+    )
+
+
+class Attempt(Base):
+    """One provider call for a message: written *before* the call (outcome ``in_flight``)
+    and completed after it, so a crash in between is visible as an unknown outcome."""
+
+    __tablename__ = "message_attempts"
+    __table_args__ = (
+        UniqueConstraint("message_id", "attempt_number", name="uq_message_attempts_number"),
+    )
+
+    attempt_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("messages.message_id", ondelete="CASCADE")
+    )
+    attempt_number: Mapped[int] = mapped_column(Integer)
+    provider_account: Mapped[str] = mapped_column(String(64))
+    provider_kind: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_class: Mapped[str | None] = mapped_column(String(32))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    message: Mapped[Message] = relationship(back_populates="attempts", lazy="raise")

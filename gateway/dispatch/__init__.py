@@ -1,0 +1,1 @@
+"""The durable dispatcher: claim due messages from the outbox, send, record, retry."""

@@ -1,0 +1,246 @@
+"""The dispatcher's database work: claim, record an outcome, take over expired claims.
+
+A claim is one statement (``UPDATE … WHERE message_id IN (SELECT … FOR UPDATE SKIP
+LOCKED) RETURNING``): PostgreSQL skips rows another process holds, and SQLite (which has
+one writer at a time) runs it atomically, so no message is claimed twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import msgspec
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.db.models import Attempt, Message
+from providers import DeliveryStatus, SendReceipt
+
+DUE_STATUSES = (DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.value)
+
+
+class Claimed(msgspec.Struct, frozen=True):
+    message_id: str
+    attempt_number: int
+    account: str | None
+    to: str
+    body: str
+    sender: str | None
+    media_urls: tuple[str, ...]
+
+
+async def claim_due(
+    session: AsyncSession, *, worker: str, now: datetime, limit: int, ttl: timedelta
+) -> list[Claimed]:
+    due = (
+        select(Message.message_id)
+        .where(Message.status.in_(DUE_STATUSES), Message.next_attempt_at <= now)
+        .order_by(Message.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = (
+        await session.execute(
+            update(Message)
+            .where(Message.message_id.in_(due.scalar_subquery()))
+            .where(Message.status.in_(DUE_STATUSES))
+            .values(
+                status=DeliveryStatus.SENDING.value,
+                claimed_by=worker,
+                claim_expires_at=now + ttl,
+                attempt_count=Message.attempt_count + 1,
+                updated_at=now,
+            )
+            .returning(
+                Message.message_id,
+                Message.attempt_count,
+                Message.requested_account,
+                Message.to_number,
+                Message.body,
+                Message.sender,
+                Message.media_urls,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    return [
+        Claimed(
+            message_id=row[0],
+            attempt_number=row[1],
+            account=row[2],
+            to=row[3],
+            body=row[4],
+            sender=row[5],
+            media_urls=tuple(row[6] or ()),
+        )
+        for row in claimed
+    ]
+
+
+async def start_attempt(
+    session: AsyncSession, claim: Claimed, *, account: str, kind: str, now: datetime
+) -> None:
+    """Record the call before making it: a crash mid-call leaves an ``in_flight`` trace."""
+    session.add(
+        Attempt(
+            message_id=claim.message_id,
+            attempt_number=claim.attempt_number,
+            provider_account=account,
+            provider_kind=kind,
+            outcome="in_flight",
+            started_at=now,
+        )
+    )
+
+
+async def record_sent(
+    session: AsyncSession,
+    claim: Claimed,
+    *,
+    account: str,
+    kind: str,
+    receipt: SendReceipt,
+    now: datetime,
+) -> None:
+    await _finish_attempt(
+        session, claim, outcome="sent", now=now, provider_message_id=receipt.provider_message_id
+    )
+    values: dict[str, object] = {
+        "status": receipt.status.value,
+        "provider_account": account,
+        "provider_kind": kind,
+        "provider_message_id": receipt.provider_message_id,
+        "error_code": receipt.error_code,
+        "error_detail": None,
+        "claimed_by": None,
+        "claim_expires_at": None,
+        "sent_at": now,
+        "updated_at": now,
+    }
+    if receipt.status.is_terminal:
+        values["completed_at"] = now
+    await session.execute(
+        update(Message).where(Message.message_id == claim.message_id).values(**values)
+    )
+
+
+async def record_failure(
+    session: AsyncSession,
+    claim: Claimed,
+    *,
+    account: str,
+    kind: str,
+    outcome: str,
+    status: DeliveryStatus,
+    error_code: str | None,
+    error_class: str,
+    detail: str,
+    next_attempt_at: datetime | None,
+    now: datetime,
+) -> None:
+    """Close the attempt and move the message: back to the queue, failed, or unknown."""
+    await _finish_attempt(
+        session,
+        claim,
+        outcome=outcome,
+        now=now,
+        error_code=error_code,
+        error_class=error_class,
+        error_detail=detail,
+    )
+    values: dict[str, object] = {
+        "status": status.value,
+        "provider_account": account,
+        "provider_kind": kind,
+        "error_code": error_code,
+        "error_detail": detail,
+        "claimed_by": None,
+        "claim_expires_at": None,
+        "next_attempt_at": next_attempt_at,
+        "updated_at": now,
+    }
+    if status.is_terminal:
+        values["completed_at"] = now
+    await session.execute(
+        update(Message).where(Message.message_id == claim.message_id).values(**values)
+    )
+
+
+async def _finish_attempt(
+    session: AsyncSession,
+    claim: Claimed,
+    *,
+    outcome: str,
+    now: datetime,
+    provider_message_id: str | None = None,
+    error_code: str | None = None,
+    error_class: str | None = None,
+    error_detail: str | None = None,
+) -> None:
+    await session.execute(
+        update(Attempt)
+        .where(
+            Attempt.message_id == claim.message_id,
+            Attempt.attempt_number == claim.attempt_number,
+        )
+        .values(
+            outcome=outcome,
+            provider_message_id=provider_message_id,
+            error_code=error_code,
+            error_class=error_class,
+            error_detail=error_detail,
+            finished_at=now,
+        )
+    )
+
+
+async def expire_stale_claims(session: AsyncSession, *, now: datetime) -> list[str]:
+    """Messages whose claimer died mid-call. The call may have reached the provider, so
+    they become ``unknown`` (never resent blindly); reconciliation decides later."""
+    stale = list(
+        (
+            await session.execute(
+                update(Message)
+                .where(
+                    Message.status == DeliveryStatus.SENDING.value,
+                    Message.claim_expires_at < now,
+                )
+                .values(
+                    status=DeliveryStatus.UNKNOWN.value,
+                    claimed_by=None,
+                    claim_expires_at=None,
+                    error_detail="the process sending this message stopped mid-call; "
+                    "the provider may or may not have it",
+                    updated_at=now,
+                )
+                .returning(Message.message_id)
+                .execution_options(synchronize_session=False)
+            )
+        ).scalars()
+    )
+    if stale:
+        await session.execute(
+            update(Attempt)
+            .where(Attempt.message_id.in_(stale), Attempt.outcome == "in_flight")
+            .values(outcome="unknown", error_class="claim_expired", finished_at=now)
+        )
+    return stale
+
+
+async def record_failure_without_attempt(
+    session: AsyncSession, claim: Claimed, *, detail: str, now: datetime
+) -> None:
+    """No account could take the message (configuration changed since it was accepted)."""
+    await session.execute(
+        update(Message)
+        .where(Message.message_id == claim.message_id)
+        .values(
+            status=DeliveryStatus.FAILED.value,
+            error_code=None,
+            error_detail=detail,
+            claimed_by=None,
+            claim_expires_at=None,
+            updated_at=now,
+            completed_at=now,
+        )
+    )

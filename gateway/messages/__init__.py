@@ -1,0 +1,1 @@
+"""The send API: validation, idempotent acceptance into the outbox, look-ups."""

@@ -1,0 +1,186 @@
+"""``/v1/messages``: send, look up, list. Thin: validation and storage live elsewhere."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from gateway.api.problems import Problem, invalid_field, not_found
+from gateway.auth.guard import caller_app
+from gateway.clock import utcnow
+from gateway.db.models import Attempt, Message
+from gateway.messages import service
+from gateway.messages.numbers import InvalidNumber, normalize_number
+from gateway.messages.schemas import (
+    AttemptView,
+    MessageAccepted,
+    MessagePage,
+    MessageSummary,
+    MessageView,
+    SendMessageRequest,
+)
+from gateway.messages.validation import validate_send
+from gateway.state import GatewayState
+from providers import DeliveryStatus
+
+
+class MessagesController(Controller):
+    path = "/messages"
+    tags = ["messages"]
+
+    @post(
+        "/",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Send a message",
+        description="Stores the message and answers 202; the dispatcher sends it. "
+        "Idempotency-Key: the same key and body give the same message; "
+        "the same key with another body gives 409.",
+    )
+    async def send_message(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[SendMessageRequest],
+        idempotency_key: Annotated[
+            str | None, HeaderParameter(name="Idempotency-Key", required=False)
+        ] = None,
+    ) -> Response[MessageAccepted]:
+        state = GatewayState.of(request.app)
+        app = caller_app(request)
+        now = utcnow()
+        key = service.check_idempotency_key(idempotency_key)
+        validated = validate_send(data, settings=state.settings, now=now)
+        async with state.sessionmaker() as session:
+            row, replayed = await service.accept_message(
+                session,
+                app=app,
+                message=validated,
+                idempotency_key=key,
+                fingerprint=service.request_fingerprint(data),
+                now=now,
+            )
+        if not replayed:
+            state.dispatch_wakeup.set()
+        headers = {"Location": f"/v1/messages/{row.message_id}"}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(
+            MessageAccepted(
+                message_id=row.message_id,
+                status=row.status,
+                to=row.to_number,
+                segments=row.segments,
+                encoding=row.encoding,
+                send_at=row.send_at,
+                created_at=row.created_at,
+            ),
+            status_code=HTTP_202_ACCEPTED,
+            headers=headers,
+        )
+
+    @get("/{message_id:str}", summary="Look up a message with its provider attempts")
+    async def get_message(
+        self, request: Request[Any, Any, Any], message_id: FromPath[str]
+    ) -> MessageView:
+        state = GatewayState.of(request.app)
+        async with state.sessionmaker() as session:
+            row = await service.get_message(session, caller_app(request), message_id)
+        if row is None:
+            raise not_found(f"message {message_id}")
+        return _view(row)
+
+    @get("/", summary="List messages, newest first")
+    async def list_messages(
+        self,
+        request: Request[Any, Any, Any],
+        status: FromQuery[str | None] = None,
+        to: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    ) -> MessagePage:
+        state = GatewayState.of(request.app)
+        if status is not None and status not in DeliveryStatus.__members__.values():
+            allowed = ", ".join(s.value for s in DeliveryStatus)
+            raise invalid_field("status", f"one of {allowed}")
+        if to is not None:
+            try:
+                to = normalize_number(to, state.settings.default_region)
+            except InvalidNumber as exc:
+                raise invalid_field("to", str(exc)) from exc
+        if cursor is not None and not cursor.startswith("msg_"):
+            raise invalid_field("cursor", "use the next_cursor of a previous page")
+        if since is not None and since.tzinfo is None:
+            raise invalid_field("since", "needs a time zone, e.g. 2026-12-01T09:00:00Z")
+        async with state.sessionmaker() as session:
+            rows, next_cursor = await service.list_messages(
+                session,
+                caller_app(request),
+                status=status,
+                to=to,
+                since=since,
+                cursor=cursor,
+                limit=limit,
+            )
+        return MessagePage(data=[_summary(r) for r in rows], next_cursor=next_cursor)
+
+
+def _summary(row: Message) -> MessageSummary:
+    return MessageSummary(
+        message_id=row.message_id,
+        status=row.status,
+        to=row.to_number,
+        segments=row.segments,
+        provider=row.provider_account,
+        provider_message_id=row.provider_message_id,
+        error_code=row.error_code,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _attempt(row: Attempt) -> AttemptView:
+    return AttemptView(
+        attempt=row.attempt_number,
+        provider=row.provider_account,
+        provider_kind=row.provider_kind,
+        outcome=row.outcome,
+        error_code=row.error_code,
+        error_class=row.error_class,
+        error_detail=row.error_detail,
+        provider_message_id=row.provider_message_id,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _view(row: Message) -> MessageView:
+    return MessageView(
+        message_id=row.message_id,
+        status=row.status,
+        to=row.to_number,
+        from_=row.sender,
+        body=row.body,
+        media_urls=list(row.media_urls),
+        segments=row.segments,
+        encoding=row.encoding,
+        provider=row.provider_account,
+        provider_kind=row.provider_kind,
+        provider_message_id=row.provider_message_id,
+        error_code=row.error_code,
+        error_detail=row.error_detail,
+        metadata=dict(row.message_metadata),
+        callback_url=row.callback_url,
+        send_at=row.send_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        sent_at=row.sent_at,
+        completed_at=row.completed_at,
+        attempts=[_attempt(a) for a in row.attempts],
+    )
+
+
+__all__ = ["MessagesController", "Problem"]

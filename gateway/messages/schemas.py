@@ -1,0 +1,87 @@
+"""Request and response bodies of ``/v1/messages`` (msgspec, so OpenAPI comes for free)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+MAX_BODY_CHARACTERS = 1600
+MAX_MEDIA_URLS = 10
+
+
+class SendMessageRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    to: Annotated[str, msgspec.Meta(description="Recipient, E.164 or national with `country`")]
+    body: str = ""
+    media_urls: list[str] = msgspec.field(default_factory=list)
+    from_: str | None = msgspec.field(default=None, name="from")
+    provider: str | None = None
+    country: Annotated[str, msgspec.Meta(description="ISO 3166 hint for national numbers")] | None = None
+    send_at: datetime | None = None
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    callback_url: str | None = None
+
+
+class MessageAccepted(msgspec.Struct, frozen=True):
+    message_id: str
+    status: str
+    to: str
+    segments: int
+    encoding: str
+    send_at: datetime | None
+    created_at: datetime
+
+
+class AttemptView(msgspec.Struct, frozen=True):
+    attempt: int
+    provider: str
+    provider_kind: str
+    outcome: str
+    error_code: str | None
+    error_class: str | None
+    error_detail: str | None
+    provider_message_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class MessageView(msgspec.Struct, frozen=True):
+    message_id: str
+    status: str
+    to: str
+    from_: str | None = msgspec.field(name="from")
+    body: str
+    media_urls: list[str]
+    segments: int
+    encoding: str
+    provider: str | None
+    provider_kind: str | None
+    provider_message_id: str | None
+    error_code: str | None
+    error_detail: str | None
+    metadata: dict[str, Any]
+    callback_url: str | None
+    send_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    completed_at: datetime | None
+    attempts: list[AttemptView]
+
+
+class MessageSummary(msgspec.Struct, frozen=True):
+    message_id: str
+    status: str
+    to: str
+    segments: int
+    provider: str | None
+    provider_message_id: str | None
+    error_code: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessagePage(msgspec.Struct, frozen=True):
+    data: list[MessageSummary]
+    next_cursor: str | None

@@ -1,0 +1,159 @@
+"""Accepting messages into the outbox and reading them back, scoped to one app.
+
+A message is committed before the API answers 202: from then on the dispatcher owns it,
+so a crash after the answer loses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from gateway.api.problems import Problem
+from gateway.clock import new_id
+from gateway.db.models import Message
+from gateway.messages.schemas import SendMessageRequest
+from gateway.messages.validation import ValidatedMessage
+from providers import DeliveryStatus
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def request_fingerprint(request: SendMessageRequest) -> str:
+    """SHA-256 of the decoded request: key order and whitespace of the JSON do not matter."""
+    return hashlib.sha256(msgspec.json.encode(request)).hexdigest()
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise Problem(
+            400,
+            "invalid-idempotency-key",
+            "Invalid Idempotency-Key",
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters",
+        )
+    return key
+
+
+async def accept_message(
+    session: AsyncSession,
+    *,
+    app: str,
+    message: ValidatedMessage,
+    idempotency_key: str | None,
+    fingerprint: str,
+    now: datetime,
+) -> tuple[Message, bool]:
+    """Store a new message; with an Idempotency-Key already used, return that message.
+
+    Returns ``(message, replayed)``. The unique (app, idempotency_key) constraint decides
+    races between concurrent requests with the same key: the loser reads the winner's row.
+    """
+    if idempotency_key is not None:
+        existing = await _by_idempotency_key(session, app, idempotency_key)
+        if existing is not None:
+            return _replay(existing, fingerprint), True
+
+    row = Message(
+        message_id=new_id("msg"),
+        app=app,
+        to_number=message.to,
+        sender=message.sender,
+        body=message.body,
+        media_urls=list(message.media_urls),
+        encoding=message.encoding,
+        segments=message.segments,
+        status=(DeliveryStatus.SCHEDULED if message.send_at else DeliveryStatus.ACCEPTED).value,
+        requested_account=message.account,
+        message_metadata=message.metadata,
+        callback_url=message.callback_url,
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint,
+        send_at=message.send_at,
+        next_attempt_at=message.send_at or now,
+        attempt_count=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        if idempotency_key is None:
+            raise
+        existing = await _by_idempotency_key(session, app, idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, fingerprint), True
+    return row, False
+
+
+def _replay(existing: Message, fingerprint: str) -> Message:
+    if existing.request_hash != fingerprint:
+        raise Problem(
+            409,
+            "idempotency-key-reused",
+            "Idempotency-Key reused with a different request",
+            f"this Idempotency-Key was first used for message {existing.message_id} with a "
+            "different body; use a new key for a new message",
+            extra={"message_id": existing.message_id},
+        )
+    return existing
+
+
+async def _by_idempotency_key(session: AsyncSession, app: str, key: str) -> Message | None:
+    return (
+        await session.execute(
+            select(Message).where(Message.app == app, Message.idempotency_key == key)
+        )
+    ).scalar_one_or_none()
+
+
+async def get_message(session: AsyncSession, app: str, message_id: str) -> Message | None:
+    """The app's message with its attempts; another app's message is simply not found."""
+    return (
+        await session.execute(
+            select(Message)
+            .where(Message.message_id == message_id, Message.app == app)
+            .options(selectinload(Message.attempts))
+        )
+    ).scalar_one_or_none()
+
+
+async def list_messages(
+    session: AsyncSession,
+    app: str,
+    *,
+    status: str | None,
+    to: str | None,
+    since: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Message], str | None]:
+    """Newest first. The cursor is the last message id of the previous page (ids sort by
+    creation time), so pages stay stable while new messages arrive."""
+    query = select(Message).where(Message.app == app)
+    if status is not None:
+        query = query.where(Message.status == status)
+    if to is not None:
+        query = query.where(Message.to_number == to)
+    if since is not None:
+        query = query.where(Message.created_at >= since)
+    if cursor is not None:
+        query = query.where(Message.message_id < cursor)
+    rows = list(
+        (await session.execute(query.order_by(Message.message_id.desc()).limit(limit + 1)))
+        .scalars()
+        .all()
+    )
+    next_cursor = rows[limit - 1].message_id if len(rows) > limit else None
+    return rows[:limit], next_cursor

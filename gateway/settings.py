@@ -1,0 +1,300 @@
+"""Configuration: ``config/gateway.toml`` (or ``--config PATH``), then ``GATEWAY_*`` overrides.
+
+Secrets never live in the file: an account names the environment variables that hold its
+credentials, and the conventional provider variables (``TWILIO_ACCOUNT_SID``,
+``TELNYX_API_KEY``, …) create a default account of each kind when present. Anything
+missing or malformed fails at start-up with a :class:`ConfigError` naming the variable or
+key, never later in the middle of a send.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgspec
+import phonenumbers
+
+DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/gateway.db"
+
+_TWILIO_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+_TWILIO_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
+_TWILIO_TOKEN = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key or variable and why."""
+
+
+class TwilioAccount(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="twilio"):
+    kind: ClassVar[str] = "twilio"
+    name: str
+    account_sid: str
+    auth_token: str = msgspec.field(default="")
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    api_base_url: str = "https://api.twilio.com"
+    timeout_seconds: float = 10.0
+
+    def __repr__(self) -> str:  # keep the token out of every repr and log line
+        return f"TwilioAccount(name={self.name!r}, account_sid={self.account_sid!r})"
+
+
+class TelnyxAccount(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="telnyx"):
+    kind: ClassVar[str] = "telnyx"
+    name: str
+    api_key: str = msgspec.field(default="")
+    public_key: str | None = None
+    from_number: str | None = None
+    messaging_profile_id: str | None = None
+    api_base_url: str = "https://api.telnyx.com/v2"
+    timeout_seconds: float = 10.0
+
+    def __repr__(self) -> str:
+        return f"TelnyxAccount(name={self.name!r})"
+
+
+Account = TwilioAccount | TelnyxAccount
+
+
+class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
+    enabled: bool = True
+    poll_interval_seconds: float = 0.5
+    batch_size: int = 100
+    concurrency: int = 32
+    claim_ttl_seconds: float = 60.0
+    max_attempts: int = 5
+    backoff_base_seconds: float = 2.0
+    backoff_max_seconds: float = 300.0
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str = DEFAULT_DATABASE_URL
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    default_region: str | None = None
+    log_level: str = "INFO"
+    accounts: tuple[Account, ...] = ()
+    dispatcher: DispatcherSettings = msgspec.field(default_factory=DispatcherSettings)
+    sandbox: bool = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def account(self, name: str) -> Account | None:
+        return next((a for a in self.accounts if a.name == name), None)
+
+
+# --- loading ---------------------------------------------------------------------------
+
+_GATEWAY_KEYS = ("database_url", "public_url", "host", "port", "default_region", "log_level")
+_DISPATCHER_KEYS = tuple(f for f in DispatcherSettings.__struct_fields__)
+
+
+def load_settings(
+    config_path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the TOML file (if any), apply ``GATEWAY_*`` overrides, resolve secrets, validate."""
+    env = os.environ if environ is None else environ
+    explicit = config_path is not None or "GATEWAY_CONFIG" in env
+    path = config_path or Path(env.get("GATEWAY_CONFIG", str(DEFAULT_CONFIG_PATH)))
+    document: dict[str, Any] = {}
+    if path.exists():
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    elif explicit:
+        raise ConfigError(f"{path}: configuration file not found")
+
+    gateway = dict(_table(document, "gateway", path))
+    for key in _GATEWAY_KEYS:
+        if (value := env.get(f"GATEWAY_{key.upper()}")) is not None:
+            gateway[key] = value
+    dispatcher = dict(_table(document, "dispatcher", path))
+    for key in _DISPATCHER_KEYS:
+        if (value := env.get(f"GATEWAY_DISPATCHER_{key.upper()}")) is not None:
+            dispatcher[key] = value
+
+    accounts = [_account_from_table(t, env, path) for t in _accounts(document, path)]
+    accounts += _conventional_accounts(env, {a.name for a in accounts})
+
+    try:
+        settings = msgspec.convert({**gateway, "dispatcher": dispatcher}, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    settings = msgspec.structs.replace(settings, accounts=tuple(accounts))
+    _validate(settings)
+    return settings
+
+
+def _table(document: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any]:
+    table = document.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    return table
+
+
+def _accounts(document: Mapping[str, Any], path: Path) -> list[Mapping[str, Any]]:
+    tables = document.get("accounts", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{path}: [[accounts]] must be an array of tables")
+    return tables
+
+
+def _account_from_table(table: Mapping[str, Any], env: Mapping[str, str], path: Path) -> Account:
+    """An ``[[accounts]]`` entry; secrets are read from the variables it names (``*_env``)."""
+    name = table.get("name")
+    where = f"{path}: account {name!r}"
+    fields = {k: v for k, v in table.items() if not k.endswith("_env")}
+    for key, variable in table.items():
+        if key.endswith("_env"):
+            if not isinstance(variable, str):
+                raise ConfigError(f"{where}: {key} must name an environment variable")
+            secret = env.get(variable)
+            if not secret:
+                raise ConfigError(f"{where}: environment variable {variable} ({key}) is not set")
+            fields[key.removesuffix("_env")] = secret
+    kind = fields.pop("kind", None)
+    target: type[Account]
+    if kind == "twilio":
+        target = TwilioAccount
+    elif kind == "telnyx":
+        target = TelnyxAccount
+    else:
+        raise ConfigError(f"{where}: kind must be 'twilio' or 'telnyx', not {kind!r}")
+    try:
+        return msgspec.convert(fields, target, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _conventional_accounts(env: Mapping[str, str], taken: set[str]) -> list[Account]:
+    """Default accounts from the providers' conventional variables, when present."""
+    accounts: list[Account] = []
+    if env.get("TWILIO_ACCOUNT_SID") and "twilio" not in taken:
+        token = env.get("TWILIO_AUTH_TOKEN")
+        if not token:
+            raise ConfigError("TWILIO_AUTH_TOKEN is not set (TWILIO_ACCOUNT_SID is)")
+        accounts.append(
+            TwilioAccount(
+                name="twilio",
+                account_sid=env["TWILIO_ACCOUNT_SID"],
+                auth_token=token,
+                from_number=env.get("TWILIO_FROM_NUMBER") or None,
+                messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID") or None,
+            )
+        )
+    if env.get("TELNYX_API_KEY") and "telnyx" not in taken:
+        accounts.append(
+            TelnyxAccount(
+                name="telnyx",
+                api_key=env["TELNYX_API_KEY"],
+                public_key=env.get("TELNYX_PUBLIC_KEY") or None,
+                from_number=env.get("TELNYX_FROM_NUMBER") or None,
+                messaging_profile_id=env.get("TELNYX_MESSAGING_PROFILE_ID") or None,
+            )
+        )
+    return accounts
+
+
+# --- validation ------------------------------------------------------------------------
+
+
+def _validate(settings: Settings) -> None:
+    if not settings.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            "GATEWAY_DATABASE_URL: use sqlite+aiosqlite:///PATH or "
+            "postgresql+asyncpg://USER@HOST/DB"
+        )
+    if not settings.public_url.startswith(("http://", "https://")):
+        raise ConfigError("GATEWAY_PUBLIC_URL: must start with http:// or https://")
+    if settings.default_region and (
+        settings.default_region.upper() not in phonenumbers.SUPPORTED_REGIONS
+    ):
+        raise ConfigError(
+            f"GATEWAY_DEFAULT_REGION: {settings.default_region!r} is not an ISO country code"
+        )
+    names = [a.name for a in settings.accounts]
+    if duplicates := {n for n in names if names.count(n) > 1}:
+        raise ConfigError(f"accounts: duplicate account names {sorted(duplicates)}")
+    for account in settings.accounts:
+        if isinstance(account, TwilioAccount):
+            _validate_twilio(account)
+        else:
+            _validate_telnyx(account)
+
+
+def _variable(account: Account, field: str) -> str:
+    """The variable to name in an error: the conventional one for default accounts."""
+    if account.name == account.kind:
+        return f"{account.kind.upper()}_{field.upper()}"
+    return f"account {account.name!r} {field}"
+
+
+def _validate_twilio(account: TwilioAccount) -> None:
+    if not _TWILIO_SID.match(account.account_sid):
+        raise ConfigError(
+            f"{_variable(account, 'account_sid')}: must be 'AC' followed by 32 hex digits"
+        )
+    if not _TWILIO_TOKEN.match(account.auth_token):
+        raise ConfigError(f"{_variable(account, 'auth_token')}: must be 32 hex digits")
+    if account.messaging_service_sid and not _TWILIO_SERVICE_SID.match(
+        account.messaging_service_sid
+    ):
+        raise ConfigError(
+            f"{_variable(account, 'messaging_service_sid')}: must be 'MG' followed by 32 hex digits"
+        )
+    _validate_sender(account, account.from_number, account.messaging_service_sid)
+
+
+def _validate_telnyx(account: TelnyxAccount) -> None:
+    if not account.api_key.startswith("KEY") or len(account.api_key) < 16:
+        raise ConfigError(f"{_variable(account, 'api_key')}: a Telnyx API v2 key starts with KEY")
+    if account.public_key is not None:
+        try:
+            raw = base64.b64decode(account.public_key, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(
+                f"{_variable(account, 'public_key')}: must be the Base64 of a 32-byte Ed25519 key"
+            )
+    _validate_sender(account, account.from_number, account.messaging_profile_id)
+
+
+def _validate_sender(account: Account, from_number: str | None, pool: str | None) -> None:
+    what = "MESSAGING_SERVICE_SID" if account.kind == "twilio" else "MESSAGING_PROFILE_ID"
+    if from_number is None and pool is None:
+        raise ConfigError(
+            f"{_variable(account, 'from_number')}: set a sender number or {account.kind.upper()}_"
+            f"{what}"
+        )
+    if from_number is not None and not is_sender_id(from_number):
+        raise ConfigError(
+            f"{_variable(account, 'from_number')}: {from_number!r} is neither an E.164 number, "
+            "a short code nor an alphanumeric sender ID"
+        )
+
+
+_ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
+_SHORT_CODE = re.compile(r"^[0-9]{3,8}$")
+
+
+def is_sender_id(value: str) -> bool:
+    """E.164 number, short code, or alphanumeric sender ID (1-11 characters, one letter)."""
+    if value.startswith("+"):
+        try:
+            return phonenumbers.is_valid_number(phonenumbers.parse(value, None))
+        except phonenumbers.NumberParseException:
+            return False
+    return bool(_SHORT_CODE.match(value) or _ALPHANUMERIC_SENDER.match(value))

@@ -1,0 +1,55 @@
+"""``/health`` says the process is alive; ``/ready`` says it can do its job (database
+reachable, schema at the current migration, provider accounts configured)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get
+from sqlalchemy import text
+
+from gateway.db.migrate import current_revision, head_revision
+from gateway.state import GatewayState
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str
+
+
+class Readiness(msgspec.Struct, frozen=True):
+    status: str
+    checks: dict[str, str]
+    accounts: list[str]
+
+
+@get("/health", tags=["system"], summary="Liveness")
+async def health() -> Health:
+    return Health(status="ok")
+
+
+@get("/ready", tags=["system"], summary="Readiness: database, migrations, accounts")
+async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
+    state = GatewayState.of(request.app)
+    checks: dict[str, str] = {}
+    try:
+        async with state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+        revision = await current_revision(state.engine)
+        head = head_revision()
+        checks["migrations"] = (
+            "ok" if revision == head else f"at {revision or 'none'}, expected {head}"
+        )
+    except Exception as exc:  # readiness reports, it does not raise
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    checks["accounts"] = "ok" if state.providers else "no provider account configured"
+    ok = all(value == "ok" for value in checks.values())
+    return Response(
+        Readiness(
+            status="ready" if ok else "not ready",
+            checks=checks,
+            accounts=sorted(state.providers),
+        ),
+        status_code=200 if ok else 503,
+    )

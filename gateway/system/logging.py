@@ -1,0 +1,47 @@
+"""One JSON object per log line. Message bodies and full phone numbers are never passed to
+the logger in the first place; :func:`mask_number` exists for the rare line that needs a
+hint of which number (country code and last two digits)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The SDKs log whole requests (bodies, numbers) at DEBUG/INFO: keep them quiet.
+    for noisy in ("twilio", "telnyx", "httpx", "httpcore", "aiohttp", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def mask_number(e164: str) -> str:
+    """``+14155550100`` → ``+1********00``: enough to correlate, not enough to identify."""
+    if len(e164) < 6:
+        return "***"
+    return e164[:2] + "*" * (len(e164) - 4) + e164[-2:]

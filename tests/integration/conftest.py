@@ -1,0 +1,144 @@
+"""A whole gateway in-process: real app, real database (both engines), the sandbox
+simulators mounted on it, and the providers' HTTP client routed back into the same app
+(httpx's ASGI transport), so a send crosses the real SDKs and the real wire formats.
+
+The dispatcher is not started in the background: tests call ``run_once()`` so that every
+step is deterministic, with a clock they control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from litestar import Litestar
+
+from gateway.app import create_app
+from gateway.auth.keys import create_key
+from gateway.clock import utcnow
+from gateway.dispatch.dispatcher import Dispatcher
+from gateway.sandbox import SandboxState
+from gateway.sandbox_setup import sandbox_settings
+from gateway.settings import DispatcherSettings, Settings
+from gateway.state import GatewayState
+
+BASE_URL = "http://gateway.test"
+
+
+@dataclass
+class Clock:
+    """Real time plus an offset the test moves forward (the API stamps real time)."""
+
+    offset: timedelta = field(default_factory=timedelta)
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+@dataclass
+class Gateway:
+    client: httpx.AsyncClient
+    state: GatewayState
+    sandbox: SandboxState
+    clock: Clock
+    dispatcher: Dispatcher
+
+    async def key_for(self, app: str) -> dict[str, str]:
+        async with self.state.sessionmaker() as session:
+            issued = await create_key(session, app)
+            await session.commit()
+        return {"Authorization": f"Bearer {issued.key}"}
+
+    async def send(self, headers: dict[str, str], **body: Any) -> httpx.Response:
+        return await self.client.post("/v1/messages", json=body, headers=headers)
+
+    async def message(self, headers: dict[str, str], message_id: str) -> dict[str, Any]:
+        response = await self.client.get(f"/v1/messages/{message_id}", headers=headers)
+        assert response.status_code == 200, response.text
+        document: dict[str, Any] = response.json()
+        return document
+
+
+@pytest.fixture
+def sandbox() -> SandboxState:
+    return SandboxState(hang_seconds=5.0)
+
+
+@pytest.fixture
+def dispatcher_settings() -> DispatcherSettings:
+    return DispatcherSettings(
+        enabled=False, max_attempts=3, backoff_base_seconds=1.0, backoff_max_seconds=10.0
+    )
+
+
+@pytest.fixture
+def settings(
+    database_url: str, sandbox: SandboxState, dispatcher_settings: DispatcherSettings
+) -> Settings:
+    base = Settings(database_url=database_url, dispatcher=dispatcher_settings)
+    configured, _ = sandbox_settings(base, sandbox, base_url=BASE_URL)
+    return configured
+
+
+@contextlib.asynccontextmanager
+async def running(app: Litestar) -> AsyncIterator[None]:
+    """Run the app's lifespan in the test's own event loop (Litestar's AsyncTestClient runs
+    it in a portal thread, whose loop asyncpg connections cannot be shared with). The
+    lifespan is entered and left by one task, as anyio's cancel scopes require."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(hold())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        await task  # start-up failed: raise its error
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+def _in_process_client(app: Litestar) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
+
+
+@pytest.fixture
+async def gateway(settings: Settings, sandbox: SandboxState) -> AsyncIterator[Gateway]:
+    app = create_app(settings, sandbox=sandbox, http_client_factory=_in_process_client)
+    clock = Clock()
+    async with running(app), _in_process_client(app) as client:
+        state = GatewayState.of(app)
+        dispatcher = Dispatcher(
+            sessionmaker=state.sessionmaker,
+            providers=state.providers,
+            settings=settings.dispatcher,
+            clock=clock,
+            worker="test-worker",
+        )
+        yield Gateway(client, state, sandbox, clock, dispatcher)
+
+
+@pytest.fixture
+async def headers(gateway: Gateway) -> dict[str, str]:
+    return await gateway.key_for("billing")
+
+
+def with_settings(settings: Settings, **changes: Any) -> Settings:
+    return msgspec.structs.replace(settings, **changes)

@@ -1,0 +1,114 @@
+"""API keys, app isolation, and the Idempotency-Key contract."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.auth.keys import revoke_key
+from tests.integration.conftest import Gateway
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_no_key_is_401_with_a_challenge(gateway: Gateway) -> None:
+    response = await gateway.client.post("/v1/messages", json={"to": "+14155550100"})
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert "Authorization: Bearer" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Bearer sgw_notakey", "Basic dXNlcjpwYXNz", "Bearer ", "sgw_AAAAAAAAAAAA_" + "x" * 43],
+)
+async def test_bad_keys_are_401(gateway: Gateway, value: str) -> None:
+    response = await gateway.client.get("/v1/messages", headers={"Authorization": value})
+    assert response.status_code == 401
+
+
+async def test_a_well_formed_key_with_a_wrong_secret_is_401(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    real = headers["Authorization"]
+    forged = real[:-4] + ("AAAA" if not real.endswith("AAAA") else "BBBB")
+    response = await gateway.client.get("/v1/messages", headers={"Authorization": forged})
+    assert response.status_code == 401
+
+
+async def test_revoked_key_is_refused(gateway: Gateway, headers: dict[str, str]) -> None:
+    assert (await gateway.client.get("/v1/messages", headers=headers)).status_code == 200
+    lookup = headers["Authorization"].split("_")[1]
+    async with gateway.state.sessionmaker() as session:
+        assert await revoke_key(session, lookup)
+        await session.commit()
+    assert (await gateway.client.get("/v1/messages", headers=headers)).status_code == 401
+
+
+async def test_an_app_cannot_see_another_apps_messages(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    other = await gateway.key_for("marketing")
+    sent = await gateway.send(headers, to="+14155550100", body="private")
+    message_id = sent.json()["message_id"]
+    response = await gateway.client.get(f"/v1/messages/{message_id}", headers=other)
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+    listing = await gateway.client.get("/v1/messages", headers=other)
+    assert listing.json()["data"] == []
+
+
+async def test_same_key_same_body_is_the_same_message(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    keyed = {**headers, "Idempotency-Key": "order-42"}
+    first = await gateway.client.post(
+        "/v1/messages", json={"to": "+14155550100", "body": "Your order shipped"}, headers=keyed
+    )
+    # Same content, different key order and spacing: still the same request.
+    again = await gateway.client.post(
+        "/v1/messages",
+        content=b'{ "body": "Your order shipped",  "to": "+14155550100" }',
+        headers={**keyed, "Content-Type": "application/json"},
+    )
+    assert first.status_code == again.status_code == 202
+    assert again.json()["message_id"] == first.json()["message_id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    await gateway.dispatcher.run_once()
+    assert len(gateway.sandbox.twilio.created) == 1
+
+
+async def test_same_key_different_body_is_409(gateway: Gateway, headers: dict[str, str]) -> None:
+    keyed = {**headers, "Idempotency-Key": "order-43"}
+    first = await gateway.client.post(
+        "/v1/messages", json={"to": "+14155550100", "body": "one"}, headers=keyed
+    )
+    conflict = await gateway.client.post(
+        "/v1/messages", json={"to": "+14155550100", "body": "two"}, headers=keyed
+    )
+    assert conflict.status_code == 409
+    assert conflict.headers["content-type"].startswith("application/problem+json")
+    assert conflict.json()["message_id"] == first.json()["message_id"]
+
+
+async def test_idempotency_keys_are_per_app(gateway: Gateway, headers: dict[str, str]) -> None:
+    other = await gateway.key_for("marketing")
+    body = {"to": "+14155550100", "body": "hi"}
+    first = await gateway.client.post(
+        "/v1/messages", json=body, headers={**headers, "Idempotency-Key": "k1"}
+    )
+    second = await gateway.client.post(
+        "/v1/messages", json=body, headers={**other, "Idempotency-Key": "k1"}
+    )
+    assert first.json()["message_id"] != second.json()["message_id"]
+
+
+async def test_overlong_idempotency_key_is_400(gateway: Gateway, headers: dict[str, str]) -> None:
+    response = await gateway.client.post(
+        "/v1/messages",
+        json={"to": "+14155550100", "body": "hi"},
+        headers={**headers, "Idempotency-Key": "k" * 256},
+    )
+    assert response.status_code == 400
+    assert response.json()["type"] == "/problems/invalid-idempotency-key"

@@ -1,0 +1,149 @@
+"""Configuration: file, environment overrides, conventional provider variables, and
+start-up failures that name the variable to fix."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import ConfigError, TelnyxAccount, TwilioAccount, load_settings
+
+SID = "AC" + "0123456789abcdef" * 2
+TOKEN = "f" * 32
+TELNYX_KEY = "KEY0123456789ABCDEF_secret"
+PUBLIC_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+def test_defaults_without_variables() -> None:
+    settings = load_settings(None, environ={})
+    assert settings.database_url.startswith("sqlite+aiosqlite://")
+    assert settings.accounts == ()
+
+
+def test_conventional_variables_create_default_accounts() -> None:
+    settings = load_settings(
+        environ={
+            "TWILIO_ACCOUNT_SID": SID,
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "TWILIO_FROM_NUMBER": "+14155550100",
+            "TELNYX_API_KEY": TELNYX_KEY,
+            "TELNYX_PUBLIC_KEY": PUBLIC_KEY,
+            "TELNYX_MESSAGING_PROFILE_ID": "40017f8e-49bd-4f16-9e3d-ef103f916228",
+        }
+    )
+    twilio, telnyx = settings.accounts
+    assert isinstance(twilio, TwilioAccount)
+    assert (twilio.name, twilio.account_sid, twilio.from_number) == ("twilio", SID, "+14155550100")
+    assert isinstance(telnyx, TelnyxAccount)
+    assert telnyx.messaging_profile_id == "40017f8e-49bd-4f16-9e3d-ef103f916228"
+    assert TOKEN not in repr(settings) and TELNYX_KEY not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"TWILIO_ACCOUNT_SID": SID, "TWILIO_FROM_NUMBER": "+14155550100"}, "TWILIO_AUTH_TOKEN"),
+        (
+            {
+                "TWILIO_ACCOUNT_SID": "nope",
+                "TWILIO_AUTH_TOKEN": TOKEN,
+                "TWILIO_FROM_NUMBER": "+14155550100",
+            },
+            "TWILIO_ACCOUNT_SID",
+        ),
+        (
+            {
+                "TWILIO_ACCOUNT_SID": SID,
+                "TWILIO_AUTH_TOKEN": "short",
+                "TWILIO_FROM_NUMBER": "+14155550100",
+            },
+            "TWILIO_AUTH_TOKEN",
+        ),
+        ({"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN}, "TWILIO_FROM_NUMBER"),
+        (
+            {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_FROM_NUMBER": "12"},
+            "TWILIO_FROM_NUMBER",
+        ),
+        ({"TELNYX_API_KEY": "secret", "TELNYX_FROM_NUMBER": "+14155550100"}, "TELNYX_API_KEY"),
+        (
+            {
+                "TELNYX_API_KEY": TELNYX_KEY,
+                "TELNYX_FROM_NUMBER": "+14155550100",
+                "TELNYX_PUBLIC_KEY": "abc",
+            },
+            "TELNYX_PUBLIC_KEY",
+        ),
+        ({"GATEWAY_DATABASE_URL": "mysql://x/y"}, "GATEWAY_DATABASE_URL"),
+        ({"GATEWAY_PUBLIC_URL": "gateway.example.com"}, "GATEWAY_PUBLIC_URL"),
+        ({"GATEWAY_DEFAULT_REGION": "XX"}, "GATEWAY_DEFAULT_REGION"),
+    ],
+)
+def test_bad_or_missing_secrets_fail_naming_the_variable(
+    environ: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(environ=environ)
+
+
+def test_file_accounts_read_secrets_from_the_variables_they_name(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        """
+[gateway]
+public_url = "https://sms.example.com"
+port = 9000
+
+[dispatcher]
+batch_size = 10
+
+[[accounts]]
+name = "twilio-eu"
+kind = "twilio"
+account_sid_env = "EU_SID"
+auth_token_env = "EU_TOKEN"
+from_number = "+447911123456"
+""",
+        encoding="utf-8",
+    )
+    settings = load_settings(
+        config,
+        environ={
+            "EU_SID": SID,
+            "EU_TOKEN": TOKEN,
+            "GATEWAY_PORT": "9100",
+            "GATEWAY_DISPATCHER_CONCURRENCY": "4",
+        },
+    )
+    assert settings.public_url == "https://sms.example.com"
+    assert settings.port == 9100  # the environment wins over the file
+    assert (settings.dispatcher.batch_size, settings.dispatcher.concurrency) == (10, 4)
+    [account] = settings.accounts
+    assert isinstance(account, TwilioAccount)
+    assert (account.name, account.auth_token) == ("twilio-eu", TOKEN)
+
+    with pytest.raises(ConfigError, match="EU_TOKEN"):
+        load_settings(config, environ={"EU_SID": SID})
+
+
+def test_missing_explicit_file_and_bad_toml_fail(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "absent.toml", environ={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[gateway\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(broken, environ={})
+
+
+def test_unknown_account_kind_fails(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('[[accounts]]\nname = "x"\nkind = "vonage"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="kind must be"):
+        load_settings(config, environ={})
+
+
+def test_the_shipped_config_file_loads() -> None:
+    shipped = Path(__file__).resolve().parents[3] / "config" / "gateway.toml"
+    settings = load_settings(shipped, environ={})
+    assert settings.port == 8000
