@@ -96,6 +96,7 @@ def create_app(
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_REQUEST_BODY,
+        logging_config=None,  # gateway.system.logging owns the format (JSON lines)
         openapi_config=OpenAPIConfig(
             title="SMS gateway",
             version="0.1.0",

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.settings import ConfigError, Settings, load_settings
 
@@ -88,7 +90,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     overrides: dict[str, object] = {"host": host, "port": port}
     if args.no_dispatcher:
         overrides["dispatcher"] = msgspec.structs.replace(settings.dispatcher, enabled=False)
-    settings = msgspec.structs.replace(settings, **overrides)  # type: ignore[arg-type]
+    settings = msgspec.structs.replace(settings, **overrides)
     sandbox = None
     if args.sandbox:
         from gateway.sandbox_setup import sandbox_settings
@@ -99,7 +101,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         key = _run(_prepare_sandbox(settings))
         _print_sandbox_banner(settings, key)
     app = create_app(settings, sandbox=sandbox)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,  # in-flight requests get this long to finish
+    )
     return 0
 
 
@@ -127,7 +136,7 @@ def _print_sandbox_banner(settings: Settings, key: str) -> None:
     print(
         f"  curl -s {base}/v1/messages -H 'Authorization: Bearer {key}' "
         "-H 'Content-Type: application/json' "
-        "-d '{\"to\": \"+14155550100\", \"body\": \"Hello from the sandbox\"}'"
+        '-d \'{"to": "+14155550100", "body": "Hello from the sandbox"}\''
     )
     sys.stdout.flush()
 
@@ -214,28 +223,22 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-class _session:
+@contextlib.asynccontextmanager
+async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
     """A session on a migrated database (the embedded default migrates itself)."""
+    from gateway.db.engine import create_engine, create_sessionmaker
+    from gateway.db.migrate import is_up_to_date, upgrade
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-
-    async def __aenter__(self):  # type: ignore[no-untyped-def]
-        from gateway.db.engine import create_engine, create_sessionmaker
-        from gateway.db.migrate import is_up_to_date, upgrade
-
-        self._engine = create_engine(self._settings.database_url)
-        if self._settings.is_sqlite:
-            await upgrade(self._engine)
-        elif not await is_up_to_date(self._engine):
-            await self._engine.dispose()
+    engine = create_engine(settings.database_url)
+    try:
+        if settings.is_sqlite:
+            await upgrade(engine)
+        elif not await is_up_to_date(engine):
             raise ValueError("the database is not migrated: run 'sms-gateway migrate' first")
-        self._session = create_sessionmaker(self._engine)()
-        return self._session
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._session.close()
-        await self._engine.dispose()
+        async with create_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        await engine.dispose()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,9 @@ def sandbox_settings(
 ) -> tuple[Settings, SandboxState]:
     """Replace every configured account with the two simulated ones (so a sandbox never
     sends a real message, whatever the environment holds)."""
-    state = state or SandboxState()
+    # A 9004 request is held a little longer than the client waits, then answered: long
+    # enough to show the timeout, short enough not to hold up a shutdown.
+    state = state or SandboxState(hang_seconds=SANDBOX_PROVIDER_TIMEOUT + 2)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
     base = (base_url or f"http://{host}:{settings.port}").rstrip("/")
     credentials = state.credentials

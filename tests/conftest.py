@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
@@ -30,16 +28,6 @@ async def _migrate(url: str) -> None:
     engine = create_engine(url)
     try:
         await upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
-async def _admin(url: str, statement: str) -> None:
-    engine = create_engine(url)
-    try:
-        async with engine.connect() as connection:
-            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await connection.execute(text(statement))
     finally:
         await engine.dispose()
 
@@ -73,9 +61,9 @@ def database_url(
     server: PostgresServer = request.getfixturevalue("postgres")
     name = f"test_{next(_counter)}_{request.node.name[:30]}".lower()
     name = "".join(c if c.isalnum() else "_" for c in name)
-    asyncio.run(_admin(server.url, f'CREATE DATABASE "{name}" TEMPLATE {_TEMPLATE_DB}'))
-    yield str(make_url(server.url).set(database=name).render_as_string(hide_password=False))
-    asyncio.run(_admin(server.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    # FILE_COPY cloning (the harness's default on PostgreSQL 15) takes ~20 ms a database.
+    yield server.create_database(name, template=_TEMPLATE_DB)
+    server.drop_database(name)
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ from gateway.state import GatewayState
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sms-gateway"'}
 
 
-async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_api_key(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
     header = connection.headers.get("authorization", "")
     scheme, _sep, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():

@@ -46,10 +46,13 @@ def _hash(key: str) -> str:
 async def create_key(session: AsyncSession, app: str) -> IssuedKey:
     if not APP_NAME.match(app):
         raise ValueError(
-            "app name: 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+            "app name: 1-64 characters of a-z, 0-9, '.', '_' or '-', "
+            "starting with a letter or digit"
         )
-    lookup = "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789")
-                     for _ in range(12))
+    lookup = "".join(
+        secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789")
+        for _ in range(12)
+    )
     key = f"{KEY_PREFIX}_{lookup}_{secrets.token_urlsafe(32)}"
     row = ApiKey(
         key_id=new_id("key"),

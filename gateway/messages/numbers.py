@@ -29,7 +29,7 @@ def normalize_number(raw: str, region: str | None) -> str:
     if not international and region is None:
         raise InvalidNumber(
             "is not in E.164 form (+ and country code); a national number needs `country`"
-            " (e.g. \"US\") or a configured default region"
+            ' (e.g. "US") or a configured default region'
         )
     try:
         number = phonenumbers.parse(text, None if international else region)

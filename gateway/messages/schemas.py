@@ -17,7 +17,9 @@ class SendMessageRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     media_urls: list[str] = msgspec.field(default_factory=list)
     from_: str | None = msgspec.field(default=None, name="from")
     provider: str | None = None
-    country: Annotated[str, msgspec.Meta(description="ISO 3166 hint for national numbers")] | None = None
+    country: Annotated[
+        str | None, msgspec.Meta(description="ISO 3166 hint for national numbers")
+    ] = None
     send_at: datetime | None = None
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     callback_url: str | None = None

@@ -38,7 +38,8 @@ def test_conventional_variables_create_default_accounts() -> None:
     assert (twilio.name, twilio.account_sid, twilio.from_number) == ("twilio", SID, "+14155550100")
     assert isinstance(telnyx, TelnyxAccount)
     assert telnyx.messaging_profile_id == "40017f8e-49bd-4f16-9e3d-ef103f916228"
-    assert TOKEN not in repr(settings) and TELNYX_KEY not in repr(settings)
+    assert TOKEN not in repr(settings)
+    assert TELNYX_KEY not in repr(settings)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,116 @@
+"""Twilio Programmable Messaging through the official SDK (PROTOCOLS.md C).
+
+The SDK knows the wire (URL, form field names, auth, error body); this module only decides
+what goes in and what the answer means. Requests travel over the gateway's shared httpx
+client through :class:`HttpxTwilioClient`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from twilio.rest import Client
+
+from providers.base import Provider
+from providers.errors import ProviderError
+from providers.twilio.errors import error_from_exception
+from providers.twilio.http_adapter import (
+    TWILIO_API_BASE_URL,
+    Exchange,
+    HttpxTwilioClient,
+    capture_exchange,
+)
+from providers.twilio.message_resource import receipt_from_resource
+from providers.types import OutboundMessage, SendReceipt
+
+#: The Message resource fields (C.2), used to rebuild ``raw`` if the JSON is out of reach.
+_RESOURCE_FIELDS = (
+    "sid",
+    "account_sid",
+    "messaging_service_sid",
+    "to",
+    "body",
+    "status",
+    "direction",
+    "num_segments",
+    "num_media",
+    "price",
+    "price_unit",
+    "error_code",
+    "error_message",
+    "api_version",
+    "uri",
+)
+
+
+class TwilioProvider(Provider):
+    """One Twilio account (an Account SID and its auth token)."""
+
+    kind = "twilio"
+
+    def __init__(
+        self,
+        account: str,
+        *,
+        account_sid: str,
+        auth_token: str,
+        http_client: httpx.AsyncClient,
+        from_number: str | None = None,
+        messaging_service_sid: str | None = None,
+        api_base_url: str = TWILIO_API_BASE_URL,
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(account)
+        self._from_number = from_number
+        self._messaging_service_sid = messaging_service_sid
+        adapter = HttpxTwilioClient(http_client, api_base_url=api_base_url, timeout=timeout)
+        # ``environment`` is passed so the SDK never reads os.environ: it falls back to it
+        # for any empty mapping, and a stray TWILIO_EDGE/TWILIO_REGION there would move
+        # every request of this account to another host.
+        self._client: Any = Client(
+            account_sid,
+            auth_token,
+            http_client=adapter,
+            environment={"TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token},
+        )
+        self._messages: Any = self._client.messages
+
+    async def _send(self, message: OutboundMessage) -> SendReceipt:
+        with capture_exchange() as exchange:
+            try:
+                # None values are dropped by the SDK (ClientBase.copy_non_none_values), so
+                # unset options never reach the form.
+                instance = await self._messages.create_async(
+                    to=message.to,
+                    from_=message.sender or self._from_number,
+                    messaging_service_sid=self._messaging_service_sid,
+                    body=message.body or None,  # an MMS may carry media only
+                    media_url=list(message.media_urls) or None,
+                    status_callback=message.status_callback_url,
+                    validity_period=message.validity_seconds,
+                )
+            except Exception as exc:
+                raise error_from_exception(exc, exchange) from exc
+        return receipt_from_resource(_resource_json(instance, exchange))
+
+    async def _fetch(self, provider_message_id: str) -> SendReceipt:
+        with capture_exchange() as exchange:
+            try:
+                instance = await self._messages(provider_message_id).fetch_async()
+            except Exception as exc:
+                raise error_from_exception(exc, exchange) from exc
+        return receipt_from_resource(_resource_json(instance, exchange))
+
+    def _translate(self, exc: Exception) -> ProviderError:
+        return error_from_exception(exc)
+
+
+def _resource_json(instance: Any, exchange: Exchange) -> dict[str, Any]:
+    """The JSON Twilio answered; the SDK's ``MessageInstance`` does not keep it."""
+    body = exchange.json_object()
+    if body is not None:
+        return body
+    resource = {name: getattr(instance, name, None) for name in _RESOURCE_FIELDS}
+    resource["from"] = getattr(instance, "from_", None)
+    return resource
