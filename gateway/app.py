@@ -12,6 +12,7 @@ import httpx
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusController
 
 from gateway.accounts import build_providers, create_http_client
 from gateway.api.problems import EXCEPTION_HANDLERS
@@ -19,11 +20,16 @@ from gateway.auth.guard import require_api_key
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import is_up_to_date, upgrade
 from gateway.dispatch.dispatcher import Dispatcher
+from gateway.dispatch.planning import build_planner
+from gateway.inbound.controller import InboundController
 from gateway.messages.controller import MessagesController
+from gateway.routing.api import resolve_route
 from gateway.sandbox import SandboxState, create_sandbox_router
-from gateway.settings import Settings
+from gateway.settings import Settings, webhook_url
 from gateway.state import GatewayState
 from gateway.system.health import health, ready
+from gateway.webhooks.receivers import build_receivers
+from gateway.webhooks.route import receive_webhook
 
 logger = logging.getLogger("gateway")
 
@@ -31,6 +37,9 @@ logger = logging.getLogger("gateway")
 MAX_REQUEST_BODY = 64 * 1024
 
 HttpClientFactory = Callable[[Litestar], httpx.AsyncClient]
+
+#: At shutdown, how long the sandbox's pending callbacks may take to finish.
+SANDBOX_DRAIN_SECONDS = 5.0
 
 
 class StartupError(Exception):
@@ -64,7 +73,12 @@ def create_app(
                 engine=engine,
                 sessionmaker=create_sessionmaker(engine),
                 providers=build_providers(settings, http_client),
+                receivers=build_receivers(settings),
+                planner=build_planner(settings),
             )
+            if sandbox is not None:
+                # The simulators call the gateway back through the same client.
+                sandbox.http_client = http_client
             app.state.gateway = state
             stop = asyncio.Event()
             dispatcher_task: asyncio.Task[None] | None = None
@@ -74,6 +88,9 @@ def create_app(
                     providers=state.providers,
                     settings=settings.dispatcher,
                     wakeup=state.dispatch_wakeup,
+                    status_callback_url=webhook_url(settings),
+                    planner=state.planner,
+                    accounts={a.name: a for a in settings.accounts},
                 )
                 dispatcher_task = asyncio.create_task(dispatcher.run(stop))
             try:
@@ -82,12 +99,23 @@ def create_app(
                 stop.set()
                 if dispatcher_task is not None:
                     await dispatcher_task  # in-flight sends finish, claims are released
+                if sandbox is not None:
+                    # Simulated callbacks in flight finish (they use the client and, through
+                    # the webhook route, the database); ones still retrying are cancelled.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(SANDBOX_DRAIN_SECONDS):
+                            await sandbox.drain_callbacks()
+                    sandbox.callbacks.cancel_all()
                 await http_client.aclose()
         finally:
             await engine.dispose()
 
-    v1 = Router(path="/v1", route_handlers=[MessagesController], guards=[require_api_key])
-    handlers: list[object] = [v1, health, ready]
+    v1 = Router(
+        path="/v1",
+        route_handlers=[MessagesController, InboundController, resolve_route],
+        guards=[require_api_key],
+    )
+    handlers: list[object] = [v1, receive_webhook, health, ready, PrometheusController]
     if sandbox is not None:
         handlers.append(create_sandbox_router(sandbox))
 

@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     worker = commands.add_parser("worker", help="run the dispatcher alone (scale-out)")
+    worker.add_argument(
+        "--sandbox",
+        metavar="URL",
+        default=None,
+        help="send through the simulators of the 'serve --sandbox' process at URL "
+        "(both need the same GATEWAY_SANDBOX_SEED)",
+    )
     worker.set_defaults(handler=_worker)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
@@ -66,7 +73,49 @@ def _parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key by id or lookup prefix")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=_keys_revoke)
+
+    route = commands.add_parser("route", help="show the rule and accounts a number would get")
+    route.add_argument("number", help="E.164 (or national with --country)")
+    route.add_argument("--country", default=None)
+    route.add_argument("--app", default="cli")
+    route.add_argument("--mms", action="store_true", help="a message with media")
+    route.add_argument("--body", default="", help="the text, for segment counts and prices")
+    route.set_defaults(handler=_route)
     return parser
+
+
+def _route(args: argparse.Namespace, settings: Settings) -> int:
+    """The same decision ``POST /v1/routes/resolve`` gives, from the configuration alone."""
+    from gateway.clock import new_id
+    from gateway.costs.pricing import MessageType
+    from gateway.costs.segments import count_segments
+    from gateway.dispatch.planning import build_planner
+    from gateway.messages.numbers import InvalidNumber, normalize_number, region_of
+    from gateway.routing.policy import MessageFacts
+
+    region = (args.country or settings.default_region or "").upper() or None
+    try:
+        to = normalize_number(args.number, region)
+    except InvalidNumber as exc:
+        print(f"error: {args.number!r} {exc}", file=sys.stderr)
+        return 2
+    facts = MessageFacts(
+        message_id=new_id("msg"),
+        to=to,
+        country=region_of(to),
+        message_type=MessageType.MMS if args.mms else MessageType.SMS,
+        app=args.app,
+        segments=count_segments(args.body).segments if args.body else 1,
+    )
+    decision = build_planner(settings).decide(facts)
+    print(f"{to} ({facts.country or 'unknown country'}, {facts.message_type})")
+    print(f"rule: {decision.rule} ({decision.strategy})")
+    print(f"accounts, in order: {', '.join(decision.candidates) or 'none'}")
+    for account, reason in decision.skipped_reasons.items():
+        print(f"skipped {account}: {reason}")
+    for reason in decision.reasons:
+        print(f"- {reason}")
+    return 0
 
 
 def _run(coroutine: Awaitable[T]) -> T:
@@ -141,10 +190,14 @@ def _print_sandbox_banner(settings: Settings, key: str) -> None:
     sys.stdout.flush()
 
 
-def _worker(_args: argparse.Namespace, settings: Settings) -> int:
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.system.logging import configure_logging
     from gateway.worker import run_worker
 
+    if args.sandbox:
+        from gateway.sandbox_setup import sandbox_worker_settings
+
+        settings = sandbox_worker_settings(settings, args.sandbox)
     configure_logging(settings.log_level)
     return _run(run_worker(settings, _stop_on_signals))
 

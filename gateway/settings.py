@@ -21,6 +21,10 @@ from typing import Any, ClassVar
 import msgspec
 import phonenumbers
 
+from gateway.costs.pricing import PriceBook, PricingError, load_price_tables
+from gateway.routing.config import check_price_tables, default_routing, parse_routing
+from gateway.routing.model import RoutingConfig, RoutingConfigError
+
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/gateway.db"
 
@@ -33,7 +37,23 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says which key or variable and why."""
 
 
-class TwilioAccount(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="twilio"):
+class AccountTraffic(msgspec.Struct, frozen=True, kw_only=True):
+    """What every account may add, whatever its kind: limits, a sender pool, a price table.
+
+    ``messages_per_second`` paces the whole account and ``sender_messages_per_second`` each
+    sender number (carriers throttle per number: a US long code takes about 1 message/s);
+    both are shared by every gateway process through the database. ``senders`` is a pool
+    of sender numbers chosen by geography and kept sticky per recipient.
+    """
+
+    senders: tuple[str, ...] = ()
+    messages_per_second: float | None = None
+    sender_messages_per_second: float | None = None
+    #: A file stem in config/pricing/ (negotiated rates); default: the account's kind.
+    price_table: str | None = None
+
+
+class TwilioAccount(AccountTraffic, frozen=True, kw_only=True, tag_field="kind", tag="twilio"):
     kind: ClassVar[str] = "twilio"
     name: str
     account_sid: str
@@ -47,7 +67,7 @@ class TwilioAccount(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind",
         return f"TwilioAccount(name={self.name!r}, account_sid={self.account_sid!r})"
 
 
-class TelnyxAccount(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="telnyx"):
+class TelnyxAccount(AccountTraffic, frozen=True, kw_only=True, tag_field="kind", tag="telnyx"):
     kind: ClassVar[str] = "telnyx"
     name: str
     api_key: str = msgspec.field(default="")
@@ -73,6 +93,19 @@ class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 5
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 300.0
+    #: 429s on one account before the message moves to the next candidate.
+    same_account_retries: int = 2
+    #: How long an unknown outcome waits for evidence (a callback naming the message).
+    reconcile_seconds: float = 300.0
+    #: Then: "resend" (no evidence that the provider has it) or "fail".
+    unknown_outcome: str = "resend"
+
+
+class AppQuota(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[apps.NAME]``: limits of one internal app (429 with Retry-After beyond them)."""
+
+    messages_per_minute: int | None = None
+    messages_per_day: int | None = None
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,9 +115,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     default_region: str | None = None
     log_level: str = "INFO"
+    #: How far a Telnyx webhook timestamp may be from now, either way (PROTOCOLS.md B.1).
+    webhook_tolerance_seconds: float = 300.0
     accounts: tuple[Account, ...] = ()
+    #: Which app owns each of our receiving numbers (E.164 → app), for inbound messages.
+    inbound_numbers: dict[str, str] = msgspec.field(default_factory=dict)
+    #: Per-app settings (quotas), by app name.
+    apps: dict[str, AppQuota] = msgspec.field(default_factory=dict)
     dispatcher: DispatcherSettings = msgspec.field(default_factory=DispatcherSettings)
     sandbox: bool = False
+    #: List-price tables (``config/pricing/*.toml``): the ``cheapest`` strategy, estimates.
+    pricing_dir: str = "config/pricing"
+    prices: PriceBook = msgspec.field(default_factory=PriceBook)
+    #: Parsed ``[routing]``; ``None``: one default rule, failover over every account in
+    #: configured order (computed from ``accounts``, so the sandbox gets it too).
+    routing: RoutingConfig | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -94,9 +139,37 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return next((a for a in self.accounts if a.name == name), None)
 
 
+def routing_config(settings: Settings) -> RoutingConfig:
+    """The routing in force: the parsed ``[routing]`` table, or failover over every
+    account in configured order."""
+    if settings.routing is not None:
+        return settings.routing
+    return default_routing(
+        {a.name: a.kind for a in settings.accounts}, price_tables=_price_tables(settings)
+    )
+
+
+def _price_tables(settings: Settings) -> dict[str, str]:
+    return {a.name: a.price_table for a in settings.accounts if a.price_table}
+
+
+def webhook_url(settings: Settings) -> str:
+    """Where providers call back: the one route for every provider."""
+    return settings.public_url.rstrip("/") + "/webhooks/sms"
+
+
 # --- loading ---------------------------------------------------------------------------
 
-_GATEWAY_KEYS = ("database_url", "public_url", "host", "port", "default_region", "log_level")
+_GATEWAY_KEYS = (
+    "database_url",
+    "public_url",
+    "host",
+    "port",
+    "default_region",
+    "log_level",
+    "webhook_tolerance_seconds",
+    "pricing_dir",
+)
 _DISPATCHER_KEYS = tuple(f for f in DispatcherSettings.__struct_fields__)
 
 
@@ -128,13 +201,46 @@ def load_settings(
     accounts = [_account_from_table(t, env, path) for t in _accounts(document, path)]
     accounts += _conventional_accounts(env, {a.name for a in accounts})
 
+    inbound_numbers = dict(_table(document, "inbound_numbers", path))
+    apps = dict(_table(document, "apps", path))
     try:
-        settings = msgspec.convert({**gateway, "dispatcher": dispatcher}, Settings, strict=False)
+        settings = msgspec.convert(
+            {
+                **gateway,
+                "dispatcher": dispatcher,
+                "inbound_numbers": inbound_numbers,
+                "apps": apps,
+            },
+            Settings,
+            strict=False,
+        )
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     settings = msgspec.structs.replace(settings, accounts=tuple(accounts))
     _validate(settings)
-    return settings
+    return _with_routing(settings, document.get("routing"), path)
+
+
+def _with_routing(settings: Settings, table: object, path: Path) -> Settings:
+    """Price tables and routing rules, checked against each other and the accounts."""
+    pricing = Path(settings.pricing_dir)
+    try:
+        prices = load_price_tables(pricing) if pricing.is_dir() else PriceBook()
+        routing = None
+        if table is not None:
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: [routing] must be a table")
+            routing = parse_routing(
+                table,
+                source=str(path),
+                accounts={a.name: a.kind for a in settings.accounts},
+                price_tables=_price_tables(settings),
+            )
+        configured = msgspec.structs.replace(settings, prices=prices, routing=routing)
+        check_price_tables(routing_config(configured), prices, source=str(path))
+    except (PricingError, RoutingConfigError) as exc:
+        raise ConfigError(str(exc)) from exc
+    return configured
 
 
 def _table(document: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any]:
@@ -224,6 +330,25 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             f"GATEWAY_DEFAULT_REGION: {settings.default_region!r} is not an ISO country code"
         )
+    if not 0 < settings.webhook_tolerance_seconds <= 3600:
+        raise ConfigError("GATEWAY_WEBHOOK_TOLERANCE_SECONDS: between 1 and 3600 seconds")
+    if settings.dispatcher.unknown_outcome not in ("resend", "fail"):
+        raise ConfigError(
+            "GATEWAY_DISPATCHER_UNKNOWN_OUTCOME: 'resend' or 'fail' "
+            f"(got {settings.dispatcher.unknown_outcome!r})"
+        )
+    for number, app in settings.inbound_numbers.items():
+        if not number.startswith("+") or not is_sender_id(number):
+            raise ConfigError(f"[inbound_numbers]: {number!r} is not an E.164 number")
+        if not APP_NAME.match(app):
+            raise ConfigError(f"[inbound_numbers]: {app!r} is not a valid app name")
+    for app, quota in settings.apps.items():
+        if not APP_NAME.match(app):
+            raise ConfigError(f"[apps.{app}]: {app!r} is not a valid app name")
+        for key in ("messages_per_minute", "messages_per_day"):
+            value = getattr(quota, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"[apps.{app}] {key}: must be at least 1 (got {value})")
     names = [a.name for a in settings.accounts]
     if duplicates := {n for n in names if names.count(n) > 1}:
         raise ConfigError(f"accounts: duplicate account names {sorted(duplicates)}")
@@ -272,9 +397,23 @@ def _validate_telnyx(account: TelnyxAccount) -> None:
     _validate_sender(account, account.from_number, account.messaging_profile_id)
 
 
+def _validate_traffic(account: Account) -> None:
+    for number in account.senders:
+        if not is_sender_id(number):
+            raise ConfigError(
+                f"account {account.name!r} senders: {number!r} is neither an E.164 number, "
+                "a short code nor an alphanumeric sender ID"
+            )
+    for key in ("messages_per_second", "sender_messages_per_second"):
+        rate = getattr(account, key)
+        if rate is not None and not 0 < rate <= 10_000:
+            raise ConfigError(f"account {account.name!r} {key}: between 0 and 10000 (got {rate})")
+
+
 def _validate_sender(account: Account, from_number: str | None, pool: str | None) -> None:
     what = "MESSAGING_SERVICE_SID" if account.kind == "twilio" else "MESSAGING_PROFILE_ID"
-    if from_number is None and pool is None:
+    _validate_traffic(account)
+    if from_number is None and pool is None and not account.senders:
         raise ConfigError(
             f"{_variable(account, 'from_number')}: set a sender number or {account.kind.upper()}_"
             f"{what}"
@@ -286,6 +425,8 @@ def _validate_sender(account: Account, from_number: str | None, pool: str | None
         )
 
 
+#: An internal app's name (API keys, inbound ownership).
+APP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
 _SHORT_CODE = re.compile(r"^[0-9]{3,8}$")
 

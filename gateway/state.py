@@ -10,8 +10,9 @@ from typing import Any
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from gateway.dispatch.planning import RoutePlanner
 from gateway.settings import Settings
-from providers import Provider
+from providers import Provider, WebhookReceiver
 
 
 @dataclass
@@ -20,6 +21,9 @@ class GatewayState:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[Any]
     providers: dict[str, Provider] = field(default_factory=dict)
+    receivers: list[WebhookReceiver] = field(default_factory=list)
+    #: Routing rules, prices and this process's circuit breakers (``None`` only in tools).
+    planner: RoutePlanner | None = None
     #: Set after a commit that made a message due, so the dispatcher need not wait to poll.
     dispatch_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 

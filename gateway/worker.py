@@ -11,7 +11,8 @@ from gateway.accounts import build_providers, create_http_client
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import is_up_to_date, upgrade
 from gateway.dispatch.dispatcher import Dispatcher
-from gateway.settings import Settings
+from gateway.dispatch.planning import build_planner
+from gateway.settings import Settings, webhook_url
 
 logger = logging.getLogger("gateway.worker")
 
@@ -34,6 +35,9 @@ async def run_worker(settings: Settings, install_signals: Callable[[asyncio.Even
                 sessionmaker=create_sessionmaker(engine),
                 providers=build_providers(settings, http_client),
                 settings=settings.dispatcher,
+                status_callback_url=webhook_url(settings),
+                planner=build_planner(settings),
+                accounts={a.name: a for a in settings.accounts},
             )
             await dispatcher.run(stop)
         return 0

@@ -25,6 +25,13 @@ from providers.types import (
     SendReceipt,
     WebhookRequest,
 )
+from providers.webhooks import (
+    SignatureError,
+    SignatureFailure,
+    WebhookAck,
+    WebhookParseError,
+    WebhookReceiver,
+)
 
 __all__ = [
     "DeliveryReport",
@@ -42,6 +49,11 @@ __all__ = [
     "ProviderUnavailable",
     "RateLimited",
     "SendReceipt",
+    "SignatureError",
+    "SignatureFailure",
     "UnexpectedResponse",
+    "WebhookAck",
+    "WebhookParseError",
+    "WebhookReceiver",
     "WebhookRequest",
 ]

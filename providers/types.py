@@ -120,11 +120,17 @@ class WebhookRequest(msgspec.Struct, frozen=True):
 
 
 class DeliveryReport(msgspec.Struct, frozen=True):
-    """A status change of an outbound message, as reported by the provider."""
+    """A status change of an outbound message, as reported by the provider.
+
+    ``event_id`` is the dedupe key: Telnyx's ``data.id``; for Twilio, which has no event
+    id, ``MessageSid:MessageStatus[:ErrorCode]``. ``provider_status`` is the provider's own
+    word (``delivery_failed``), ``status`` the gateway's (``undelivered``).
+    """
 
     event_id: str
     provider_message_id: str
     status: DeliveryStatus
+    provider_status: str = ""
     occurred_at: datetime | None = None
     error_code: str | None = None
     segments: int | None = None
@@ -133,7 +139,7 @@ class DeliveryReport(msgspec.Struct, frozen=True):
 
 
 class InboundMessage(msgspec.Struct, frozen=True):
-    """A message a person sent to one of our numbers."""
+    """A message a person sent to one of our numbers (``sender`` → ``recipient``, E.164)."""
 
     event_id: str
     provider_message_id: str

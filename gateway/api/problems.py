@@ -47,7 +47,8 @@ class Problem(Exception):
         self.headers = headers or {}
         self.extra = extra or {}
 
-    def to_response(self, instance: str | None = None) -> Response[bytes]:
+    def document(self, instance: str | None = None) -> dict[str, Any]:
+        """The problem+json object (also embedded per item in batch answers)."""
         document: dict[str, Any] = {
             "type": f"/problems/{self.slug}",
             "title": self.title,
@@ -59,8 +60,11 @@ class Problem(Exception):
         if self.errors:
             document["errors"] = [msgspec.structs.asdict(e) for e in self.errors]
         document.update(self.extra)
+        return document
+
+    def to_response(self, instance: str | None = None) -> Response[bytes]:
         return Response(
-            content=msgspec.json.encode(document),
+            content=msgspec.json.encode(self.document(instance)),
             status_code=self.status,
             media_type=PROBLEM_MEDIA_TYPE,
             headers=self.headers,

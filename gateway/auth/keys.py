@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import new_id, utcnow
 from gateway.db.models import ApiKey
+from gateway.settings import APP_NAME
 
 KEY_PREFIX = "sgw"
 _KEY_FORMAT = re.compile(r"^sgw_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$")
-APP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 class IssuedKey(msgspec.Struct, frozen=True):

@@ -54,6 +54,7 @@ class Message(Base):
         Index("ix_messages_due", "status", "next_attempt_at"),
         Index("ix_messages_app_message_id", "app", "message_id"),
         Index("ix_messages_provider_message_id", "provider_message_id"),
+        Index("ix_messages_to_number_created_at", "to_number", "created_at"),
     )
 
     message_id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -84,6 +85,18 @@ class Message(Base):
     updated_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    #: When the provider says the current status happened (orders late terminal reports).
+    status_occurred_at: Mapped[datetime | None]
+    #: Destination country (ISO 3166), for routing rules and per-country reports.
+    country: Mapped[str | None] = mapped_column(String(2))
+    #: After this the message is no longer worth sending (``validity_seconds``): it fails.
+    valid_until: Mapped[datetime | None]
+    #: The routing rule that chose the accounts of the latest attempt.
+    route_rule: Mapped[str | None] = mapped_column(String(64))
+    #: Accounts this message has failed over from; routing skips them.
+    excluded_accounts: Mapped[list[str] | None] = mapped_column(JsonB)
+    #: While an unknown outcome is being reconciled: when to stop waiting for evidence.
+    reconcile_until: Mapped[datetime | None]
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="message", order_by="Attempt.attempt_number", lazy="raise"
@@ -115,3 +128,92 @@ class Attempt(Base):
     finished_at: Mapped[datetime | None]
 
     message: Mapped[Message] = relationship(back_populates="attempts", lazy="raise")
+
+
+class WebhookEvent(Base):
+    """Every verified provider callback event, once: the dedupe ledger and the audit trail.
+
+    ``applied_at`` is null while a delivery report waits for its message (a callback can
+    overtake the commit that stores the provider's message id).
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("provider_kind", "event_id", name="uq_webhook_events_event"),
+        Index("ix_webhook_events_provider_message", "provider_kind", "provider_message_id"),
+        Index("ix_webhook_events_pending", "applied_at", "received_at"),
+    )
+
+    event_pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider_kind: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(160))
+    account: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(16))
+    provider_message_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str | None] = mapped_column(String(16))
+    provider_status: Mapped[str | None] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    occurred_at: Mapped[datetime | None]
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonB)
+    received_at: Mapped[datetime]
+    applied_at: Mapped[datetime | None]
+
+
+class InboundRecord(Base):
+    """A message a person sent to one of our numbers, tied to the app that owns it."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        UniqueConstraint(
+            "provider_kind", "provider_message_id", name="uq_inbound_messages_provider_message"
+        ),
+        Index("ix_inbound_messages_app_inbound_id", "app", "inbound_id"),
+    )
+
+    inbound_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app: Mapped[str | None] = mapped_column(String(64))
+    provider_kind: Mapped[str] = mapped_column(String(16))
+    account: Mapped[str] = mapped_column(String(64))
+    provider_message_id: Mapped[str] = mapped_column(String(64))
+    from_number: Mapped[str] = mapped_column(String(32))
+    to_number: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    media_urls: Mapped[list[str]] = mapped_column(JsonB, default=list)
+    segments: Mapped[int | None] = mapped_column(Integer)
+    occurred_at: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+
+
+class RateBucket(Base):
+    """A rate limit shared by every gateway process: one row per account or sender number.
+
+    ``theoretical_arrival`` is GCRA's TAT: a send is allowed while it is not further ahead
+    of now than the burst allowance; each send pushes it by one emission interval.
+    """
+
+    __tablename__ = "rate_buckets"
+
+    bucket: Mapped[str] = mapped_column(String(120), primary_key=True)
+    theoretical_arrival: Mapped[datetime]
+
+
+class StickySender(Base):
+    """The sender number a recipient last got from an account's pool, kept for them."""
+
+    __tablename__ = "sticky_senders"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sender: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime]
+
+
+class QuotaCounter(Base):
+    """Messages accepted per app per fixed window (minute, day): per-app quotas."""
+
+    __tablename__ = "quota_counters"
+
+    app: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window: Mapped[str] = mapped_column(String(16), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)

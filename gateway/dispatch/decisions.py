@@ -1,18 +1,23 @@
 """What to do with a message after a provider call failed. Pure functions, table-tested.
 
-| error                                   | decision | why                                     |
-|-----------------------------------------|----------|-----------------------------------------|
-| RateLimited                             | retry    | never processed; wait ``retry_after``   |
-| ProviderUnavailable, nothing sent       | retry    | connect refused, 5xx with an error body |
-| ProviderUnavailable, outcome unknown    | unknown  | may have been sent: never resend blindly|
-| UnexpectedResponse                      | unknown  | a garbled answer to a create may hide a |
-|                                         |          | created message                         |
-| ProviderAuthError                       | retry    | our configuration; an operator can fix  |
-|                                         |          | it while the message waits              |
-| ProviderRejected (InvalidRecipient,     | failed   | the provider refused this message       |
-| OptedOut, other rejections)             |          |                                         |
+| error                                  | decision   | why                                     |
+|----------------------------------------|------------|-----------------------------------------|
+| RateLimited (429, 20429, 10011)        | retry_same | never processed; wait ``retry_after`` on |
+|                                        |            | the same account, then fail over        |
+| ProviderUnavailable, nothing sent      | failover   | connect refused, 5xx with an error body:|
+| (503, connection refused)              |            | try the next account now                |
+| ProviderAuthError (20003, 10009)       | failover   | this account's configuration; another   |
+|                                        |            | account may work                        |
+| ProviderRejected, other codes          | failover   | this provider refuses it for its own    |
+| (21612 route, 21408 geo permission)    |            | reasons; another may take it            |
+| InvalidRecipient (21211, 10002)        | final      | no provider can deliver it              |
+| OptedOut (21610, 40300)                | final      | the person said STOP: never elsewhere   |
+| ProviderUnavailable, outcome unknown   | unknown    | may have been sent: reconcile, never    |
+| UnexpectedResponse                     |            | resend blindly                          |
 
-A retry past ``max_attempts`` fails the message with the last error.
+When failover finds no account left, what happens depends on the error: an error that a
+later try may not meet again (unavailable, auth, rate limit) retries every candidate after
+an exponential backoff, up to ``max_attempts``; a rejection fails the message.
 """
 
 from __future__ import annotations
@@ -21,28 +26,45 @@ import random
 from enum import StrEnum
 
 from providers import (
+    InvalidRecipient,
+    OptedOut,
     ProviderAuthError,
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
     RateLimited,
+    UnexpectedResponse,
 )
 
 
 class Decision(StrEnum):
-    RETRY = "retry"
-    FAILED = "failed"
+    RETRY_SAME = "retry_same"
+    FAILOVER = "failover"
+    FINAL = "final"
     UNKNOWN = "unknown"
 
 
 def decide(error: ProviderError) -> Decision:
-    if isinstance(error, RateLimited | ProviderAuthError):
-        return Decision.RETRY
+    if isinstance(error, InvalidRecipient | OptedOut):
+        return Decision.FINAL
+    if isinstance(error, RateLimited):
+        return Decision.RETRY_SAME
     if isinstance(error, ProviderUnavailable):
-        return Decision.RETRY if error.nothing_sent else Decision.UNKNOWN
-    if isinstance(error, ProviderRejected):
-        return Decision.FAILED
+        return Decision.FAILOVER if error.nothing_sent else Decision.UNKNOWN
+    if isinstance(error, ProviderAuthError | ProviderRejected):
+        return Decision.FAILOVER
     return Decision.UNKNOWN
+
+
+def retry_when_exhausted(error: ProviderError) -> bool:
+    """With every candidate tried: is it worth trying them all again after a backoff?"""
+    return isinstance(error, ProviderUnavailable | ProviderAuthError | RateLimited)
+
+
+def counts_against_health(error: ProviderError) -> bool:
+    """Does this error say the *account* is unwell (circuit breaker), rather than this
+    one message being unwelcome? Rejections of a message do not count."""
+    return isinstance(error, ProviderUnavailable | ProviderAuthError | UnexpectedResponse)
 
 
 def error_class(error: ProviderError) -> str:

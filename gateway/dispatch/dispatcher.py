@@ -1,8 +1,10 @@
 """The dispatch loop. Runs inside ``serve`` by default; ``sms-gateway worker`` runs it alone.
 
-One round: take over expired claims, claim a batch of due messages (commit), send them
-concurrently, and record each outcome in its own transaction. Between rounds the loop
-waits for the poll interval or for the API's wake-up signal, whichever comes first.
+One round, in one transaction: take over expired claims, apply reports that were waiting
+for their message, settle unknown outcomes whose reconciliation window has passed, claim a
+batch of due messages and plan each one (validity, route, sender, rate limits). Then the
+provider calls run concurrently, and each outcome is recorded in its own transaction.
+Between rounds the loop waits for the poll interval or the API's wake-up signal.
 """
 
 from __future__ import annotations
@@ -14,13 +16,27 @@ import socket
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.clock import utcnow
-from gateway.dispatch import store
-from gateway.dispatch.decisions import Decision, backoff_seconds, decide, error_class
-from gateway.settings import DispatcherSettings
+from gateway.dispatch import reconcile, store
+from gateway.dispatch.decisions import (
+    Decision,
+    backoff_seconds,
+    counts_against_health,
+    decide,
+    error_class,
+    retry_when_exhausted,
+)
+from gateway.dispatch.planning import RoutePlanner
+from gateway.dispatch.ratelimit import account_bucket, acquire_all, sender_bucket
+from gateway.dispatch.senders import choose_sender, remember_sender, sticky_sender
+from gateway.messages.delivery import apply_pending_reports
+from gateway.settings import Account, DispatcherSettings
+from gateway.system.metrics import FAILOVERS, PROVIDER_ATTEMPTS
 from providers import DeliveryStatus, OutboundMessage, Provider, ProviderError
 
 logger = logging.getLogger("gateway.dispatch")
@@ -28,6 +44,16 @@ logger = logging.getLogger("gateway.dispatch")
 
 def worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
+class Plan(msgspec.Struct, frozen=True):
+    """One claimed message, ready for its provider call."""
+
+    claim: store.Claimed
+    account: str
+    candidates: tuple[str, ...]
+    sender: str | None
+    pooled_sender: bool
 
 
 class Dispatcher:
@@ -40,6 +66,9 @@ class Dispatcher:
         wakeup: asyncio.Event | None = None,
         clock: Callable[[], datetime] = utcnow,
         worker: str | None = None,
+        status_callback_url: str | None = None,
+        planner: RoutePlanner | None = None,
+        accounts: Mapping[str, Account] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._providers = providers
@@ -47,6 +76,9 @@ class Dispatcher:
         self._wakeup = wakeup or asyncio.Event()
         self._clock = clock
         self.worker = worker or worker_name()
+        self._status_callback_url = status_callback_url
+        self.planner = planner or RoutePlanner.failover(list(providers))
+        self._accounts = dict(accounts or {})
         self._limit = asyncio.Semaphore(settings.concurrency)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -78,8 +110,18 @@ class Dispatcher:
     async def run_once(self) -> int:
         """One round; returns how many messages it claimed."""
         now = self._clock()
+        reconcile_window = timedelta(seconds=self._settings.reconcile_seconds)
         async with self._sessionmaker() as session, session.begin():
-            stale = await store.expire_stale_claims(session, now=now)
+            stale = await store.expire_stale_claims(
+                session, now=now, reconcile_until=now + reconcile_window
+            )
+            await apply_pending_reports(session, now=now)
+            await reconcile.settle_unknowns(
+                session,
+                now=now,
+                policy=self._settings.unknown_outcome,
+                max_attempts=self._settings.max_attempts,
+            )
             claims = await store.claim_due(
                 session,
                 worker=self.worker,
@@ -87,74 +129,160 @@ class Dispatcher:
                 limit=self._settings.batch_size,
                 ttl=timedelta(seconds=self._settings.claim_ttl_seconds),
             )
-            routed = [(claim, self._account_for(claim)) for claim in claims]
-            for claim, account in routed:
-                if account is not None:
-                    kind = self._providers[account].kind
-                    await store.start_attempt(session, claim, account=account, kind=kind, now=now)
+            plans = [p for claim in claims if (p := await self._plan(session, claim, now))]
         if stale:
             logger.warning("claims expired mid-call", extra={"count": len(stale)})
         async with asyncio.TaskGroup() as group:
-            for claim, account in routed:
-                group.create_task(self._deliver(claim, account))
+            for plan in plans:
+                group.create_task(self._deliver(plan))
         return len(claims)
 
-    def _account_for(self, claim: store.Claimed) -> str | None:
-        """The account to use: the one the app forced, else the first configured one.
-        (The routing issue replaces this with rules and failover.)"""
-        if claim.account is not None:
-            return claim.account if claim.account in self._providers else None
-        return next(iter(self._providers), None)
+    # --- planning (inside the claim transaction) -------------------------------------
 
-    async def _deliver(self, claim: store.Claimed, account: str | None) -> None:
-        if account is None:
-            await self._fail_unroutable(claim)
-            return
+    async def _plan(
+        self, session: AsyncSession, claim: store.Claimed, now: datetime
+    ) -> Plan | None:
+        if claim.valid_until is not None and now > claim.valid_until:
+            await store.record_failure_without_attempt(
+                session,
+                claim,
+                detail="the message could not be handed to a provider within its validity",
+                error_code="expired",
+                now=now,
+            )
+            return None
+        rule: str | None
+        candidates: tuple[str, ...]
+        if claim.account is not None:  # the app forced an account: no routing, no failover
+            rule, candidates = None, (claim.account,)
+        else:
+            rule, candidates = self.planner.candidates(claim, now)
+        candidates = tuple(
+            c for c in candidates if c in self._providers and c not in claim.excluded_accounts
+        )
+        if not candidates:
+            await self._fail_unroutable(session, claim, now)
+            return None
+        account = candidates[0]
+        sender, pooled = await self._sender(session, claim, account)
+        retry_at = await acquire_all(session, self._buckets(account, sender), now=now)
+        if retry_at is not None:  # paced: the message waits in the queue, it is not refused
+            await store.release_claim(session, claim, next_attempt_at=retry_at, now=now)
+            return None
+        await store.set_route_rule(session, claim, rule)
+        kind = self._providers[account].kind
+        await store.start_attempt(session, claim, account=account, kind=kind, now=now)
+        return Plan(claim, account, candidates, sender, pooled)
+
+    async def _sender(
+        self, session: AsyncSession, claim: store.Claimed, account: str
+    ) -> tuple[str | None, bool]:
+        """The app's own ``from`` wins; else a number from the account's pool (sticky per
+        recipient); else ``None``, and the provider uses the account's default sender."""
+        configured = self._accounts.get(account)
+        if claim.sender is not None or configured is None or not configured.senders:
+            return claim.sender, False
+        sticky = await sticky_sender(session, account, claim.to)
+        return choose_sender(configured.senders, claim.to, sticky), True
+
+    def _buckets(self, account: str, sender: str | None) -> list[tuple[str, float]]:
+        configured = self._accounts.get(account)
+        if configured is None:
+            return []
+        buckets: list[tuple[str, float]] = []
+        if configured.messages_per_second:
+            buckets.append((account_bucket(account), configured.messages_per_second))
+        if configured.sender_messages_per_second and sender is not None:
+            buckets.append((sender_bucket(account, sender), configured.sender_messages_per_second))
+        return buckets
+
+    async def _fail_unroutable(
+        self, session: AsyncSession, claim: store.Claimed, now: datetime
+    ) -> None:
+        if claim.account is not None:
+            detail = f"provider account {claim.account!r} is not configured"
+        elif claim.excluded_accounts:
+            detail = "every provider account of the route has refused this message"
+        else:
+            detail = "no provider account is configured for this route"
+        await store.record_failure_without_attempt(session, claim, detail=detail, now=now)
+
+    # --- the provider call and its outcome -------------------------------------------
+
+    def _callback_url(self, message_id: str) -> str | None:
+        """Our webhook URL, carrying the message id: a callback for a message whose create
+        timed out names the message, which is how an unknown outcome is reconciled."""
+        if self._status_callback_url is None:
+            return None
+        separator = "&" if "?" in self._status_callback_url else "?"
+        return f"{self._status_callback_url}{separator}ref={quote(message_id)}"
+
+    async def _deliver(self, plan: Plan) -> None:
+        claim, account = plan.claim, plan.account
         provider = self._providers[account]
         outbound = OutboundMessage(
             reference=claim.message_id,
             to=claim.to,
             body=claim.body,
-            sender=claim.sender,
+            sender=plan.sender,
             media_urls=claim.media_urls,
+            status_callback_url=self._callback_url(claim.message_id),
         )
         async with self._limit:
             try:
                 receipt = await provider.send(outbound)
             except ProviderError as error:
-                await self._record_error(claim, account, provider.kind, error)
+                if counts_against_health(error):
+                    self.planner.record_failure(account, self._clock())
+                await self._record_error(plan, provider.kind, error)
                 return
+        self.planner.record_success(account, self._clock())
+        now = self._clock()
         async with self._sessionmaker() as session, session.begin():
             await store.record_sent(
-                session,
-                claim,
-                account=account,
-                kind=provider.kind,
-                receipt=receipt,
-                now=self._clock(),
+                session, claim, account=account, kind=provider.kind, receipt=receipt, now=now
             )
+            if plan.pooled_sender and plan.sender is not None:
+                await remember_sender(session, account, claim.to, plan.sender, now)
+        PROVIDER_ATTEMPTS.labels(account=account, outcome="sent").inc()
         logger.info(
-            "message handed to provider",
-            extra={"message_id": claim.message_id, "account": account},
+            "message handed to provider", extra={"message_id": claim.message_id, "account": account}
         )
 
-    async def _record_error(
-        self, claim: store.Claimed, account: str, kind: str, error: ProviderError
-    ) -> None:
+    async def _record_error(self, plan: Plan, kind: str, error: ProviderError) -> None:
+        claim, account = plan.claim, plan.account
         now = self._clock()
         decision = decide(error)
+        excluded: tuple[str, ...] | None = None
         next_attempt_at: datetime | None = None
-        if decision is Decision.RETRY and claim.attempt_number < self._settings.max_attempts:
-            delay = backoff_seconds(
-                claim.attempt_number,
-                base=self._settings.backoff_base_seconds,
-                cap=self._settings.backoff_max_seconds,
-                retry_after=getattr(error, "retry_after", None),
-            )
-            next_attempt_at = now + timedelta(seconds=delay)
+        reconcile_until: datetime | None = None
+        can_retry = claim.attempt_number < self._settings.max_attempts
+        if decision is Decision.RETRY_SAME:
+            async with self._sessionmaker() as session:
+                rate_limited = await reconcile.rate_limited_attempts(
+                    session, claim.message_id, account
+                )
+            if not can_retry or rate_limited >= self._settings.same_account_retries:
+                decision = Decision.FAILOVER
+        if decision is Decision.RETRY_SAME:
             status, outcome = DeliveryStatus.ACCEPTED, "retry"
+            next_attempt_at = now + self._backoff(claim, error)
+        elif decision is Decision.FAILOVER:
+            remaining = [c for c in plan.candidates if c != account]
+            if remaining and can_retry:
+                status, outcome = DeliveryStatus.ACCEPTED, "failover"
+                excluded = (*claim.excluded_accounts, account)
+                next_attempt_at = now
+                FAILOVERS.labels(from_account=account, to_account=remaining[0]).inc()
+            elif retry_when_exhausted(error) and can_retry:
+                status, outcome = DeliveryStatus.ACCEPTED, "retry"
+                excluded = ()  # every candidate again, after the backoff
+                next_attempt_at = now + self._backoff(claim, error)
+            else:
+                status, outcome = DeliveryStatus.FAILED, "failed"
         elif decision is Decision.UNKNOWN:
             status, outcome = DeliveryStatus.UNKNOWN, "unknown"
+            reconcile_until = now + timedelta(seconds=self._settings.reconcile_seconds)
         else:
             status, outcome = DeliveryStatus.FAILED, "failed"
         async with self._sessionmaker() as session, session.begin():
@@ -170,7 +298,10 @@ class Dispatcher:
                 detail=error.detail,
                 next_attempt_at=next_attempt_at,
                 now=now,
+                excluded_accounts=excluded,
+                reconcile_until=reconcile_until,
             )
+        PROVIDER_ATTEMPTS.labels(account=account, outcome=outcome).inc()
         logger.warning(
             "provider call failed",
             extra={
@@ -182,10 +313,12 @@ class Dispatcher:
             },
         )
 
-    async def _fail_unroutable(self, claim: store.Claimed) -> None:
-        now = self._clock()
-        detail = f"provider account {claim.account!r} is not configured"
-        if claim.account is None:
-            detail = "no provider account is configured"
-        async with self._sessionmaker() as session, session.begin():
-            await store.record_failure_without_attempt(session, claim, detail=detail, now=now)
+    def _backoff(self, claim: store.Claimed, error: ProviderError) -> timedelta:
+        return timedelta(
+            seconds=backoff_seconds(
+                claim.attempt_number,
+                base=self._settings.backoff_base_seconds,
+                cap=self._settings.backoff_max_seconds,
+                retry_after=getattr(error, "retry_after", None),
+            )
+        )

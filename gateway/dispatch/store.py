@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import Attempt, Message
+from gateway.messages.delivery import apply_reports_waiting_for
 from providers import DeliveryStatus, SendReceipt
 
 DUE_STATUSES = (DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.value)
@@ -27,6 +28,11 @@ class Claimed(msgspec.Struct, frozen=True):
     body: str
     sender: str | None
     media_urls: tuple[str, ...]
+    app: str = ""
+    country: str | None = None
+    segments: int = 1
+    excluded_accounts: tuple[str, ...] = ()
+    valid_until: datetime | None = None
 
 
 async def claim_due(
@@ -59,6 +65,11 @@ async def claim_due(
                 Message.body,
                 Message.sender,
                 Message.media_urls,
+                Message.app,
+                Message.country,
+                Message.segments,
+                Message.excluded_accounts,
+                Message.valid_until,
             )
             .execution_options(synchronize_session=False)
         )
@@ -72,9 +83,39 @@ async def claim_due(
             body=row[4],
             sender=row[5],
             media_urls=tuple(row[6] or ()),
+            app=row[7],
+            country=row[8],
+            segments=row[9],
+            excluded_accounts=tuple(row[10] or ()),
+            valid_until=row[11],
         )
         for row in claimed
     ]
+
+
+async def release_claim(
+    session: AsyncSession, claim: Claimed, *, next_attempt_at: datetime, now: datetime
+) -> None:
+    """Give a claim back untouched (a rate limit said "not yet"): no attempt was made, so
+    the attempt count goes back too."""
+    await session.execute(
+        update(Message)
+        .where(Message.message_id == claim.message_id)
+        .values(
+            status=DeliveryStatus.ACCEPTED.value,
+            claimed_by=None,
+            claim_expires_at=None,
+            attempt_count=Message.attempt_count - 1,
+            next_attempt_at=next_attempt_at,
+            updated_at=now,
+        )
+    )
+
+
+async def set_route_rule(session: AsyncSession, claim: Claimed, rule: str | None) -> None:
+    await session.execute(
+        update(Message).where(Message.message_id == claim.message_id).values(route_rule=rule)
+    )
 
 
 async def start_attempt(
@@ -115,12 +156,17 @@ async def record_sent(
         "claimed_by": None,
         "claim_expires_at": None,
         "sent_at": now,
+        "reconcile_until": None,
         "updated_at": now,
     }
     if receipt.status.is_terminal:
         values["completed_at"] = now
     await session.execute(
         update(Message).where(Message.message_id == claim.message_id).values(**values)
+    )
+    # A delivery report may have overtaken this commit; it was stored, waiting for us.
+    await apply_reports_waiting_for(
+        session, provider_kind=kind, provider_message_id=receipt.provider_message_id, now=now
     )
 
 
@@ -137,6 +183,8 @@ async def record_failure(
     detail: str,
     next_attempt_at: datetime | None,
     now: datetime,
+    excluded_accounts: tuple[str, ...] | None = None,
+    reconcile_until: datetime | None = None,
 ) -> None:
     """Close the attempt and move the message: back to the queue, failed, or unknown."""
     await _finish_attempt(
@@ -157,8 +205,11 @@ async def record_failure(
         "claimed_by": None,
         "claim_expires_at": None,
         "next_attempt_at": next_attempt_at,
+        "reconcile_until": reconcile_until,
         "updated_at": now,
     }
+    if excluded_accounts is not None:
+        values["excluded_accounts"] = list(excluded_accounts)
     if status.is_terminal:
         values["completed_at"] = now
     await session.execute(
@@ -194,7 +245,9 @@ async def _finish_attempt(
     )
 
 
-async def expire_stale_claims(session: AsyncSession, *, now: datetime) -> list[str]:
+async def expire_stale_claims(
+    session: AsyncSession, *, now: datetime, reconcile_until: datetime | None = None
+) -> list[str]:
     """Messages whose claimer died mid-call. The call may have reached the provider, so
     they become ``unknown`` (never resent blindly); reconciliation decides later."""
     stale = list(
@@ -211,6 +264,7 @@ async def expire_stale_claims(session: AsyncSession, *, now: datetime) -> list[s
                     claim_expires_at=None,
                     error_detail="the process sending this message stopped mid-call; "
                     "the provider may or may not have it",
+                    reconcile_until=reconcile_until,
                     updated_at=now,
                 )
                 .returning(Message.message_id)
@@ -228,15 +282,21 @@ async def expire_stale_claims(session: AsyncSession, *, now: datetime) -> list[s
 
 
 async def record_failure_without_attempt(
-    session: AsyncSession, claim: Claimed, *, detail: str, now: datetime
+    session: AsyncSession,
+    claim: Claimed,
+    *,
+    detail: str,
+    now: datetime,
+    error_code: str | None = None,
 ) -> None:
-    """No account could take the message (configuration changed since it was accepted)."""
+    """The message fails before any provider call: no account can take it, or it is past
+    its validity (``error_code`` "expired")."""
     await session.execute(
         update(Message)
         .where(Message.message_id == claim.message_id)
         .values(
             status=DeliveryStatus.FAILED.value,
-            error_code=None,
+            error_code=error_code,
             error_detail=detail,
             claimed_by=None,
             claim_expires_at=None,

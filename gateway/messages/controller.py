@@ -5,18 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from gateway.api.problems import Problem, invalid_field, not_found
 from gateway.auth.guard import caller_app
 from gateway.clock import utcnow
 from gateway.db.models import Attempt, Message
 from gateway.messages import service
+from gateway.messages.batch import accepted_view, store_batch, validate_batch
 from gateway.messages.numbers import InvalidNumber, normalize_number
 from gateway.messages.schemas import (
     AttemptView,
+    BatchRequest,
+    BatchResult,
     MessageAccepted,
     MessagePage,
     MessageSummary,
@@ -25,6 +28,7 @@ from gateway.messages.schemas import (
 )
 from gateway.messages.validation import validate_send
 from gateway.state import GatewayState
+from gateway.system.metrics import MESSAGES_ACCEPTED
 from providers import DeliveryStatus
 
 
@@ -61,25 +65,68 @@ class MessagesController(Controller):
                 idempotency_key=key,
                 fingerprint=service.request_fingerprint(data),
                 now=now,
+                quota=state.settings.apps.get(app),
             )
         if not replayed:
+            MESSAGES_ACCEPTED.labels(app=app).inc()
             state.dispatch_wakeup.set()
         headers = {"Location": f"/v1/messages/{row.message_id}"}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
-        return Response(
-            MessageAccepted(
-                message_id=row.message_id,
-                status=row.status,
-                to=row.to_number,
-                segments=row.segments,
-                encoding=row.encoding,
-                send_at=row.send_at,
-                created_at=row.created_at,
-            ),
-            status_code=HTTP_202_ACCEPTED,
-            headers=headers,
-        )
+        return Response(accepted_view(row), status_code=HTTP_202_ACCEPTED, headers=headers)
+
+    @post(
+        "/batch",
+        status_code=HTTP_200_OK,
+        summary="Send up to 1,000 messages",
+        description="Each message is validated on its own (per-item status 202 or 4xx with a "
+        "problem); every valid one is stored before the answer, in one transaction. Give "
+        "each message its own `idempotency_key` to make a retried batch safe.",
+    )
+    async def send_batch(
+        self, request: Request[Any, Any, Any], data: JSONBody[BatchRequest]
+    ) -> BatchResult:
+        state = GatewayState.of(request.app)
+        app = caller_app(request)
+        now = utcnow()
+        valid, results = validate_batch(data.messages, settings=state.settings, now=now)
+        if valid:
+            async with state.sessionmaker() as session:
+                results += await store_batch(session, app, valid, settings=state.settings, now=now)
+        results.sort(key=lambda r: r.index)
+        fresh = sum(1 for r in results if r.status == 202 and not r.replayed)
+        if fresh:
+            MESSAGES_ACCEPTED.labels(app=app).inc(fresh)
+            state.dispatch_wakeup.set()
+        accepted = sum(1 for r in results if r.status == 202)
+        return BatchResult(accepted=accepted, rejected=len(results) - accepted, results=results)
+
+    @delete(
+        "/{message_id:str}",
+        status_code=HTTP_200_OK,
+        summary="Cancel a message that no provider has yet (scheduled or queued)",
+    )
+    async def cancel_message(
+        self, request: Request[Any, Any, Any], message_id: FromPath[str]
+    ) -> MessageView:
+        state = GatewayState.of(request.app)
+        async with state.sessionmaker() as session:
+            try:
+                row = await service.cancel_message(
+                    session, caller_app(request), message_id, utcnow()
+                )
+            except service.NotCancelable as exc:
+                raise Problem(
+                    409,
+                    "not-cancelable",
+                    "The message can no longer be canceled",
+                    f"message {message_id} is {exc.status}: a provider has it or is being "
+                    "handed it; only scheduled or queued messages can be canceled",
+                    extra={"message_status": exc.status},
+                ) from exc
+        if row is None:
+            raise not_found(f"message {message_id}")
+        return _view(row)
 
     @get("/{message_id:str}", summary="Look up a message with its provider attempts")
     async def get_message(
@@ -175,6 +222,9 @@ def _view(row: Message) -> MessageView:
         metadata=dict(row.message_metadata),
         callback_url=row.callback_url,
         send_at=row.send_at,
+        valid_until=row.valid_until,
+        country=row.country,
+        route_rule=row.route_rule,
         created_at=row.created_at,
         updated_at=row.updated_at,
         sent_at=row.sent_at,

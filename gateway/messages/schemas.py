@@ -23,6 +23,20 @@ class SendMessageRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     send_at: datetime | None = None
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     callback_url: str | None = None
+    validity_seconds: Annotated[
+        int | None,
+        msgspec.Meta(description="Give up (status failed) if not handed to a provider in time"),
+    ] = None
+
+
+class BatchMessage(SendMessageRequest, frozen=True, forbid_unknown_fields=True):
+    """One message of a batch; its own Idempotency-Key, since one batch holds many."""
+
+    idempotency_key: str | None = None
+
+
+class BatchRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    messages: list[BatchMessage]
 
 
 class MessageAccepted(msgspec.Struct, frozen=True):
@@ -33,6 +47,22 @@ class MessageAccepted(msgspec.Struct, frozen=True):
     encoding: str
     send_at: datetime | None
     created_at: datetime
+
+
+class BatchItemResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One message of a batch: ``status`` 202 with the message, or 4xx with a problem."""
+
+    index: int
+    status: int
+    message: MessageAccepted | None = None
+    problem: dict[str, Any] | None = None
+    replayed: bool = False
+
+
+class BatchResult(msgspec.Struct, frozen=True):
+    accepted: int
+    rejected: int
+    results: list[BatchItemResult]
 
 
 class AttemptView(msgspec.Struct, frozen=True):
@@ -65,6 +95,9 @@ class MessageView(msgspec.Struct, frozen=True):
     metadata: dict[str, Any]
     callback_url: str | None
     send_at: datetime | None
+    valid_until: datetime | None
+    country: str | None
+    route_rule: str | None
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None

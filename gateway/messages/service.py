@@ -7,10 +7,11 @@ so a crash after the answer loses nothing.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -18,8 +19,10 @@ from sqlalchemy.orm import selectinload
 from gateway.api.problems import Problem
 from gateway.clock import new_id
 from gateway.db.models import Message
+from gateway.messages.quotas import charge_quota
 from gateway.messages.schemas import SendMessageRequest
 from gateway.messages.validation import ValidatedMessage
+from gateway.settings import AppQuota
 from providers import DeliveryStatus
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -51,18 +54,50 @@ async def accept_message(
     idempotency_key: str | None,
     fingerprint: str,
     now: datetime,
+    quota: AppQuota | None = None,
 ) -> tuple[Message, bool]:
     """Store a new message; with an Idempotency-Key already used, return that message.
 
     Returns ``(message, replayed)``. The unique (app, idempotency_key) constraint decides
     races between concurrent requests with the same key: the loser reads the winner's row.
+    A quota is charged in the same transaction, so a refused message leaves nothing behind.
     """
     if idempotency_key is not None:
-        existing = await _by_idempotency_key(session, app, idempotency_key)
+        existing = await by_idempotency_key(session, app, idempotency_key)
         if existing is not None:
-            return _replay(existing, fingerprint), True
+            return replay(existing, fingerprint), True
 
-    row = Message(
+    row = new_message_row(app, message, idempotency_key, fingerprint, now)
+    session.add(row)
+    try:
+        if quota is not None:
+            await charge_quota(session, app, quota, count=1, now=now)
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        if idempotency_key is None:
+            raise
+        existing = await by_idempotency_key(session, app, idempotency_key)
+        if existing is None:
+            raise
+        return replay(existing, fingerprint), True
+    return row, False
+
+
+def new_message_row(
+    app: str,
+    message: ValidatedMessage,
+    idempotency_key: str | None,
+    fingerprint: str,
+    now: datetime,
+) -> Message:
+    due = message.send_at or now
+    valid_until = (
+        due + timedelta(seconds=message.validity_seconds)
+        if message.validity_seconds is not None
+        else None
+    )
+    return Message(
         message_id=new_id("msg"),
         app=app,
         to_number=message.to,
@@ -78,26 +113,16 @@ async def accept_message(
         idempotency_key=idempotency_key,
         request_hash=fingerprint,
         send_at=message.send_at,
-        next_attempt_at=message.send_at or now,
+        next_attempt_at=due,
         attempt_count=0,
+        country=message.country,
+        valid_until=valid_until,
         created_at=now,
         updated_at=now,
     )
-    session.add(row)
-    try:
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        if idempotency_key is None:
-            raise
-        existing = await _by_idempotency_key(session, app, idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, fingerprint), True
-    return row, False
 
 
-def _replay(existing: Message, fingerprint: str) -> Message:
+def replay(existing: Message, fingerprint: str) -> Message:
     if existing.request_hash != fingerprint:
         raise Problem(
             409,
@@ -110,7 +135,7 @@ def _replay(existing: Message, fingerprint: str) -> Message:
     return existing
 
 
-async def _by_idempotency_key(session: AsyncSession, app: str, key: str) -> Message | None:
+async def by_idempotency_key(session: AsyncSession, app: str, key: str) -> Message | None:
     return (
         await session.execute(
             select(Message).where(Message.app == app, Message.idempotency_key == key)
@@ -157,3 +182,45 @@ async def list_messages(
     )
     next_cursor = rows[limit - 1].message_id if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+class NotCancelable(Exception):
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+async def cancel_message(
+    session: AsyncSession, app: str, message_id: str, now: datetime
+) -> Message | None:
+    """Cancel a message no provider has: scheduled, or waiting in the queue (including
+    between retries whose failures proved nothing was sent). One conditional UPDATE, so a
+    dispatcher claiming the message at the same moment either wins (409) or never sees it.
+    Returns ``None`` when the app has no such message; raises :class:`NotCancelable`."""
+    result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+        update(Message)
+        .where(
+            Message.message_id == message_id,
+            Message.app == app,
+            Message.status.in_(CANCELABLE),
+        )
+        .values(
+            status=DeliveryStatus.CANCELED.value,
+            next_attempt_at=None,
+            error_detail="canceled by the app before any provider had it",
+            completed_at=now,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    canceled = result.rowcount
+    await session.commit()
+    row = await get_message(session, app, message_id)
+    if row is None:
+        return None
+    if not canceled and row.status != DeliveryStatus.CANCELED.value:
+        raise NotCancelable(row.status)
+    return row
+
+
+CANCELABLE = (DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.value)

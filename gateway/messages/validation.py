@@ -11,7 +11,7 @@ import phonenumbers
 
 from gateway.api.problems import FieldError, Problem
 from gateway.costs.segments import count_segments
-from gateway.messages.numbers import InvalidNumber, normalize_number
+from gateway.messages.numbers import InvalidNumber, normalize_number, region_of
 from gateway.messages.schemas import MAX_BODY_CHARACTERS, MAX_MEDIA_URLS, SendMessageRequest
 from gateway.settings import Settings, is_sender_id
 
@@ -20,6 +20,10 @@ MAX_SCHEDULE_AHEAD = timedelta(days=35)
 MAX_METADATA_KEYS = 16
 MAX_METADATA_VALUE = 500
 MAX_URL_LENGTH = 2000
+#: ``validity_seconds`` bounds: Twilio's ValidityPeriod is 1-36,000 s; a gateway queue may
+#: hold a message longer (a provider outage), so up to three days.
+MIN_VALIDITY_SECONDS = 5
+MAX_VALIDITY_SECONDS = 3 * 24 * 3600
 
 
 class ValidatedMessage(msgspec.Struct, frozen=True):
@@ -33,6 +37,8 @@ class ValidatedMessage(msgspec.Struct, frozen=True):
     callback_url: str | None
     encoding: str
     segments: int
+    country: str | None = None
+    validity_seconds: int | None = None
 
 
 def validate_send(
@@ -100,6 +106,13 @@ def validate_send(
     if request.callback_url is not None and (problem := _url_problem(request.callback_url)):
         fail("callback_url", problem)
 
+    validity = request.validity_seconds
+    if validity is not None and not MIN_VALIDITY_SECONDS <= validity <= MAX_VALIDITY_SECONDS:
+        fail(
+            "validity_seconds",
+            f"between {MIN_VALIDITY_SECONDS} and {MAX_VALIDITY_SECONDS} seconds (got {validity})",
+        )
+
     if errors:
         detail = "; ".join(f"{e.field}: {e.detail}" for e in errors)
         raise Problem(422, "invalid-field", "A field is invalid", detail, errors=errors)
@@ -116,6 +129,8 @@ def validate_send(
         callback_url=request.callback_url,
         encoding=str(count.encoding),
         segments=count.segments,
+        country=region_of(to),
+        validity_seconds=validity,
     )
 
 

@@ -11,11 +11,11 @@ on the app and configure the providers with ``state.credentials`` and these base
 - Telnyx: ``base_url="{gateway}/sandbox/telnyx/v2"`` (``POST /messages``, ``GET /messages/{id}``).
 
 The routes need no gateway API key (``opt["exclude_from_auth"]``); they check the providers'
-credentials. Provider routes answer in the provider's own error shape; the control routes
-(``/sandbox/{twilio|telnyx}/outage``) answer problem+json.
+credentials. Provider routes answer in the provider's own error shape; the control and inbound
+routes (``/sandbox/{twilio|telnyx}/outage``, ``…/inbound``) answer problem+json.
 
-``SandboxCredentials.generate()`` makes random credentials (the default); ``.fixed()`` gives
-well-known ones for demos and docs.
+``SandboxCredentials.generate()`` makes random credentials and a fresh Telnyx Ed25519 key pair
+(the default); ``.fixed()`` gives well-known ones for demos and docs (public and fake).
 
 Requests are validated first, as the providers do: Twilio 401 code 20003 (bad Basic auth, or a
 path AccountSid not the sandbox's), 400 codes 21604 (no To), 21603 (no From nor
@@ -38,8 +38,11 @@ right types). Then the recipient's last four digits decide:
 Status progression: a create answers ``queued`` (Twilio: ``accepted`` when a
 MessagingServiceSid is given without From). A fetch made ``state.settle_after_seconds`` (default
 0) or more after creation sees the final state above; timestamps (``date_sent``, ``sent_at``,
-``completed_at``) are creation time + ``settle_after_seconds``. Twilio's ``price`` is null until
-then, afterwards ``-0.00830`` per segment (``-0.02200`` per MMS); Telnyx's ``cost`` is
+``completed_at``) are creation time + ``settle_after_seconds``. When status callbacks are sent
+(below), each one moves the message first ("sent", then final), stamped with the state clock
+at that moment, whichever of fetch or callback comes first; a status never moves backwards.
+Twilio's ``price`` is null until the message is sent, afterwards ``-0.00830`` per segment
+(``-0.02200`` per MMS); Telnyx's ``cost`` is
 ``0.0040`` per part from the start. Segment counts are a simple estimate (160/153 GSM-7,
 70/67 UCS-2).
 
@@ -47,6 +50,33 @@ A 9004 request is held until ``state.hang_seconds`` pass (or ``state.hangs.relea
 the client's own timeout should fire first, which is the point: the gateway sees a create whose
 outcome is unknown. Under uvicorn a held request outlives its client's disconnect, so a
 graceful shutdown waits for it: release the holds first.
+
+Callbacks to the gateway (``gateway.sandbox.callbacks``, ``.inbound``), signed as the real
+providers sign them with ``state.credentials`` (Twilio ``X-Twilio-Signature`` with the auth
+token, PROTOCOLS.md A.1; Telnyx Ed25519 ``telnyx-signature-ed25519`` + ``telnyx-timestamp``
+with ``credentials.telnyx_signing_key``, B.1; the gateway verifies Telnyx with
+``credentials.telnyx_public_key``). They go through ``state.http_client`` (the app sets it) to
+the message's own URL (Twilio ``StatusCallback``; Telnyx ``webhook_url``, then
+``webhook_failover_url``) or else ``state.inbound_url`` (the gateway's ``POST /webhooks/sms``);
+with no URL or no client nothing is sent.
+
+- Status callbacks, in the background after an accepted create, in order, each awaited
+  before the next: Twilio form POSTs ``sent`` then ``delivered`` / ``undelivered`` (ErrorCode
+  30003), 9007 ``sent`` only (C.6); Telnyx ``message.sent`` then ``message.finalized``
+  (delivered / delivery_failed with errors[0].code "40006"), 9007 ``message.sent`` only
+  (D.4). ``state.callback_delay_seconds`` (default 0) separates "sent" from the final report.
+  The stored message moves along with them, so a fetch after the final callback shows the
+  final state. A non-2xx answer or a transport error is retried after
+  ``state.callback_retry_backoff_seconds`` (doubling): Twilio once, Telnyx up to 3 attempts
+  per URL. ``await state.drain_callbacks()`` returns when all are done or given up;
+  ``state.callback_attempts`` records every request (provider, event, URL, status).
+- Inbound messages: ``POST /sandbox/{twilio|telnyx}/inbound`` with ``{"from": "+E164",
+  "to": "+E164", "body": "text", "media_urls": [...]}`` (media optional) POSTs a signed
+  inbound webhook (Twilio form C.5 / Telnyx ``message.received`` D.4) to
+  ``state.inbound_url`` and waits for it; answers 202 ``{"provider_message_id", "status",
+  "content_type", "response"}`` with the gateway's status code and body. Errors are
+  problem+json: 400 bad body (from/to not +E.164, body not a string, unknown field), 409 no
+  gateway configured, 502 gateway did not answer.
 
 Outage (``POST /sandbox/{provider}/outage``, ``{"status": 503, "seconds": 60}``): every API call
 to that simulator answers ``status`` for that long, before authentication, in the provider's
@@ -63,8 +93,10 @@ from gateway.sandbox.state import (
     TelnyxMessage,
     TwilioMessage,
 )
+from gateway.sandbox.tasks import CallbackAttempt
 
 __all__ = [
+    "CallbackAttempt",
     "Outcome",
     "SandboxCredentials",
     "SandboxState",

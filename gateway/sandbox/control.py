@@ -1,9 +1,14 @@
-"""Control endpoints of the simulators: switch an outage on and off.
+"""Control endpoints of the simulators: switch an outage on and off, see what was accepted.
 
 ``POST /sandbox/{twilio|telnyx}/outage`` with ``{"status": 503, "seconds": 60}`` makes that
 simulator answer every API call with ``status`` (in the provider's own error shape) for that
 long; ``{"seconds": 0}`` or ``DELETE`` ends it; ``GET`` shows it. These are the sandbox's own
 API, so their errors are RFC 9457 problem+json, unlike the provider routes beside them.
+
+``GET /sandbox/{twilio|telnyx}/messages`` lists every create that simulator accepted, in
+order: ``{"simulator", "count", "messages": [{"id", "to", "body", "status"}]}``, so that a
+test or a demo in another process can count what reached the "provider" (a message sent
+twice shows up twice). It is a test double's memory: numbers and bodies are shown whole.
 """
 
 from datetime import UTC, datetime
@@ -82,4 +87,19 @@ async def end_outage(simulator: NamedDependency[Simulator[Any]]) -> None:
     simulator.end_outage()
 
 
-handlers = [start_outage, show_outage, end_outage]
+@get(
+    "/messages",
+    summary="Every message this simulator accepted, in order",
+    description="`count` and, per message, its provider id, recipient, body and current "
+    "status. Nothing is filtered or merged: a message created twice is listed twice.",
+)
+async def list_messages(simulator: NamedDependency[Simulator[Any]]) -> dict[str, Any]:
+    created = list(simulator.created)  # a copy: creates may land while this is built
+    return {
+        "simulator": simulator.name,
+        "count": len(created),
+        "messages": [{"id": m.id, "to": m.to, "body": m.body, "status": m.status} for m in created],
+    }
+
+
+handlers = [start_outage, show_outage, end_outage, list_messages]

@@ -3,12 +3,13 @@
 from litestar import Router
 from litestar.di import Provide
 
-from gateway.sandbox import control, telnyx_api, twilio_api
+from gateway.sandbox import control, inbound, telnyx_api, twilio_api
 from gateway.sandbox.state import SandboxState, Simulator, TelnyxMessage, TwilioMessage
 
 
 def create_sandbox_router(state: SandboxState) -> Router:
-    """The simulated Twilio and Telnyx APIs plus their control endpoints, under ``/sandbox``.
+    """The simulated Twilio and Telnyx APIs, their control endpoints and their inbound-message
+    triggers, under ``/sandbox``.
 
     Every handler carries ``opt["exclude_from_auth"] = True`` (the key Litestar's
     authentication middleware honours by default): the simulators check the *providers'*
@@ -29,12 +30,12 @@ def create_sandbox_router(state: SandboxState) -> Router:
 
     twilio = Router(
         "/twilio",
-        route_handlers=[*twilio_api.handlers, *control.handlers],
+        route_handlers=[*twilio_api.handlers, *control.handlers, inbound.twilio_inbound],
         dependencies={"simulator": Provide(provide_twilio, sync_to_thread=False)},
     )
     telnyx = Router(
         "/telnyx",
-        route_handlers=[*telnyx_api.handlers, *control.handlers],
+        route_handlers=[*telnyx_api.handlers, *control.handlers, inbound.telnyx_inbound],
         dependencies={"simulator": Provide(provide_telnyx, sync_to_thread=False)},
     )
     return Router(

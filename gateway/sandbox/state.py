@@ -1,4 +1,5 @@
-"""In-memory state of the simulated providers: credentials, accepted messages, outages, hangs.
+"""In-memory state of the simulated providers: credentials, accepted messages, outages, hangs,
+and the callbacks they make to the gateway.
 
 Everything time-dependent reads ``SandboxState.clock`` (POSIX seconds, like ``time.time``) so
 that tests can move time forward without sleeping. The state is plain process memory: it is a
@@ -6,7 +7,9 @@ demonstration and test double, not a store, and it is lost on restart.
 """
 
 import asyncio
-import contextlib
+import base64
+import hashlib
+import hmac
 import logging
 import math
 import secrets
@@ -14,12 +17,20 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Final, Generic, Self, TypeVar
+
+import httpx
+from nacl.signing import SigningKey
 
 from gateway.sandbox.behaviours import Outcome
+from gateway.sandbox.tasks import CallbackAttempt, CallbackTasks, Waiter
 
 Clock = Callable[[], float]
 """Returns the current time as POSIX seconds (``time.time`` by default)."""
+
+# Seed of the fixed() Telnyx key pair. Public and fake, like every fixed() credential:
+# anyone can sign "Telnyx" webhooks with it, so no real deployment may trust its public key.
+_FIXED_TELNYX_SEED: Final = b"sandbox telnyx ed25519 seed".ljust(32, b"\0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +40,14 @@ class SandboxCredentials:
     twilio_account_sid: str
     twilio_auth_token: str
     telnyx_api_key: str
+    # Telnyx signs webhooks with an Ed25519 key of its own (PROTOCOLS.md B.1); the gateway
+    # is configured with the public half, ``telnyx_public_key``.
+    telnyx_signing_key: SigningKey = field(default_factory=SigningKey.generate, repr=False)
+
+    @property
+    def telnyx_public_key(self) -> str:
+        """Base64 of the raw 32-byte verify key: the form the Telnyx portal shows."""
+        return base64.b64encode(bytes(self.telnyx_signing_key.verify_key)).decode()
 
     @classmethod
     def generate(cls) -> Self:
@@ -37,6 +56,33 @@ class SandboxCredentials:
             twilio_account_sid="AC" + secrets.token_hex(16),
             twilio_auth_token=secrets.token_hex(16),
             telnyx_api_key="KEY" + secrets.token_hex(16).upper() + "_" + secrets.token_urlsafe(16),
+            telnyx_signing_key=SigningKey.generate(),
+        )
+
+    @classmethod
+    def from_seed(cls, seed: str) -> Self:
+        """Credentials derived from a secret seed: every process given the same seed gets
+        the same ones (``serve --sandbox`` and ``worker --sandbox URL``, through
+        ``GATEWAY_SANDBOX_SEED``). Each value is HMAC-SHA256(seed, its own label), so no
+        credential reveals the seed or another credential; the Telnyx signing key is
+        derived the same way (32 bytes, an Ed25519 seed)."""
+        if not seed:
+            raise ValueError("the sandbox seed is empty")
+
+        def derive(label: str) -> bytes:
+            return hmac.new(
+                seed.encode(), f"sms-gateway sandbox {label}".encode(), hashlib.sha256
+            ).digest()
+
+        api_key_secret = base64.urlsafe_b64encode(derive("telnyx api key secret")[:16])
+        return cls(
+            twilio_account_sid="AC" + derive("twilio account sid")[:16].hex(),
+            twilio_auth_token=derive("twilio auth token")[:16].hex(),
+            telnyx_api_key="KEY"
+            + derive("telnyx api key")[:16].hex().upper()
+            + "_"
+            + api_key_secret.rstrip(b"=").decode(),
+            telnyx_signing_key=SigningKey(derive("telnyx signing key")),
         )
 
     @classmethod
@@ -47,6 +93,7 @@ class SandboxCredentials:
             twilio_account_sid="AC73616e64626f78000000000000000000",
             twilio_auth_token="73616e64626f78746f6b656e00000000",  # noqa: S106 (public, fake)
             telnyx_api_key="KEYSANDBOX0000000000000000000000_sandbox",
+            telnyx_signing_key=SigningKey(_FIXED_TELNYX_SEED),
         )
 
 
@@ -122,8 +169,10 @@ class Simulator(Generic[MessageT]):
     name: str
     created: list[MessageT] = field(default_factory=list)
     outage: Outage | None = None
-    # Awaited (after the response is sent) with each accepted message. The later status
-    # callback feature plugs in here without touching the routes.
+    # Awaited (after the response is sent) with each accepted message, for extensions.
+    # Status callbacks are not hooks: the routes schedule them before answering (see
+    # gateway.sandbox.callbacks), so drain_callbacks() after a create always sees them, and
+    # the unit tests' per-test reset of the simulators cannot drop them.
     on_created: list[Callable[[MessageT], Awaitable[None]]] = field(default_factory=list)
     _by_id: dict[str, MessageT] = field(default_factory=dict, init=False, repr=False)
 
@@ -157,28 +206,6 @@ class Simulator(Generic[MessageT]):
         self.outage = None
 
 
-class _Waiter:
-    """An asyncio.Event and the loop it waits in, so that any thread can wake it."""
-
-    __slots__ = ("event", "loop")
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.loop = asyncio.get_running_loop()
-
-    def wake(self) -> None:
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            self.event.set()
-            return
-        # Litestar's test clients serve the app from a portal thread with its own loop.
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
-            self.loop.call_soon_threadsafe(self.event.set)
-
-
 class HangGate:
     """Holds the 9004 requests open until ``release_all`` or their time limit.
 
@@ -187,8 +214,8 @@ class HangGate:
     """
 
     def __init__(self) -> None:
-        self._held: set[_Waiter] = set()
-        self._watchers: set[_Waiter] = set()
+        self._held: set[Waiter] = set()
+        self._watchers: set[Waiter] = set()
 
     @property
     def holding(self) -> int:
@@ -196,7 +223,7 @@ class HangGate:
         return len(self._held)
 
     async def hold(self, seconds: float) -> None:
-        release = _Waiter()
+        release = Waiter()
         self._held.add(release)
         for watcher in list(self._watchers):
             watcher.wake()
@@ -218,7 +245,7 @@ class HangGate:
     async def wait_until_holding(self, count: int = 1) -> None:
         """Return once at least ``count`` requests are held (synchronisation for tests)."""
         while len(self._held) < count:
-            watcher = _Waiter()
+            watcher = Waiter()
             self._watchers.add(watcher)
             try:
                 # Re-checked after registering: a hold may have begun in between.
@@ -243,6 +270,25 @@ class SandboxState:
     twilio: Simulator[TwilioMessage] = field(default_factory=lambda: Simulator("twilio"))
     telnyx: Simulator[TelnyxMessage] = field(default_factory=lambda: Simulator("telnyx"))
     hangs: HangGate = field(default_factory=HangGate)
+    # --- callbacks to the gateway (gateway.sandbox.callbacks, .inbound) ---
+    # The gateway's webhook route (POST /webhooks/sms): where status callbacks go when the
+    # message names no URL of its own, and where simulated inbound messages are delivered.
+    inbound_url: str | None = None
+    # The client callbacks go through; the app sets it in its lifespan. None: no callbacks.
+    http_client: httpx.AsyncClient | None = None
+    # Real seconds between a message's "sent" callback and its final one (0: at once);
+    # a second or two makes a demo look like a real carrier.
+    callback_delay_seconds: float = 0.0
+    # Pause before the first retry of a failed callback, doubled for each later one.
+    callback_retry_backoff_seconds: float = 0.5
+    # Every request made to the gateway, in order (for tests and demos).
+    callback_attempts: list[CallbackAttempt] = field(default_factory=list)
+    callbacks: CallbackTasks = field(default_factory=CallbackTasks)
 
     def now(self) -> float:
         return self.clock()
+
+    async def drain_callbacks(self) -> None:
+        """Return once every callback scheduled so far, and any it led to, is delivered or
+        given up: the synchronisation point for tests (no sleeping)."""
+        await self.callbacks.drain()

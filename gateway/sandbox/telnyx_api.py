@@ -17,6 +17,7 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK
 
 from gateway.sandbox.behaviours import RATE_LIMIT_RETRY_AFTER_SECONDS, Outcome, is_e164, outcome_for
+from gateway.sandbox.callbacks import schedule_telnyx_status
 from gateway.sandbox.segments import telnyx_estimate
 from gateway.sandbox.state import SandboxState, TelnyxMessage
 from gateway.sandbox.telnyx_wire import (
@@ -152,6 +153,8 @@ async def send_message(
 
     message = _new_message(send, sandbox_state.now(), outcome)
     sandbox_state.telnyx.store(message)
+    # Scheduled before answering, so drain_callbacks() after the answer always sees it.
+    schedule_telnyx_status(sandbox_state, message)
     return Response(
         {"data": message_payload(message)},
         status_code=HTTP_200_OK,

@@ -1,7 +1,7 @@
-"""Telnyx's wire shapes and the simulated message lifecycle (PROTOCOLS.md D.2-D.3).
+"""Telnyx's wire shapes and the simulated message lifecycle (PROTOCOLS.md D.2-D.4).
 
-Kept apart from the routes so that a later webhook sender can settle a message and render
-it exactly as a retrieve does.
+Kept apart from the routes so that the webhook sender (``gateway.sandbox.callbacks``) moves
+a message through the same lifecycle a retrieve observes and renders it the same way.
 """
 
 from datetime import UTC, datetime
@@ -23,8 +23,9 @@ POOL_SENDER: Final = "+15550009999"
 # How long a queued message stays valid (illustrative; Telnyx nulls it once sent).
 VALIDITY_SECONDS: Final = 3600
 
-_RECIPIENT = {"carrier": "SANDBOX WIRELESS", "line_type": "Wireless"}
-_SENDER = {"carrier": "TELNYX LLC", "line_type": "VoIP"}
+# Carrier data of the handsets out there and of the account's own Telnyx numbers.
+HANDSET: Final = {"carrier": "SANDBOX WIRELESS", "line_type": "Wireless"}
+TELNYX_NUMBER: Final = {"carrier": "TELNYX LLC", "line_type": "VoIP"}
 
 # Final state of an accepted message: (to[0].status, errors, completed?).
 _UNREACHABLE = {
@@ -88,18 +89,39 @@ def settle(message: TelnyxMessage, now: float, settle_after_seconds: float) -> b
     """
     if message.settled or not is_settled_by(message.created_at, now, settle_after_seconds):
         return False
+    return finalize(message, message.created_at + settle_after_seconds)
+
+
+def mark_sent(message: TelnyxMessage, at: float) -> bool:
+    """The carrier took the message (``message.sent``); True if it changed.
+
+    A message already settled (a retrieve got there first) is left alone: statuses never
+    move backwards.
+    """
+    if message.settled or message.sent_at is not None:
+        return False
+    message.status = "sent"
+    message.sent_at = at
+    message.updated_at = at
+    return True
+
+
+def finalize(message: TelnyxMessage, at: float) -> bool:
+    """Apply the outcome's final state now (retrieve or ``message.finalized``)."""
+    if message.settled:
+        return False
     status, errors, completed = _FINAL[message.outcome]
-    settled_at = message.created_at + settle_after_seconds
     message.status = status
     message.errors = [dict(error) for error in errors]
-    message.sent_at = settled_at
-    message.completed_at = settled_at if completed else None
-    message.updated_at = settled_at
+    message.sent_at = at if message.sent_at is None else message.sent_at
+    message.completed_at = at if completed else None
+    message.updated_at = at
     message.settled = True
     return True
 
 
-def _iso(timestamp: float | None) -> str | None:
+def iso(timestamp: float | None) -> str | None:
+    """ISO 8601 in UTC with milliseconds, as Telnyx writes it (2026-11-23T10:00:00.123+00:00)."""
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
@@ -118,8 +140,8 @@ def message_payload(message: TelnyxMessage) -> dict[str, Any]:
         "type": message.message_type,
         "messaging_profile_id": message.messaging_profile_id,
         "organization_id": ORGANIZATION_ID,
-        "from": {"phone_number": message.from_, **_SENDER},
-        "to": [{"phone_number": message.to, "status": message.status, **_RECIPIENT}],
+        "from": {"phone_number": message.from_, **TELNYX_NUMBER},
+        "to": [{"phone_number": message.to, "status": message.status, **HANDSET}],
         "cc": [],
         "text": message.body,
         "subject": message.subject,
@@ -140,10 +162,80 @@ def message_payload(message: TelnyxMessage) -> dict[str, Any]:
         "tcr_campaign_registered": None,
         "smart_encoding_applied": False,
         "wait_seconds": 0.0,
-        "received_at": _iso(message.created_at),
-        "sent_at": _iso(message.sent_at),
-        "completed_at": _iso(message.completed_at),
+        "received_at": iso(message.created_at),
+        "sent_at": iso(message.sent_at),
+        "completed_at": iso(message.completed_at),
         # Only a queued message has a deadline; Telnyx nulls it once the message leaves.
-        "valid_until": None if message.settled else _iso(message.created_at + VALIDITY_SECONDS),
+        "valid_until": None
+        if message.settled or message.sent_at is not None
+        else iso(message.created_at + VALIDITY_SECONDS),
         "errors": message.errors,
+    }
+
+
+def sent_view(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` as of the moment the message left: what ``message.sent`` carries even
+    when a retrieve has already settled the message (the event describes its own moment)."""
+    view = {**payload, "completed_at": None, "errors": [], "valid_until": None}
+    view["to"] = [{**recipient, "status": "sent"} for recipient in payload["to"]]
+    return view
+
+
+def event(
+    event_type: str, *, event_id: str, occurred_at: float, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """A webhook's ``data`` object (PROTOCOLS.md D.4); ``meta`` is added per attempt."""
+    return {
+        "event_type": event_type,
+        "id": event_id,
+        "occurred_at": iso(occurred_at),
+        "record_type": "event",
+        "payload": payload,
+    }
+
+
+def inbound_payload(
+    *,
+    message_id: str,
+    sender: str,
+    recipient: str,
+    text: str,
+    media: list[tuple[str, str]],
+    encoding: str,
+    parts: int,
+    received_at: float,
+    webhook_url: str,
+) -> dict[str, Any]:
+    """A ``message.received`` payload (PROTOCOLS.md D.4); ``media`` is (URL, content type).
+
+    Inbound media carry ``hash_sha256`` (outbound: ``sha256``); the sandbox never downloads
+    the files, so hash and size are null.
+    """
+    return {
+        "record_type": "message",
+        "direction": "inbound",
+        "id": message_id,
+        "type": "MMS" if media else "SMS",
+        "messaging_profile_id": MESSAGING_PROFILE_ID,
+        "organization_id": ORGANIZATION_ID,
+        "from": {"phone_number": sender, **HANDSET},
+        "to": [{"phone_number": recipient, "status": "webhook_delivered", **TELNYX_NUMBER}],
+        "cc": [],
+        "text": text,
+        "subject": None,
+        "media": [
+            {"url": url, "content_type": content_type, "hash_sha256": None, "size": None}
+            for url, content_type in media
+        ],
+        "encoding": encoding,
+        "parts": parts,
+        "tags": [],
+        "cost": _money(COST_PER_PART * parts),
+        "received_at": iso(received_at),
+        "sent_at": None,
+        "completed_at": None,
+        "valid_until": None,
+        "webhook_url": webhook_url,
+        "webhook_failover_url": None,
+        "errors": [],
     }

@@ -20,6 +20,7 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from gateway.sandbox.behaviours import RATE_LIMIT_RETRY_AFTER_SECONDS, Outcome, is_e164, outcome_for
+from gateway.sandbox.callbacks import schedule_twilio_status
 from gateway.sandbox.segments import twilio_estimate
 from gateway.sandbox.state import SandboxState, TwilioMessage
 from gateway.sandbox.twilio_wire import (
@@ -154,6 +155,8 @@ async def create_message(
 
     message = _new_message(form, account_sid, sandbox_state.now(), outcome)
     sandbox_state.twilio.store(message)
+    # Scheduled before answering, so drain_callbacks() after the answer always sees it.
+    schedule_twilio_status(sandbox_state, message)
     return Response(
         message_resource(message),
         status_code=HTTP_201_CREATED,

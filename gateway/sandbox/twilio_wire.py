@@ -1,7 +1,7 @@
-"""Twilio's wire shapes and the simulated message lifecycle (PROTOCOLS.md C.2-C.4).
+"""Twilio's wire shapes and the simulated message lifecycle (PROTOCOLS.md C.2-C.6).
 
-Kept apart from the routes so that a later status-callback sender can settle a message and
-render it exactly as a fetch does.
+Kept apart from the routes so that the status-callback sender (``gateway.sandbox.callbacks``)
+moves a message through the same lifecycle a fetch observes.
 """
 
 from datetime import UTC, datetime
@@ -80,22 +80,114 @@ def settle(message: TwilioMessage, now: float, settle_after_seconds: float) -> b
     """
     if message.settled or not is_settled_by(message.created_at, now, settle_after_seconds):
         return False
+    return finalize(message, message.created_at + settle_after_seconds)
+
+
+def mark_sent(message: TwilioMessage, at: float) -> bool:
+    """The carrier took the message (the "sent" status callback); True if it changed.
+
+    A message already settled (a fetch got there first) is left alone: statuses never
+    move backwards.
+    """
+    if message.settled or message.sent_at is not None:
+        return False
+    _leave(message, at)
+    message.status = "sent"
+    message.updated_at = at
+    return True
+
+
+def finalize(message: TwilioMessage, at: float) -> bool:
+    """Apply the outcome's final state now (fetch or final callback); True if it changed."""
+    if message.settled:
+        return False
     status, error_code, error_message = _FINAL[message.outcome]
-    settled_at = message.created_at + settle_after_seconds
+    _leave(message, at)
     message.status = status
     message.error_code = error_code
     message.error_message = error_message
+    message.updated_at = at
+    message.settled = True
+    return True
+
+
+def _leave(message: TwilioMessage, at: float) -> None:
+    """What is fixed once the message leaves for the carrier: sender, date_sent, price."""
+    if message.sent_at is not None:
+        return
     message.from_ = message.from_ or POOL_SENDER
-    message.sent_at = settled_at
-    message.updated_at = settled_at
+    message.sent_at = at
     # Twilio fills the price once the message has left for the carrier; it charges for
     # undelivered messages too.
     if message.media:
         message.price = PRICE_PER_MMS
     else:
         message.price = PRICE_PER_SMS_SEGMENT * message.segments
-    message.settled = True
-    return True
+
+
+def status_params(message: TwilioMessage, status: str) -> dict[str, str]:
+    """A status callback's form parameters (PROTOCOLS.md C.6) for ``status``.
+
+    Twilio posts no callback for the initial queued/accepted status (C.3), so ``status`` is
+    "sent" or a final one; the error code and DLR date come from the message's final state.
+    """
+    params = {
+        "MessageSid": message.id,
+        "SmsSid": message.id,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "AccountSid": message.account_sid,
+        "From": message.from_ or POOL_SENDER,
+        "To": message.to,
+        "ApiVersion": API_VERSION,
+    }
+    if message.messaging_service_sid is not None:
+        params["MessagingServiceSid"] = message.messaging_service_sid
+    if status in ("undelivered", "failed") and message.error_code is not None:
+        params["ErrorCode"] = str(message.error_code)
+    if status in ("delivered", "undelivered"):
+        # The carrier's DLR "done" time: YYMMDDhhmm, minute precision, no zone (UTC here).
+        params["RawDlrDoneDate"] = datetime.fromtimestamp(message.updated_at, UTC).strftime(
+            "%y%m%d%H%M"
+        )
+    return params
+
+
+def inbound_params(
+    *,
+    message_sid: str,
+    account_sid: str,
+    sender: str,
+    recipient: str,
+    body: str,
+    media: list[tuple[str, str]],
+    segments: int,
+) -> dict[str, str]:
+    """An incoming-message webhook's form parameters (PROTOCOLS.md C.5).
+
+    ``media`` is (URL, content type) pairs. The geo fields are sent empty, as Twilio does
+    when it has no lookup data for a number; they are still signed (A.1 step 5).
+    """
+    params = {
+        "MessageSid": message_sid,
+        "SmsSid": message_sid,
+        "SmsMessageSid": message_sid,
+        "AccountSid": account_sid,
+        "From": sender,
+        "To": recipient,
+        "Body": body,
+        "NumMedia": str(len(media)),
+        "NumSegments": str(segments),
+        "SmsStatus": "received",
+        "ApiVersion": API_VERSION,
+    }
+    for side in ("From", "To"):
+        for geo in ("City", "State", "Zip", "Country"):
+            params[side + geo] = ""
+    for index, (url, content_type) in enumerate(media):
+        params[f"MediaUrl{index}"] = url
+        params[f"MediaContentType{index}"] = content_type
+    return params
 
 
 def _rfc2822(timestamp: float | None) -> str | None:

@@ -21,6 +21,8 @@ class Readiness(msgspec.Struct, frozen=True):
     status: str
     checks: dict[str, str]
     accounts: list[str]
+    #: Circuit breaker of each account in this process: closed, open or half_open.
+    breakers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 @get("/health", tags=["system"], summary="Liveness")
@@ -44,12 +46,17 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     except Exception as exc:  # readiness reports, it does not raise
         checks["database"] = f"unreachable: {type(exc).__name__}"
     checks["accounts"] = "ok" if state.providers else "no provider account configured"
+    breakers: dict[str, str] = {}
+    if state.planner is not None:
+        breakers = {b.account: str(b.state) for b in state.planner.snapshot()}
+    # An open breaker is reported, not a reason to be unready: other accounts may route.
     ok = all(value == "ok" for value in checks.values())
     return Response(
         Readiness(
             status="ready" if ok else "not ready",
             checks=checks,
             accounts=sorted(state.providers),
+            breakers=breakers,
         ),
         status_code=200 if ok else 503,
     )

@@ -26,7 +26,7 @@ from gateway.clock import utcnow
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.sandbox import SandboxState
 from gateway.sandbox_setup import sandbox_settings
-from gateway.settings import DispatcherSettings, Settings
+from gateway.settings import DispatcherSettings, Settings, webhook_url
 from gateway.state import GatewayState
 
 BASE_URL = "http://gateway.test"
@@ -52,6 +52,7 @@ class Gateway:
     sandbox: SandboxState
     clock: Clock
     dispatcher: Dispatcher
+    dispatcher_settings: DispatcherSettings
 
     async def key_for(self, app: str) -> dict[str, str]:
         async with self.state.sessionmaker() as session:
@@ -131,8 +132,11 @@ async def gateway(settings: Settings, sandbox: SandboxState) -> AsyncIterator[Ga
             settings=settings.dispatcher,
             clock=clock,
             worker="test-worker",
+            status_callback_url=webhook_url(settings),
+            planner=state.planner,
+            accounts={a.name: a for a in settings.accounts},
         )
-        yield Gateway(client, state, sandbox, clock, dispatcher)
+        yield Gateway(client, state, sandbox, clock, dispatcher, settings.dispatcher)
 
 
 @pytest.fixture

@@ -96,15 +96,17 @@ async def test_outage_then_recovery_delivers_the_message(
         "/sandbox/twilio/outage", json={"status": 503, "seconds": 30}
     )
     assert outage.status_code in (200, 201)
-    message = await _send_and_dispatch(gateway, headers, "+14155550100")
+    # Forced to Twilio: no other account may take it, so it waits for the recovery.
+    message = await _send_and_dispatch(gateway, headers, "+14155550100", "twilio-sandbox")
     assert message["status"] == "accepted"
     assert gateway.sandbox.twilio.created == []
     ended = await gateway.client.delete("/sandbox/twilio/outage")
     assert ended.status_code in (200, 204)
     gateway.clock.advance(60)
     assert await gateway.dispatcher.run_once() == 1
+    await gateway.sandbox.drain_callbacks()
     message = await gateway.message(headers, str(message["message_id"]))
-    assert message["status"] == "queued"
+    assert message["status"] == "delivered"
     assert [a["outcome"] for a in message["attempts"]] == ["retry", "sent"]
     assert len(gateway.sandbox.twilio.created) == 1
 
@@ -118,8 +120,9 @@ async def test_scheduled_message_waits_for_send_at(
     assert await gateway.dispatcher.run_once() == 0
     gateway.clock.advance(3601)
     assert await gateway.dispatcher.run_once() == 1
+    await gateway.sandbox.drain_callbacks()
     message = await gateway.message(headers, response.json()["message_id"])
-    assert message["status"] == "queued"
+    assert message["status"] == "delivered"
 
 
 async def test_schedule_too_far_ahead_is_422(gateway: Gateway, headers: dict[str, str]) -> None:
@@ -129,7 +132,7 @@ async def test_schedule_too_far_ahead_is_422(gateway: Gateway, headers: dict[str
     assert response.json()["errors"][0]["field"] == "send_at"
 
 
-async def test_a_claim_abandoned_mid_call_becomes_unknown_and_is_not_resent(
+async def test_a_claim_abandoned_mid_call_becomes_unknown_and_is_not_resent_blindly(
     gateway: Gateway, headers: dict[str, str]
 ) -> None:
     response = await gateway.send(headers, to="+14155550100", body="crash")
@@ -149,6 +152,17 @@ async def test_a_claim_abandoned_mid_call_becomes_unknown_and_is_not_resent(
     assert message["status"] == "unknown"
     assert message["attempts"][0]["outcome"] == "unknown"
     assert gateway.sandbox.twilio.created == []  # never resent blindly
+    # Within the reconciliation window nothing is sent; after it, with no callback naming
+    # the message, it is sent again (the provider never had it).
+    gateway.clock.advance(60)
+    assert await gateway.dispatcher.run_once() == 0
+    gateway.clock.advance(gateway.dispatcher_settings.reconcile_seconds)
+    assert await gateway.dispatcher.run_once() == 1
+    await gateway.sandbox.drain_callbacks()
+    message = await gateway.message(headers, message_id)
+    assert message["status"] == "delivered"
+    assert [a["outcome"] for a in message["attempts"]] == ["unknown", "sent"]
+    assert len(gateway.sandbox.twilio.created) == 1
 
 
 async def test_concurrent_claims_never_overlap(gateway: Gateway, headers: dict[str, str]) -> None:

@@ -23,12 +23,13 @@ async def test_send_is_accepted_then_handed_to_a_provider(
     assert response.headers["location"] == f"/v1/messages/{accepted['message_id']}"
 
     assert await gateway.dispatcher.run_once() == 1
+    await gateway.sandbox.drain_callbacks()  # sent, then delivered, signed callbacks
 
     message = await gateway.message(headers, accepted["message_id"])
     assert message["provider"] == "twilio-sandbox"
     assert message["provider_kind"] == "twilio"
     assert message["provider_message_id"].startswith("SM")
-    assert message["status"] == "queued"
+    assert message["status"] == "delivered"
     assert message["sent_at"] is not None
     [attempt] = message["attempts"]
     assert attempt["outcome"] == "sent"

@@ -52,14 +52,14 @@ def test_bad_numbers_are_refused(raw: str, region: str | None) -> None:
 @pytest.mark.parametrize(
     ("error", "decision"),
     [
-        (RateLimited("slow down", provider="twilio", retry_after=2), Decision.RETRY),
-        (ProviderUnavailable("refused", provider="twilio"), Decision.RETRY),
+        (RateLimited("slow down", provider="twilio", retry_after=2), Decision.RETRY_SAME),
+        (ProviderUnavailable("refused", provider="twilio"), Decision.FAILOVER),
         (ProviderUnavailable("timeout", provider="twilio", outcome_unknown=True), Decision.UNKNOWN),
         (UnexpectedResponse("garbled", provider="twilio"), Decision.UNKNOWN),
-        (ProviderAuthError("bad token", provider="twilio"), Decision.RETRY),
-        (InvalidRecipient("bad number", provider="twilio"), Decision.FAILED),
-        (OptedOut("STOP", provider="twilio"), Decision.FAILED),
-        (ProviderRejected("no route", provider="twilio"), Decision.FAILED),
+        (ProviderAuthError("bad token", provider="twilio"), Decision.FAILOVER),
+        (InvalidRecipient("bad number", provider="twilio"), Decision.FINAL),
+        (OptedOut("STOP", provider="twilio"), Decision.FINAL),
+        (ProviderRejected("no route", provider="twilio"), Decision.FAILOVER),
     ],
 )
 def test_decisions(error: ProviderError, decision: Decision) -> None:

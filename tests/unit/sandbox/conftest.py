@@ -1,12 +1,15 @@
-"""Fixtures for the sandbox tests: a fake clock, the app, thin wire-level clients, a live server."""
+"""Fixtures for the sandbox tests: a fake clock, the app, thin wire-level clients, a live server,
+and a fake gateway that receives (and checks) the simulators' signed callbacks."""
 
 import asyncio
+import base64
+import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
@@ -14,8 +17,10 @@ import pytest_asyncio
 import uvicorn
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from nacl.signing import VerifyKey
 from twilio.http import AsyncHttpClient
 from twilio.http.response import Response as TwilioResponse
+from twilio.request_validator import RequestValidator
 
 from gateway.sandbox import SandboxCredentials, SandboxState, create_sandbox_router
 
@@ -219,3 +224,95 @@ class LocalTwilioHttpClient(AsyncHttpClient):  # type: ignore[misc]
 @pytest.fixture
 def twilio_http_factory() -> Callable[[httpx.AsyncClient, str], LocalTwilioHttpClient]:
     return LocalTwilioHttpClient
+
+
+# --- a stand-in gateway for the simulators' callbacks -------------------------------------
+
+GATEWAY_WEBHOOK = "https://gateway.test/webhooks/sms"
+
+
+@dataclass
+class Received:
+    url: str
+    headers: httpx.Headers
+    body: bytes
+    # What the simulator had stored for the message when the request arrived.
+    stored_status: str | None
+
+
+class FakeGateway:
+    """Records what the simulators POST and answers as told (default 200 TwiML / JSON).
+
+    ``answers`` are consumed one per request: an HTTP status, or 0 for a refused connection.
+    The accessors check every signature with the providers' reference code (twilio's
+    RequestValidator, PyNaCl) before returning the decoded content.
+    """
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        self.requests: list[Received] = []
+        self.answers: list[int] = []
+        # Awaited inside the handler when set: lets a test hold a callback in flight.
+        self.gate: asyncio.Event | None = None
+        self.on_request: Callable[[httpx.Request], Any] | None = None
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        self.requests.append(Received(str(request.url), request.headers, body, self._stored(body)))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.on_request is not None:
+            await self.on_request(request)
+        status = self.answers.pop(0) if self.answers else 200
+        if status == 0:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.headers["content-type"] == "application/json":
+            return httpx.Response(status, json={"received": True})
+        return httpx.Response(
+            status, text="<Response/>", headers={"Content-Type": "text/xml; charset=utf-8"}
+        )
+
+    def _stored(self, body: bytes) -> str | None:
+        if body.startswith(b"{"):
+            message_id = json.loads(body)["data"]["payload"]["id"]
+            telnyx_message = self.state.telnyx.get(message_id)
+            return None if telnyx_message is None else telnyx_message.status
+        sid = dict(parse_qsl(body.decode())).get("MessageSid", "")
+        twilio_message = self.state.twilio.get(sid)
+        return None if twilio_message is None else twilio_message.status
+
+    def twilio(self, received: Received) -> dict[str, str]:
+        """The form parameters of a Twilio request, after checking its signature."""
+        assert received.headers["content-type"] == "application/x-www-form-urlencoded"
+        params = dict(parse_qsl(received.body.decode(), keep_blank_values=True))
+        validator = RequestValidator(self.state.credentials.twilio_auth_token)
+        assert validator.validate(received.url, params, received.headers["x-twilio-signature"])
+        return params
+
+    def telnyx(self, received: Received) -> dict[str, Any]:
+        """The JSON document of a Telnyx request, after checking its Ed25519 signature."""
+        assert received.headers["content-type"] == "application/json"
+        stamp = received.headers["telnyx-timestamp"]
+        signature = base64.b64decode(received.headers["telnyx-signature-ed25519"])
+        key = VerifyKey(base64.b64decode(self.state.credentials.telnyx_public_key))
+        key.verify(stamp.encode() + b"|" + received.body, signature)  # raises if wrong
+        document: dict[str, Any] = json.loads(received.body)
+        return document
+
+    def twilio_statuses(self) -> list[str]:
+        return [self.twilio(received)["MessageStatus"] for received in self.requests]
+
+    def telnyx_events(self) -> list[dict[str, Any]]:
+        return [self.telnyx(received) for received in self.requests]
+
+
+@pytest.fixture
+async def gateway(state: SandboxState) -> AsyncIterator[FakeGateway]:
+    """Wires the fresh sandbox to a fake gateway: inbound_url, http_client, no retry pause."""
+    fake = FakeGateway(state)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as http:
+        state.inbound_url = GATEWAY_WEBHOOK
+        state.http_client = http
+        state.callback_retry_backoff_seconds = 0.0
+        yield fake
+        await state.drain_callbacks()  # nothing may outlive the test

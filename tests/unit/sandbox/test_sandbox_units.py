@@ -1,5 +1,6 @@
 """The small pure parts: the behaviour table, the segment estimate, credentials, the wiring."""
 
+import base64
 import re
 from typing import Any
 
@@ -13,6 +14,7 @@ from litestar.middleware import (
     DefineMiddleware,
 )
 from litestar.testing import AsyncTestClient
+from nacl.signing import VerifyKey
 
 from gateway.sandbox import (
     Outcome,
@@ -84,6 +86,18 @@ def test_fixed_credentials_are_stable_and_well_formed() -> None:
     assert re.fullmatch(r"AC[0-9a-f]{32}", fixed.twilio_account_sid)
 
 
+def test_telnyx_key_pair_public_half_is_raw_base64() -> None:
+    fixed, fresh = SandboxCredentials.fixed(), SandboxCredentials.generate()
+    assert fixed.telnyx_public_key == SandboxCredentials.fixed().telnyx_public_key
+    assert fresh.telnyx_public_key != SandboxCredentials.generate().telnyx_public_key
+    for credentials in (fixed, fresh):
+        raw = base64.b64decode(credentials.telnyx_public_key, validate=True)
+        assert len(raw) == 32  # what the Telnyx SDKs require (PROTOCOLS.md B.1)
+        signed = credentials.telnyx_signing_key.sign(b"123|{}")
+        VerifyKey(raw).verify(signed.message, signed.signature)
+    assert "signing_key" not in repr(fixed)
+
+
 async def test_router_serves_the_very_state_it_was_given() -> None:
     # Litestar deep-copies routers on registration; the state must not be copied with them.
     own = SandboxState(credentials=SandboxCredentials.fixed(), clock=lambda: 1_000_000.0)
@@ -139,7 +153,7 @@ def test_openapi_lists_sandbox_routes_without_gateway_security(app) -> None:
     operations = [
         op for path, item in paths.items() if path.startswith("/sandbox") for op in item.values()
     ]
-    assert len(operations) == 10
+    assert len(operations) == 14  # 2 x (create, fetch, 3 outage verbs, inbound, messages)
     for operation in operations:
         assert operation["tags"] == ["sandbox"]
         assert operation["security"] == [{}]

@@ -1,0 +1,80 @@
+"""The dispatcher's view of routing: rules and prices from the configuration, and the
+health of each account from this process's circuit breakers.
+
+Breakers are per process on purpose: each process learns from its own calls within
+seconds, and needs no shared state to stop hammering a provider that is down. (Limits that
+must hold across processes, such as rates, live in the database.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from gateway.costs.pricing import MessageType, PriceBook
+from gateway.dispatch.store import Claimed
+from gateway.routing import MessageFacts, RouteDecision, resolve
+from gateway.routing.breaker import BreakerBoard, BreakerSnapshot
+from gateway.routing.config import default_routing
+from gateway.routing.model import RoutingConfig
+from gateway.settings import Settings, routing_config
+
+
+class RoutePlanner:
+    def __init__(
+        self,
+        config: RoutingConfig,
+        prices: PriceBook | None = None,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.prices = prices
+        self.breakers = BreakerBoard(config.breaker, tuple(a.name for a in config.accounts))
+        # Breakers measure with a monotonic clock: wall-clock jumps must not open or close them.
+        self._monotonic = monotonic
+
+    @classmethod
+    def failover(cls, accounts: list[str]) -> RoutePlanner:
+        """No configuration at hand (tests, tools): failover over the accounts in order."""
+        return cls(default_routing(dict.fromkeys(accounts, "unknown")))
+
+    def decide(self, facts: MessageFacts) -> RouteDecision:
+        return resolve(
+            self.config,
+            facts,
+            prices=self.prices,
+            health=self.breakers.health(self._monotonic()),
+        )
+
+    def candidates(self, claim: Claimed, now: datetime) -> tuple[str | None, tuple[str, ...]]:
+        del now  # routing depends on the message and on health, not on the wall clock
+        decision = self.decide(facts_of(claim))
+        return decision.rule, decision.candidates
+
+    def record_success(self, account: str, now: datetime) -> None:
+        del now
+        self.breakers.record_success(account, self._monotonic())
+
+    def record_failure(self, account: str, now: datetime) -> None:
+        del now
+        self.breakers.record_failure(account, self._monotonic())
+
+    def snapshot(self) -> tuple[BreakerSnapshot, ...]:
+        return self.breakers.snapshot(self._monotonic())
+
+
+def build_planner(settings: Settings) -> RoutePlanner:
+    return RoutePlanner(routing_config(settings), settings.prices)
+
+
+def facts_of(claim: Claimed) -> MessageFacts:
+    return MessageFacts(
+        message_id=claim.message_id,
+        to=claim.to,
+        country=claim.country,
+        message_type=MessageType.MMS if claim.media_urls else MessageType.SMS,
+        app=claim.app,
+        segments=claim.segments,
+    )

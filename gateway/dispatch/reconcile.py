@@ -1,0 +1,121 @@
+"""Unknown outcomes: a create that timed out after the request went out, or a process that
+died mid-call. The provider may have the message, so it is never resent blindly.
+
+Evidence comes by itself: every send carries our webhook URL with ``?ref=<message_id>``,
+so the provider's first status callback for a message it did create names the message.
+:func:`adopt` then takes the provider's id and the message continues as sent. A message
+that stays without evidence for ``reconcile_seconds`` is settled by policy: ``resend``
+(the default: a provider that had it would have called back by now) or ``fail``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.db.models import Attempt, Message
+from providers import DeliveryStatus
+
+UNKNOWN = DeliveryStatus.UNKNOWN.value
+
+
+async def settle_unknowns(
+    session: AsyncSession, *, now: datetime, policy: str, max_attempts: int, limit: int = 200
+) -> int:
+    """Settle unknown messages whose window has passed with no evidence: send them again
+    (policy ``resend``, while attempts remain) or fail them."""
+    due = (
+        await session.execute(
+            select(Message.message_id, Message.attempt_count)
+            .where(Message.status == UNKNOWN, Message.reconcile_until < now)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    resend = [m for m, attempts in due if policy == "resend" and attempts < max_attempts]
+    fail = [m for m, _ in due if m not in set(resend)]
+    detail = "no provider reported this message after an unknown outcome"
+    if resend:
+        await session.execute(
+            update(Message)
+            .where(Message.message_id.in_(resend))
+            .values(
+                status=DeliveryStatus.ACCEPTED.value,
+                next_attempt_at=now,
+                reconcile_until=None,
+                error_detail=f"{detail}; sending it again",
+                updated_at=now,
+            )
+        )
+    if fail:
+        await session.execute(
+            update(Message)
+            .where(Message.message_id.in_(fail))
+            .values(
+                status=DeliveryStatus.FAILED.value,
+                reconcile_until=None,
+                error_code="unknown_outcome",
+                error_detail=f"{detail}; not sent again ("
+                + ("attempts exhausted)" if policy == "resend" else "unknown_outcome = fail)"),
+                completed_at=now,
+                updated_at=now,
+            )
+        )
+    return len(due)
+
+
+async def adopt(
+    session: AsyncSession,
+    *,
+    reference: str,
+    provider_kind: str,
+    account: str,
+    provider_message_id: str,
+    now: datetime,
+) -> Message | None:
+    """A callback names a message whose send had an unknown outcome: the provider has it.
+    Returns the (locked) message, now carrying the provider's id, or ``None``."""
+    message = (
+        await session.execute(
+            select(Message)
+            .where(Message.message_id == reference, Message.status == UNKNOWN)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if message is None:
+        return None
+    message.status = DeliveryStatus.QUEUED.value
+    message.provider_kind = provider_kind
+    message.provider_account = account
+    message.provider_message_id = provider_message_id
+    message.reconcile_until = None
+    message.error_detail = None
+    message.sent_at = message.sent_at or now
+    message.updated_at = now
+    latest = (
+        select(func.max(Attempt.attempt_number))
+        .where(Attempt.message_id == reference)
+        .scalar_subquery()
+    )
+    await session.execute(
+        update(Attempt)
+        .where(Attempt.message_id == reference, Attempt.attempt_number == latest)
+        .values(outcome="reconciled", provider_message_id=provider_message_id)
+    )
+    return message
+
+
+async def rate_limited_attempts(session: AsyncSession, message_id: str, account: str) -> int:
+    return int(
+        (
+            await session.execute(
+                select(func.count(Attempt.attempt_id)).where(
+                    Attempt.message_id == message_id,
+                    Attempt.provider_account == account,
+                    Attempt.error_class == "rate_limited",
+                )
+            )
+        ).scalar_one()
+    )

@@ -1,0 +1,1 @@
+"""Inbound messages as apps see them: ``GET /v1/inbound``."""

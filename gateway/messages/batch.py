@@ -1,0 +1,154 @@
+"""``POST /v1/messages/batch``: up to 1,000 messages in one request.
+
+Each message is validated on its own and gets its own result; every valid one is stored
+in a single transaction before the answer, so a 200 means all of the accepted ones are in
+the outbox (and a crash before it means none are). Items carry their own
+``idempotency_key``: a retried batch replays the messages it already stored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.api.problems import Problem
+from gateway.db.models import Message
+from gateway.messages import service
+from gateway.messages.quotas import charge_quota
+from gateway.messages.schemas import BatchItemResult, BatchMessage, MessageAccepted
+from gateway.messages.validation import ValidatedMessage, validate_send
+from gateway.settings import Settings
+
+MAX_BATCH = 1000
+
+
+class _Valid(msgspec.Struct):
+    index: int
+    message: ValidatedMessage
+    key: str | None
+    fingerprint: str
+
+
+def accepted_view(row: Message) -> MessageAccepted:
+    return MessageAccepted(
+        message_id=row.message_id,
+        status=row.status,
+        to=row.to_number,
+        segments=row.segments,
+        encoding=row.encoding,
+        send_at=row.send_at,
+        created_at=row.created_at,
+    )
+
+
+def _problem_document(problem: Problem) -> dict[str, Any]:
+    return problem.document()
+
+
+def _duplicate_key(key: str) -> Problem:
+    return Problem(
+        409,
+        "duplicate-idempotency-key",
+        "Idempotency key repeated in the batch",
+        f"idempotency_key {key!r} is used by an earlier message of this batch",
+    )
+
+
+def validate_batch(
+    items: list[BatchMessage], *, settings: Settings, now: datetime
+) -> tuple[list[_Valid], list[BatchItemResult]]:
+    if not items:
+        raise Problem(422, "invalid-field", "A field is invalid", "messages: give 1 to 1000")
+    if len(items) > MAX_BATCH:
+        raise Problem(
+            413,
+            "batch-too-large",
+            "Batch too large",
+            f"messages: at most {MAX_BATCH} per batch (got {len(items)}); split it",
+        )
+    valid: list[_Valid] = []
+    rejected: list[BatchItemResult] = []
+    seen_keys: set[str] = set()
+    for index, item in enumerate(items):
+        try:
+            key = service.check_idempotency_key(item.idempotency_key)
+            if key is not None and key in seen_keys:
+                raise _duplicate_key(key)
+            validated = validate_send(item, settings=settings, now=now)
+        except Problem as problem:
+            rejected.append(
+                BatchItemResult(
+                    index=index, status=problem.status, problem=_problem_document(problem)
+                )
+            )
+            continue
+        if key is not None:
+            seen_keys.add(key)
+        valid.append(_Valid(index, validated, key, service.request_fingerprint(item)))
+    return valid, rejected
+
+
+async def store_batch(
+    session: AsyncSession, app: str, valid: list[_Valid], *, settings: Settings, now: datetime
+) -> list[BatchItemResult]:
+    """Store every valid message in one transaction; replays and key conflicts per item."""
+    for _ in range(2):  # a concurrent batch with the same keys: the second pass replays
+        try:
+            return await _store_once(session, app, valid, settings=settings, now=now)
+        except IntegrityError:
+            await session.rollback()
+    raise Problem(
+        409,
+        "concurrent-batch",
+        "Concurrent batch",
+        "another request stored messages with these idempotency keys at the same moment; "
+        "retry the batch: stored messages will be replayed, not duplicated",
+    )
+
+
+async def _store_once(
+    session: AsyncSession, app: str, valid: list[_Valid], *, settings: Settings, now: datetime
+) -> list[BatchItemResult]:
+    keys = [v.key for v in valid if v.key is not None]
+    existing: dict[str, Message] = {}
+    if keys:
+        rows = await session.execute(
+            select(Message).where(Message.app == app, Message.idempotency_key.in_(keys))
+        )
+        existing = {row.idempotency_key: row for row in rows.scalars() if row.idempotency_key}
+    results: list[BatchItemResult] = []
+    new_rows: list[tuple[int, Message]] = []
+    for item in valid:
+        if item.key is not None and item.key in existing:
+            try:
+                row = service.replay(existing[item.key], item.fingerprint)
+            except Problem as problem:
+                results.append(
+                    BatchItemResult(
+                        index=item.index, status=problem.status, problem=_problem_document(problem)
+                    )
+                )
+                continue
+            results.append(
+                BatchItemResult(
+                    index=item.index, status=202, message=accepted_view(row), replayed=True
+                )
+            )
+            continue
+        row = service.new_message_row(app, item.message, item.key, item.fingerprint, now)
+        new_rows.append((item.index, row))
+    session.add_all([row for _, row in new_rows])
+    quota = settings.apps.get(app)
+    if quota is not None and new_rows:
+        await charge_quota(session, app, quota, count=len(new_rows), now=now)
+    await session.commit()
+    results.extend(
+        BatchItemResult(index=index, status=202, message=accepted_view(row))
+        for index, row in new_rows
+    )
+    return results

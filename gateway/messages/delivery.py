@@ -1,0 +1,125 @@
+"""Delivery reports meet messages: the status state machine, and reports that arrived
+before the message they describe.
+
+A report moves a message forward by rank only (``DeliveryStatus.rank``): a late ``sent``
+never overwrites ``delivered``. Between two terminal statuses the carrier's later word wins
+(a ``delivered`` after ``undelivered`` is kept), unless the provider dates it earlier than
+the status already applied. Every report stays in ``webhook_events`` either way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.db.models import Message, WebhookEvent
+from providers import DeliveryStatus
+
+#: Reports for messages we never see (sent outside the gateway) stop being retried after this.
+PENDING_HORIZON = timedelta(days=1)
+
+
+def takes_precedence(
+    current: DeliveryStatus,
+    current_at: datetime | None,
+    reported: DeliveryStatus,
+    reported_at: datetime | None,
+) -> bool:
+    if reported.rank > current.rank:
+        return True
+    if reported.is_terminal and current.is_terminal and reported != current:
+        return reported_at is None or current_at is None or reported_at >= current_at
+    return False
+
+
+def apply_report(message: Message, event: WebhookEvent, now: datetime) -> bool:
+    """Apply one stored delivery report to its (locked) message; True if the status moved."""
+    event.applied_at = now
+    if event.status is None:
+        return False
+    reported = DeliveryStatus(event.status)
+    if not takes_precedence(
+        DeliveryStatus(message.status), message.status_occurred_at, reported, event.occurred_at
+    ):
+        return False
+    message.status = reported.value
+    message.status_occurred_at = event.occurred_at or now
+    message.updated_at = now
+    if event.error_code is not None or reported.is_terminal:
+        message.error_code = event.error_code
+    if reported.is_terminal:
+        message.completed_at = event.occurred_at or now
+    return True
+
+
+async def message_for_update(
+    session: AsyncSession, provider_kind: str, provider_message_id: str
+) -> Message | None:
+    """The message a provider id belongs to, row-locked on PostgreSQL so that concurrent
+    reports for one message apply one after the other (SQLite has a single writer)."""
+    return (
+        await session.execute(
+            select(Message)
+            .where(
+                Message.provider_kind == provider_kind,
+                Message.provider_message_id == provider_message_id,
+            )
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+
+
+async def apply_pending_reports(session: AsyncSession, *, now: datetime, limit: int = 200) -> int:
+    """Apply stored reports whose message has appeared since (the report overtook the
+    commit of the send). Returns how many were applied. Runs in every dispatcher round."""
+    pending = (
+        await session.execute(
+            select(WebhookEvent, Message)
+            .join(
+                Message,
+                (Message.provider_kind == WebhookEvent.provider_kind)
+                & (Message.provider_message_id == WebhookEvent.provider_message_id),
+            )
+            .where(
+                WebhookEvent.applied_at.is_(None),
+                WebhookEvent.event_type == "delivery",
+                WebhookEvent.received_at >= now - PENDING_HORIZON,
+            )
+            .order_by(WebhookEvent.occurred_at, WebhookEvent.event_pk)
+            .limit(limit)
+            .with_for_update(of=Message)
+        )
+    ).all()
+    for event, message in pending:
+        apply_report(message, event, now)
+    return len(pending)
+
+
+async def apply_reports_waiting_for(
+    session: AsyncSession, *, provider_kind: str, provider_message_id: str, now: datetime
+) -> int:
+    """Right after a send is recorded: apply the reports that arrived before it."""
+    events = list(
+        (
+            await session.execute(
+                select(WebhookEvent)
+                .where(
+                    WebhookEvent.provider_kind == provider_kind,
+                    WebhookEvent.provider_message_id == provider_message_id,
+                    WebhookEvent.event_type == "delivery",
+                    WebhookEvent.applied_at.is_(None),
+                )
+                .order_by(WebhookEvent.occurred_at, WebhookEvent.event_pk)
+            )
+        ).scalars()
+    )
+    if not events:
+        return 0
+    message = await message_for_update(session, provider_kind, provider_message_id)
+    if message is None:
+        return 0
+    for event in events:
+        apply_report(message, event, now)
+    return len(events)

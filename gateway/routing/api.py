@@ -1,0 +1,76 @@
+"""``POST /v1/routes/resolve``: which rule and which ordered accounts a number would get,
+and why, without sending anything (the same decision the dispatcher makes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, post
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_200_OK
+
+from gateway.api.problems import Problem, invalid_field
+from gateway.auth.guard import caller_app
+from gateway.clock import new_id
+from gateway.costs.pricing import MessageType
+from gateway.costs.segments import count_segments
+from gateway.messages.numbers import InvalidNumber, normalize_number, region_of
+from gateway.routing.policy import MessageFacts
+from gateway.state import GatewayState
+
+
+class ResolveRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    to: str
+    body: str = ""
+    media_urls: list[str] = msgspec.field(default_factory=list)
+    country: str | None = None
+    app: str | None = None
+
+
+class ResolvedRoute(msgspec.Struct, frozen=True):
+    to: str
+    country: str | None
+    message_type: str
+    segments: int
+    rule: str | None
+    strategy: str
+    accounts: list[str]
+    skipped: dict[str, str]
+    reasons: list[str]
+
+
+@post("/routes/resolve", status_code=HTTP_200_OK, tags=["routing"], summary="Explain a route")
+async def resolve_route(
+    request: Request[Any, Any, Any], data: JSONBody[ResolveRequest]
+) -> ResolvedRoute:
+    state = GatewayState.of(request.app)
+    if state.planner is None:
+        raise Problem(503, "routing-unavailable", "Routing unavailable", "the gateway is starting")
+    region = (data.country or state.settings.default_region or "").upper() or None
+    try:
+        to = normalize_number(data.to, region)
+    except InvalidNumber as exc:
+        raise invalid_field("to", str(exc)) from exc
+    message_type = MessageType.MMS if data.media_urls else MessageType.SMS
+    segments = count_segments(data.body).segments if data.body else 1
+    facts = MessageFacts(
+        message_id=new_id("msg"),
+        to=to,
+        country=region_of(to),
+        message_type=message_type,
+        app=data.app or caller_app(request),
+        segments=segments,
+    )
+    decision = state.planner.decide(facts)
+    return ResolvedRoute(
+        to=to,
+        country=facts.country,
+        message_type=str(message_type),
+        segments=segments,
+        rule=decision.rule,
+        strategy=str(decision.strategy),
+        accounts=list(decision.candidates),
+        skipped=decision.skipped_reasons,
+        reasons=list(decision.reasons),
+    )

@@ -1,0 +1,1 @@
+"""The one webhook route for every provider: detect, verify, parse, dedupe, apply, ack."""

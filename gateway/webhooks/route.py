@@ -1,0 +1,109 @@
+"""``POST /webhooks/sms``: every provider calls back here.
+
+Only verify + persist + ack happen in the request, so the answer comes well inside
+Telnyx's 2 s and Twilio's 15 s (PROTOCOLS.md C.7, D.4). A request that cannot be proven
+authentic is refused (403) before its body is parsed and leaves only a log line and a
+metric behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response, post
+
+from gateway.api.problems import Problem
+from gateway.clock import utcnow
+from gateway.state import GatewayState
+from gateway.system.metrics import WEBHOOK_EVENTS, WEBHOOK_VERIFICATIONS
+from gateway.webhooks.ingest import record_events
+from providers import SignatureError, WebhookParseError, WebhookRequest
+
+logger = logging.getLogger("gateway.webhooks")
+
+
+def signed_url(public_url: str, request: Request[Any, Any, Any]) -> str:
+    """The URL the provider signed: the configured public base, plus the path and query
+    exactly as the provider sent them. Never the Host header: behind a TLS-terminating
+    proxy the gateway sees http://internal-host, while Twilio signed https://public-host."""
+    raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else str(raw_path)
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return public_url.rstrip("/") + path + (f"?{query}" if query else "")
+
+
+@post(
+    "/webhooks/sms",
+    tags=["webhooks"],
+    summary="Provider callbacks (Twilio, Telnyx): inbound messages and delivery reports",
+    security=[{}],
+    opt={"exclude_from_auth": True},
+)
+async def receive_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
+    state = GatewayState.of(request.app)
+    webhook = WebhookRequest(
+        method=request.method,
+        url=signed_url(state.settings.public_url, request),
+        headers={name.lower(): value for name, value in request.headers.items()},
+        body=await request.body(),
+    )
+    receiver = next((r for r in state.receivers if r.detect(webhook)), None)
+    if receiver is None:
+        WEBHOOK_VERIFICATIONS.labels(provider="unknown", result="unrecognised").inc()
+        raise Problem(
+            400,
+            "unrecognised-webhook",
+            "Unrecognised webhook",
+            "this endpoint takes Twilio and Telnyx callbacks; the request is neither",
+        )
+    try:
+        account = receiver.verify(webhook)
+    except SignatureError as exc:
+        WEBHOOK_VERIFICATIONS.labels(provider=receiver.kind, result=exc.failure.value).inc()
+        logger.warning(
+            "webhook signature refused",
+            extra={"provider": receiver.kind, "failure": exc.failure.value},
+        )
+        raise Problem(
+            403,
+            "invalid-signature",
+            "Invalid webhook signature",
+            f"the {receiver.kind} signature could not be verified ({exc.failure.value})",
+        ) from exc
+    WEBHOOK_VERIFICATIONS.labels(provider=receiver.kind, result="ok").inc()
+    try:
+        events = receiver.parse(webhook)
+    except WebhookParseError as exc:
+        logger.warning("verified webhook not understood", extra={"provider": receiver.kind})
+        raise Problem(
+            400,
+            "unreadable-webhook",
+            "Webhook not understood",
+            f"the {receiver.kind} callback was authentic but its content is not understood",
+        ) from exc
+    async with state.sessionmaker() as session, session.begin():
+        result = await record_events(
+            session,
+            provider_kind=receiver.kind,
+            account=account,
+            events=events,
+            inbound_numbers=state.settings.inbound_numbers,
+            now=utcnow(),
+            reference=request.query_params.get("ref"),
+        )
+    for outcome in ("recorded", "duplicates", "applied", "pending"):
+        if count := getattr(result, outcome):
+            WEBHOOK_EVENTS.labels(provider=receiver.kind, outcome=outcome).inc(count)
+    logger.info(
+        "webhook received",
+        extra={
+            "provider": receiver.kind,
+            "account": account,
+            "recorded": result.recorded,
+            "duplicates": result.duplicates,
+            "pending": result.pending,
+        },
+    )
+    ack = receiver.ack(None)
+    return Response(content=ack.body, status_code=ack.status, media_type=ack.content_type)

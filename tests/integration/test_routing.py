@@ -1,0 +1,308 @@
+"""Routing and failover through the whole gateway and the sandbox simulators: the sandbox's
+default route is failover, Twilio first, then Telnyx."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+import pytest
+
+from gateway.dispatch import store
+from gateway.settings import DispatcherSettings, Settings, TwilioAccount
+from tests.integration.conftest import Gateway, with_settings
+from tests.support.signing import twilio_form, twilio_status
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _send(gateway: Gateway, headers: dict[str, str], to: str, **extra: Any) -> str:
+    response = await gateway.send(headers, to=to, body="routing test", **extra)
+    assert response.status_code == 202, response.text
+    return str(response.json()["message_id"])
+
+
+async def _outage(gateway: Gateway, provider: str, status: int = 503) -> None:
+    response = await gateway.client.post(
+        f"/sandbox/{provider}/outage", json={"status": status, "seconds": 600}
+    )
+    assert response.status_code in (200, 201), response.text
+
+
+async def test_ordinary_send_takes_the_first_account_of_the_default_rule(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    message_id = await _send(gateway, headers, "+14155550100")
+    await gateway.dispatcher.run_once()
+    message = await gateway.message(headers, message_id)
+    assert (message["provider"], message["route_rule"], message["country"]) == (
+        "twilio-sandbox",
+        "default",
+        "US",
+    )
+
+
+async def test_twilio_outage_moves_traffic_to_telnyx(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    await _outage(gateway, "twilio")
+    message_id = await _send(gateway, headers, "+14155550100")
+    assert await gateway.dispatcher.run_once() == 1  # Twilio: 503, nothing sent
+    assert await gateway.dispatcher.run_once() == 1  # straight on to Telnyx, no backoff
+    await gateway.sandbox.drain_callbacks()
+    message = await gateway.message(headers, message_id)
+    assert [(a["provider"], a["outcome"]) for a in message["attempts"]] == [
+        ("twilio-sandbox", "failover"),
+        ("telnyx-sandbox", "sent"),
+    ]
+    assert message["provider"] == "telnyx-sandbox"
+    assert message["status"] == "delivered"
+    assert len(gateway.sandbox.telnyx.created) == 1
+    assert gateway.sandbox.twilio.created == []
+
+
+async def test_both_down_retries_every_account_after_a_backoff(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    await _outage(gateway, "twilio")
+    await _outage(gateway, "telnyx")
+    message_id = await _send(gateway, headers, "+14155550100")
+    await gateway.dispatcher.run_once()
+    await gateway.dispatcher.run_once()
+    message = await gateway.message(headers, message_id)
+    assert message["status"] == "accepted"
+    assert [a["outcome"] for a in message["attempts"]] == ["failover", "retry"]
+    assert await gateway.dispatcher.run_once() == 0  # the backoff holds it
+    for provider in ("twilio", "telnyx"):
+        assert (await gateway.client.delete(f"/sandbox/{provider}/outage")).status_code in (
+            200,
+            204,
+        )
+    gateway.clock.advance(60)
+    assert await gateway.dispatcher.run_once() == 1
+    message = await gateway.message(headers, message_id)
+    assert [(a["provider"], a["outcome"]) for a in message["attempts"]][-1] == (
+        "twilio-sandbox",
+        "sent",
+    )
+
+
+async def test_invalid_number_is_final_and_never_failed_over(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    message_id = await _send(gateway, headers, "+14155559001")
+    await gateway.dispatcher.run_once()
+    assert await gateway.dispatcher.run_once() == 0
+    message = await gateway.message(headers, message_id)
+    assert (message["status"], message["error_code"]) == ("failed", "21211")
+    assert len(message["attempts"]) == 1
+    assert gateway.sandbox.telnyx.created == []
+
+
+async def test_opted_out_is_final_and_never_failed_over(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    message_id = await _send(gateway, headers, "+14155559006")
+    await gateway.dispatcher.run_once()
+    assert await gateway.dispatcher.run_once() == 0
+    message = await gateway.message(headers, message_id)
+    assert (message["status"], message["error_code"]) == ("failed", "21610")
+    assert gateway.sandbox.telnyx.created == []
+
+
+class TestRateLimitedAccount:
+    @pytest.fixture
+    def dispatcher_settings(self, dispatcher_settings: DispatcherSettings) -> DispatcherSettings:
+        return msgspec.structs.replace(dispatcher_settings, max_attempts=6)
+
+    async def test_429_retries_the_same_account_then_fails_over(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        await _outage(gateway, "twilio", status=429)
+        message_id = await _send(gateway, headers, "+14155550100")
+        for _ in range(3):  # same_account_retries = 2: two retries on Twilio, then failover
+            assert await gateway.dispatcher.run_once() == 1
+            gateway.clock.advance(700)
+        assert await gateway.dispatcher.run_once() == 1
+        message = await gateway.message(headers, message_id)
+        outcomes = [(a["provider"], a["outcome"], a["error_class"]) for a in message["attempts"]]
+        assert outcomes == [
+            ("twilio-sandbox", "retry", "rate_limited"),
+            ("twilio-sandbox", "retry", "rate_limited"),
+            ("twilio-sandbox", "failover", "rate_limited"),
+            ("telnyx-sandbox", "sent", None),
+        ]
+
+
+async def test_timeout_is_reconciled_by_the_callback_naming_the_message(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    """A create whose answer never came: the message is ``unknown``, nothing is resent, and
+    the provider's first callback (its URL carries ``?ref=<message id>``) adopts it."""
+    message_id = await _send(gateway, headers, "+14155550100", provider="twilio-sandbox")
+    async with gateway.state.sessionmaker() as session, session.begin():
+        [claim] = await store.claim_due(
+            session, worker="w", now=gateway.clock(), limit=1, ttl=timedelta(seconds=60)
+        )
+        await store.start_attempt(
+            session, claim, account="twilio-sandbox", kind="twilio", now=gateway.clock()
+        )
+    gateway.clock.advance(61)
+    await gateway.dispatcher.run_once()  # the claim expires: unknown
+    assert (await gateway.message(headers, message_id))["status"] == "unknown"
+
+    credentials = gateway.sandbox.credentials
+    sid = "SM" + "d" * 32
+    url = f"http://gateway.test/webhooks/sms?ref={message_id}"
+    body, signed = twilio_form(
+        url,
+        twilio_status(credentials.twilio_account_sid, sid, "sent"),
+        credentials.twilio_auth_token,
+    )
+    response = await gateway.client.post(
+        f"/webhooks/sms?ref={message_id}", content=body, headers=signed
+    )
+    assert response.status_code == 200
+    message = await gateway.message(headers, message_id)
+    assert (message["status"], message["provider_message_id"]) == ("sent", sid)
+    assert message["attempts"][0]["outcome"] == "reconciled"
+    gateway.clock.advance(3600)
+    assert await gateway.dispatcher.run_once() == 0  # adopted: never sent again
+
+
+async def test_timeout_is_unknown_resent_after_the_window_then_failed(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    """9004: the simulator holds the create past the client's timeout and stores
+    nothing. Never resent inside the window; resent after it; failed when attempts
+    run out, never failed over to another provider."""
+    message_id = await _send(gateway, headers, "+14155559004", provider="telnyx-sandbox")
+    window = gateway.dispatcher_settings.reconcile_seconds
+    outcomes: list[str] = []
+    for _ in range(3):  # max_attempts is 3 in these tests
+        # The simulator holds the create; letting it go early answers 504, which
+        # like a client timeout leaves the outcome unknown.
+        dispatching = asyncio.create_task(gateway.dispatcher.run_once())
+        await gateway.sandbox.hangs.wait_until_holding(1)
+        gateway.sandbox.hangs.release_all()
+        assert await dispatching == 1
+        message = await gateway.message(headers, message_id)
+        outcomes = [a["outcome"] for a in message["attempts"]]
+        assert message["status"] == "unknown"
+        assert await gateway.dispatcher.run_once() == 0  # inside the window: nothing
+        gateway.clock.advance(window + 1)
+    await gateway.dispatcher.run_once()
+    message = await gateway.message(headers, message_id)
+    assert outcomes == ["unknown", "unknown", "unknown"]
+    assert (message["status"], message["error_code"]) == ("failed", "unknown_outcome")
+    assert gateway.sandbox.telnyx.created == []
+    assert gateway.sandbox.twilio.created == []
+
+
+# --- circuit breaker, rate limits, senders ---------------------------------------------
+
+
+async def test_open_breaker_skips_the_account_and_shows_in_ready(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    await _outage(gateway, "twilio")
+    for n in range(12):
+        await _send(gateway, headers, f"+1415555{n:04d}")
+    for _ in range(4):
+        await gateway.dispatcher.run_once()
+    assert gateway.state.planner is not None
+    states = {s.account: str(s.state) for s in gateway.state.planner.snapshot()}
+    assert states["twilio-sandbox"] == "open"
+    ready = (await gateway.client.get("/ready")).json()
+    assert ready["breakers"]["twilio-sandbox"] == "open"
+    # With the breaker open, a new message goes to Telnyx without trying Twilio at all.
+    message_id = await _send(gateway, headers, "+14155550999")
+    await gateway.dispatcher.run_once()
+    message = await gateway.message(headers, message_id)
+    assert [a["provider"] for a in message["attempts"]] == ["telnyx-sandbox"]
+    resolved = (
+        await gateway.client.post(
+            "/v1/routes/resolve", json={"to": "+14155550100"}, headers=headers
+        )
+    ).json()
+    assert resolved["accounts"] == ["telnyx-sandbox"]
+    assert "twilio-sandbox" in resolved["skipped"]
+
+
+def _with_account_changes(settings: Settings, **changes: Any) -> Settings:
+    """The Twilio sandbox account with ``changes``."""
+    accounts = tuple(
+        msgspec.structs.replace(a, **changes) if isinstance(a, TwilioAccount) else a
+        for a in settings.accounts
+    )
+    return with_settings(settings, accounts=accounts)
+
+
+class TestPacing:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return _with_account_changes(settings, messages_per_second=2.0)
+
+    async def test_account_rate_holds_messages_in_the_queue(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        ids = [await _send(gateway, headers, f"+1415555{n:04d}") for n in range(5)]
+        assert await gateway.dispatcher.run_once() == 5
+        sent = [m for m in ids if (await gateway.message(headers, m))["attempts"]]
+        assert len(sent) == 2  # a burst of one second's worth; the rest wait, not refused
+        waiting = [await gateway.message(headers, m) for m in ids if m not in sent]
+        assert {m["status"] for m in waiting} == {"accepted"}
+        gateway.clock.advance(2)
+        await gateway.dispatcher.run_once()
+        gateway.clock.advance(2)
+        await gateway.dispatcher.run_once()
+        assert len(gateway.sandbox.twilio.created) == 5
+
+
+class TestSenderPool:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return _with_account_changes(
+            settings, senders=("+12125550101", "+14155550101", "+14155550102", "+447700123456")
+        )
+
+    async def test_geo_match_then_sticky(self, gateway: Gateway, headers: dict[str, str]) -> None:
+        for to in ("+14155550100", "+12125550100", "+447400123456", "+14155550100"):
+            await _send(gateway, headers, to)
+            await gateway.dispatcher.run_once()
+        senders = [(m.to, m.from_) for m in gateway.sandbox.twilio.created]
+        assert senders[1] == ("+12125550100", "+12125550101")  # same area code
+        assert senders[2] == ("+447400123456", "+447700123456")  # same country
+        assert senders[0][1] in ("+14155550101", "+14155550102")
+        assert senders[3] == senders[0]  # the recipient keeps their sender
+
+    async def test_app_from_wins_over_the_pool(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        await _send(gateway, headers, "+14155550100", **{"from": "+15005550006"})
+        await gateway.dispatcher.run_once()
+        assert gateway.sandbox.twilio.created[0].from_ == "+15005550006"
+
+
+# --- explaining a route ---------------------------------------------------------------
+
+
+async def test_routes_resolve_explains_and_validates(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    response = await gateway.client.post(
+        "/v1/routes/resolve", json={"to": "+447400123456", "body": "hi"}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    route = response.json()
+    assert route["rule"] == "default"
+    assert route["accounts"] == ["twilio-sandbox", "telnyx-sandbox"]
+    assert route["country"] == "GB"
+    assert route["reasons"]
+    bad = await gateway.client.post("/v1/routes/resolve", json={"to": "abc"}, headers=headers)
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "to"
+    unauthenticated = await gateway.client.post("/v1/routes/resolve", json={"to": "+1"})
+    assert unauthenticated.status_code == 401
