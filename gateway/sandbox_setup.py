@@ -119,4 +119,8 @@ def _with_sandbox_accounts(
     public_url = settings.public_url
     if public_url == Settings().public_url:
         public_url = base
-    return msgspec.structs.replace(settings, accounts=accounts, sandbox=True, public_url=public_url)
+    # Rules written for the real accounts cannot name the sandbox's: the sandbox routes by
+    # its default, failover over its accounts in order (Twilio, then Telnyx).
+    return msgspec.structs.replace(
+        settings, accounts=accounts, sandbox=True, public_url=public_url, routing=None
+    )

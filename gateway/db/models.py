@@ -142,6 +142,7 @@ class WebhookEvent(Base):
         UniqueConstraint("provider_kind", "event_id", name="uq_webhook_events_event"),
         Index("ix_webhook_events_provider_message", "provider_kind", "provider_message_id"),
         Index("ix_webhook_events_pending", "applied_at", "received_at"),
+        Index("ix_webhook_events_reference", "reference"),
     )
 
     event_pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -157,6 +158,9 @@ class WebhookEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JsonB)
     received_at: Mapped[datetime]
     applied_at: Mapped[datetime | None]
+    #: Our message id, from the callback URL's ``?ref=``: a report can name a message whose
+    #: provider id we never learnt (the send's outcome was unknown).
+    reference: Mapped[str | None] = mapped_column(String(40))
 
 
 class InboundRecord(Base):

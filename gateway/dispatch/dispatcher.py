@@ -115,6 +115,8 @@ class Dispatcher:
             stale = await store.expire_stale_claims(
                 session, now=now, reconcile_until=now + reconcile_window
             )
+            # Evidence first: a report naming an unknown message adopts it (then applies).
+            await reconcile.adopt_from_stored_reports(session, now=now)
             await apply_pending_reports(session, now=now)
             await reconcile.settle_unknowns(
                 session,

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.db.models import Attempt, Message
+from gateway.db.models import Attempt, Message, WebhookEvent
 from providers import DeliveryStatus
 
 UNKNOWN = DeliveryStatus.UNKNOWN.value
@@ -105,6 +105,45 @@ async def adopt(
         .values(outcome="reconciled", provider_message_id=provider_message_id)
     )
     return message
+
+
+async def adopt_from_stored_reports(session: AsyncSession, *, now: datetime) -> int:
+    """Reports that named a message while its call was still in flight (or before its
+    dead claimer's claim expired) were stored with their ``ref``; once the message is
+    ``unknown`` they are the evidence: adopt before anything is resent. Runs in every
+    dispatcher round, between expiring stale claims and settling unknown outcomes."""
+    evidence = (
+        await session.execute(
+            select(
+                WebhookEvent.reference,
+                WebhookEvent.provider_kind,
+                WebhookEvent.account,
+                WebhookEvent.provider_message_id,
+            )
+            .join(Message, Message.message_id == WebhookEvent.reference)
+            .where(
+                WebhookEvent.applied_at.is_(None),
+                WebhookEvent.event_type == "delivery",
+                Message.status == UNKNOWN,
+            )
+            .order_by(WebhookEvent.event_pk)
+        )
+    ).all()
+    adopted: set[str] = set()
+    for reference, provider_kind, account, provider_message_id in evidence:
+        if reference is None or reference in adopted:
+            continue
+        message = await adopt(
+            session,
+            reference=reference,
+            provider_kind=provider_kind,
+            account=account,
+            provider_message_id=provider_message_id,
+            now=now,
+        )
+        if message is not None:
+            adopted.add(reference)
+    return len(adopted)
 
 
 async def rate_limited_attempts(session: AsyncSession, message_id: str, account: str) -> int:

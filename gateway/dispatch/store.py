@@ -18,6 +18,7 @@ from gateway.messages.delivery import apply_reports_waiting_for
 from providers import DeliveryStatus, SendReceipt
 
 DUE_STATUSES = (DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.value)
+UNKNOWN = DeliveryStatus.UNKNOWN.value
 
 
 class Claimed(msgspec.Struct, frozen=True):
@@ -33,6 +34,8 @@ class Claimed(msgspec.Struct, frozen=True):
     segments: int = 1
     excluded_accounts: tuple[str, ...] = ()
     valid_until: datetime | None = None
+    #: Who holds the claim: outcomes are written only while it still does.
+    worker: str = ""
 
 
 async def claim_due(
@@ -88,6 +91,7 @@ async def claim_due(
             segments=row[9],
             excluded_accounts=tuple(row[10] or ()),
             valid_until=row[11],
+            worker=worker,
         )
         for row in claimed
     ]
@@ -161,8 +165,12 @@ async def record_sent(
     }
     if receipt.status.is_terminal:
         values["completed_at"] = now
+    # Still ours, or given up as unknown meanwhile (a slow call outlived its claim): the
+    # provider's answer is the evidence reconciliation waits for. Taken over by another
+    # process: the row is that process's now; only our attempt is recorded.
+    still_ours = (Message.claimed_by == claim.worker) | (Message.status == UNKNOWN)
     await session.execute(
-        update(Message).where(Message.message_id == claim.message_id).values(**values)
+        update(Message).where(Message.message_id == claim.message_id, still_ours).values(**values)
     )
     # A delivery report may have overtaken this commit; it was stored, waiting for us.
     await apply_reports_waiting_for(
@@ -213,7 +221,9 @@ async def record_failure(
     if status.is_terminal:
         values["completed_at"] = now
     await session.execute(
-        update(Message).where(Message.message_id == claim.message_id).values(**values)
+        update(Message)
+        .where(Message.message_id == claim.message_id, Message.claimed_by == claim.worker)
+        .values(**values)
     )
 
 

@@ -62,6 +62,7 @@ async def record_events(
             "payload": event.raw,
             "received_at": now,
             "applied_at": None,
+            "reference": reference if is_report else None,
         }
         inserted = (
             await session.execute(

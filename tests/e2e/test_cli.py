@@ -47,7 +47,7 @@ def test_postgres_needs_migrate_before_use(postgres: PostgresServer) -> None:
     assert "sms-gateway migrate" in refused.stderr
     migrated = run_cli("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert "database at migration 0002" in migrated.stdout
+    assert "database at migration 0003" in migrated.stdout
     assert run_cli("keys", "list", env=env).returncode == 0
 
 

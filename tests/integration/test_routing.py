@@ -12,6 +12,7 @@ import pytest
 
 from gateway.dispatch import store
 from gateway.settings import DispatcherSettings, Settings, TwilioAccount
+from providers import DeliveryStatus
 from tests.integration.conftest import Gateway, with_settings
 from tests.support.signing import twilio_form, twilio_status
 
@@ -199,6 +200,74 @@ async def test_timeout_is_unknown_resent_after_the_window_then_failed(
     assert (message["status"], message["error_code"]) == ("failed", "unknown_outcome")
     assert gateway.sandbox.telnyx.created == []
     assert gateway.sandbox.twilio.created == []
+
+
+async def test_report_during_the_call_of_a_process_that_then_died_is_adopted_not_resent(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    """The provider took the message and called back (naming it by ``?ref=``) while the
+    claim was still held; the process then died without recording the answer. When the
+    claim expires the stored report is the evidence: adopted, never sent again."""
+    message_id = await _send(gateway, headers, "+14155550100", provider="twilio-sandbox")
+    async with gateway.state.sessionmaker() as session, session.begin():
+        [claim] = await store.claim_due(
+            session, worker="doomed", now=gateway.clock(), limit=1, ttl=timedelta(seconds=60)
+        )
+        await store.start_attempt(
+            session, claim, account="twilio-sandbox", kind="twilio", now=gateway.clock()
+        )
+    credentials = gateway.sandbox.credentials
+    sid = "SM" + "7" * 32
+    for status in ("sent", "delivered"):
+        body, signed = twilio_form(
+            f"http://gateway.test/webhooks/sms?ref={message_id}",
+            twilio_status(credentials.twilio_account_sid, sid, status),
+            credentials.twilio_auth_token,
+        )
+        response = await gateway.client.post(
+            f"/webhooks/sms?ref={message_id}", content=body, headers=signed
+        )
+        assert response.status_code == 200
+    assert (await gateway.message(headers, message_id))["status"] == "sending"
+    gateway.clock.advance(61)
+    await gateway.dispatcher.run_once()
+    message = await gateway.message(headers, message_id)
+    assert (message["status"], message["provider_message_id"]) == ("delivered", sid)
+    assert [a["outcome"] for a in message["attempts"]] == ["reconciled"]
+    gateway.clock.advance(3600)
+    assert await gateway.dispatcher.run_once() == 0
+    assert gateway.sandbox.twilio.created == []  # the dispatcher never called Twilio again
+
+
+async def test_a_late_answer_does_not_overwrite_a_message_taken_over(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    message_id = await _send(gateway, headers, "+14155550100", provider="twilio-sandbox")
+    async with gateway.state.sessionmaker() as session, session.begin():
+        [slow] = await store.claim_due(
+            session, worker="slow", now=gateway.clock(), limit=1, ttl=timedelta(seconds=60)
+        )
+        await store.start_attempt(
+            session, slow, account="twilio-sandbox", kind="twilio", now=gateway.clock()
+        )
+    gateway.clock.advance(61)
+    await gateway.dispatcher.run_once()  # expired: unknown
+    async with gateway.state.sessionmaker() as session, session.begin():
+        await store.record_failure(
+            session,
+            slow,
+            account="twilio-sandbox",
+            kind="twilio",
+            outcome="failed",
+            status=DeliveryStatus.FAILED,
+            error_code="21211",
+            error_class="invalid_recipient",
+            detail="late",
+            next_attempt_at=None,
+            now=gateway.clock(),
+        )
+    message = await gateway.message(headers, message_id)
+    assert message["status"] == "unknown"  # the slow process no longer owned it
 
 
 # --- circuit breaker, rate limits, senders ---------------------------------------------

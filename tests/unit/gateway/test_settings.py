@@ -148,3 +148,72 @@ def test_the_shipped_config_file_loads() -> None:
     shipped = Path(__file__).resolve().parents[3] / "config" / "gateway.toml"
     settings = load_settings(shipped, environ={})
     assert settings.port == 8000
+
+
+# --- routing, pricing, quotas, traffic ------------------------------------------------
+
+_BOTH = {
+    "TWILIO_ACCOUNT_SID": SID,
+    "TWILIO_AUTH_TOKEN": TOKEN,
+    "TWILIO_FROM_NUMBER": "+14155550100",
+    "TELNYX_API_KEY": TELNYX_KEY,
+    "TELNYX_FROM_NUMBER": "+14155550101",
+}
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_the_routing_example_loads_with_the_conventional_accounts(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text((REPO / "config" / "routing.example.toml").read_text())
+    settings = load_settings(
+        config, environ={**_BOTH, "GATEWAY_PRICING_DIR": str(REPO / "config" / "pricing")}
+    )
+    assert settings.routing is not None
+    assert [r.name for r in settings.routing.rules][-1] == "default"
+    assert settings.prices.table("twilio") is not None
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        (
+            '[[routing.rules]]\nname = "split"\ncountries = ["US"]\naccounts = ["twilio", '
+            '"telnyx"]\nstrategy = "weighted"\nweights = [60, 30]\n'
+            '[[routing.rules]]\nname = "default"\naccounts = ["twilio"]\n',
+            "routing.rules[0].weights",
+        ),
+        (
+            '[[routing.rules]]\nname = "default"\naccounts = ["nobody"]\n',
+            "routing.rules[0].accounts",
+        ),
+        (
+            '[[routing.rules]]\nname = "us"\ncountries = ["US"]\naccounts = ["twilio"]\n',
+            "default rule",
+        ),
+    ],
+)
+def test_bad_routing_stops_start_up_naming_file_key_and_reason(
+    tmp_path: Path, table: str, fragment: str
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(table)
+    with pytest.raises(ConfigError) as failure:
+        load_settings(config, environ=_BOTH)
+    assert str(config) in str(failure.value)
+    assert fragment in str(failure.value)
+
+
+def test_quotas_and_traffic_settings_are_validated(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text("[apps.marketing]\nmessages_per_minute = 0\n")
+    with pytest.raises(ConfigError, match=r"\[apps.marketing\] messages_per_minute"):
+        load_settings(config, environ={})
+    config.write_text(
+        '[[accounts]]\nname = "t2"\nkind = "twilio"\naccount_sid_env = "SID2"\n'
+        'auth_token_env = "TOKEN2"\nsenders = ["+14155550100", "not a number!"]\n'
+    )
+    with pytest.raises(ConfigError, match="senders"):
+        load_settings(config, environ={"SID2": SID, "TOKEN2": TOKEN})
+    config.write_text('[dispatcher]\nunknown_outcome = "guess"\n')
+    with pytest.raises(ConfigError, match="UNKNOWN_OUTCOME"):
+        load_settings(config, environ={})

@@ -30,6 +30,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("excluded_accounts", JsonB, nullable=True))
         batch.add_column(sa.Column("reconcile_until", _utc(), nullable=True))
 
+    with op.batch_alter_table("webhook_events") as batch:
+        batch.add_column(sa.Column("reference", sa.String(40), nullable=True))
+    op.create_index("ix_webhook_events_reference", "webhook_events", ["reference"])
+
     op.create_table(
         "rate_buckets",
         sa.Column("bucket", sa.String(120), nullable=False),
@@ -58,6 +62,9 @@ def downgrade() -> None:
     op.drop_table("quota_counters")
     op.drop_table("sticky_senders")
     op.drop_table("rate_buckets")
+    op.drop_index("ix_webhook_events_reference", table_name="webhook_events")
+    with op.batch_alter_table("webhook_events") as batch:
+        batch.drop_column("reference")
     with op.batch_alter_table("messages") as batch:
         batch.drop_column("reconcile_until")
         batch.drop_column("excluded_accounts")
