@@ -134,7 +134,8 @@ def _http_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
         slug, title = "malformed-body", "Malformed request body"
         detail = f"the body is not valid JSON ({detail})"
     elif exc.status_code == 413:
-        detail = "the request body is larger than 64 KiB"
+        limit = "10 MiB" if request.url.path.endswith("/batch") else "64 KiB"
+        detail = f"the request body is larger than {limit}"
     elif exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.method} {request.url.path}"
     elif exc.status_code == 405:

@@ -31,6 +31,9 @@ from gateway.state import GatewayState
 from gateway.system.metrics import MESSAGES_ACCEPTED
 from providers import DeliveryStatus
 
+#: A full batch: 1,000 messages, bodies of up to 1,600 characters (JSON-escaped).
+MAX_BATCH_BODY = 10 * 1024 * 1024
+
 
 class MessagesController(Controller):
     path = "/messages"
@@ -78,6 +81,8 @@ class MessagesController(Controller):
     @post(
         "/batch",
         status_code=HTTP_200_OK,
+        # 1,000 messages of up to 1,600 characters do not fit the API's 64 KiB limit.
+        request_max_body_size=MAX_BATCH_BODY,
         summary="Send up to 1,000 messages",
         description="Each message is validated on its own (per-item status 202 or 4xx with a "
         "problem); every valid one is stored before the answer, in one transaction. Give "

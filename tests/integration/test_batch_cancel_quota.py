@@ -185,34 +185,49 @@ async def test_message_past_its_validity_fails_without_a_provider_call(
 # --- quotas ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return with_settings(settings, apps={"billing": AppQuota(messages_per_minute=3)})
+class TestQuotas:
+    """The app `billing` may send 3 messages a minute."""
 
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return with_settings(settings, apps={"billing": AppQuota(messages_per_minute=3)})
 
-async def test_quota_answers_429_with_retry_after_and_stores_nothing(
-    gateway: Gateway, headers: dict[str, str]
-) -> None:
-    for n in range(3):
-        assert (await gateway.send(headers, to="+14155550100", body=f"{n}")).status_code == 202
-    refused = await gateway.send(headers, to="+14155550100", body="one too many")
-    assert refused.status_code == 429
-    assert refused.headers["content-type"].startswith(PROBLEM)
-    assert 1 <= int(refused.headers["retry-after"]) <= 60
-    assert refused.json()["quota"] == "minute"
-    assert await _count_messages(gateway) == 3
-    # Other apps have no quota configured.
-    other = await gateway.key_for("marketing")
-    assert (await gateway.send(other, to="+14155550100", body="fine")).status_code == 202
+    async def test_quota_answers_429_with_retry_after_and_stores_nothing(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        for n in range(3):
+            assert (await gateway.send(headers, to="+14155550100", body=f"{n}")).status_code == 202
+        refused = await gateway.send(headers, to="+14155550100", body="one too many")
+        assert refused.status_code == 429
+        assert refused.headers["content-type"].startswith(PROBLEM)
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert refused.json()["quota"] == "minute"
+        assert await _count_messages(gateway) == 3
+        # Other apps have no quota configured.
+        other = await gateway.key_for("marketing")
+        assert (await gateway.send(other, to="+14155550100", body="fine")).status_code == 202
 
-
-async def test_batch_over_quota_is_refused_whole(gateway: Gateway, headers: dict[str, str]) -> None:
-    response = await _batch(
-        gateway, headers, [{"to": "+14155550100", "body": str(n)} for n in range(4)]
-    )
-    assert response.status_code == 429
-    assert await _count_messages(gateway) == 0
+    async def test_batch_over_quota_is_refused_whole(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        response = await _batch(
+            gateway, headers, [{"to": "+14155550100", "body": str(n)} for n in range(4)]
+        )
+        assert response.status_code == 429
+        assert await _count_messages(gateway) == 0
 
 
 def _soon() -> str:
     return (utcnow() + timedelta(minutes=10)).isoformat()
+
+
+async def test_a_full_batch_of_long_messages_fits(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    """1,000 messages of 160 characters are far over the API's 64 KiB body limit; the
+    batch route takes them."""
+    items = [{"to": f"+1415555{n:04d}", "body": "x" * 160} for n in range(1000)]
+    response = await _batch(gateway, headers, items)
+    assert response.status_code == 200, response.text[:200]
+    assert response.json()["accepted"] == 1000
+    assert await _count_messages(gateway) == 1000
