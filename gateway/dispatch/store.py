@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import Attempt, Message
-from gateway.messages.delivery import apply_reports_waiting_for
+from gateway.messages.delivery import apply_reports_waiting_for, lock_provider_message
 from providers import DeliveryStatus, SendReceipt
 
 DUE_STATUSES = (DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.value)
@@ -147,6 +147,8 @@ async def record_sent(
     receipt: SendReceipt,
     now: datetime,
 ) -> None:
+    # First, before any row lock: the order every writer of this provider id follows.
+    await lock_provider_message(session, kind, receipt.provider_message_id)
     await _finish_attempt(
         session, claim, outcome="sent", now=now, provider_message_id=receipt.provider_message_id
     )

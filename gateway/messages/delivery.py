@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import Message, WebhookEvent
@@ -52,6 +52,25 @@ def apply_report(message: Message, event: WebhookEvent, now: datetime) -> bool:
     if reported.is_terminal:
         message.completed_at = event.occurred_at or now
     return True
+
+
+async def lock_provider_message(
+    session: AsyncSession, provider_kind: str, provider_message_id: str
+) -> None:
+    """Serialise the two writers that meet on one provider id: the send being recorded
+    and a report arriving for it. Without this, on PostgreSQL a report could look for the
+    message just before the send commits, while the send looks for waiting reports just
+    before the report commits, and neither would see the other. A transaction-scoped
+    advisory lock, taken first by both, closes that window (SQLite has one writer)."""
+    if session.bind.dialect.name != "postgresql":
+        return
+    await session.execute(
+        select(
+            func.pg_advisory_xact_lock(
+                func.hashtextextended(provider_kind + ":" + provider_message_id, 0)
+            )
+        )
+    )
 
 
 async def message_for_update(

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.clock import new_id
 from gateway.db.models import InboundRecord, Message, WebhookEvent
 from gateway.dispatch.reconcile import adopt
-from gateway.messages.delivery import apply_report, message_for_update
+from gateway.messages.delivery import apply_report, lock_provider_message, message_for_update
 from providers import DeliveryReport, InboundMessage, ProviderEvent
 
 
@@ -78,6 +78,7 @@ async def record_events(
         result.recorded += 1
         stored = await session.get_one(WebhookEvent, inserted)
         if isinstance(event, DeliveryReport):
+            await lock_provider_message(session, provider_kind, event.provider_message_id)
             message = await message_for_update(session, provider_kind, event.provider_message_id)
             if message is None and reference is not None:
                 message = await adopt(
