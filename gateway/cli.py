@@ -86,12 +86,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _route(args: argparse.Namespace, settings: Settings) -> int:
     """The same decision ``POST /v1/routes/resolve`` gives, from the configuration alone."""
-    from gateway.clock import new_id
-    from gateway.costs.pricing import MessageType
-    from gateway.costs.segments import count_segments
-    from gateway.dispatch.planning import build_planner
-    from gateway.messages.numbers import InvalidNumber, normalize_number, region_of
-    from gateway.routing.policy import MessageFacts
+    from gateway.dispatch.planning import build_planner, preview_facts
+    from gateway.messages.numbers import InvalidNumber, normalize_number
 
     region = (args.country or settings.default_region or "").upper() or None
     try:
@@ -99,14 +95,7 @@ def _route(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidNumber as exc:
         print(f"error: {args.number!r} {exc}", file=sys.stderr)
         return 2
-    facts = MessageFacts(
-        message_id=new_id("msg"),
-        to=to,
-        country=region_of(to),
-        message_type=MessageType.MMS if args.mms else MessageType.SMS,
-        app=args.app,
-        segments=count_segments(args.body).segments if args.body else 1,
-    )
+    facts = preview_facts(to, body=args.body, has_media=args.mms, app=args.app)
     decision = build_planner(settings).decide(facts)
     print(f"{to} ({facts.country or 'unknown country'}, {facts.message_type})")
     print(f"rule: {decision.rule} ({decision.strategy})")

@@ -12,8 +12,11 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from gateway.clock import new_id
 from gateway.costs.pricing import MessageType, PriceBook
+from gateway.costs.segments import count_segments
 from gateway.dispatch.store import Claimed
+from gateway.messages.numbers import region_of
 from gateway.routing import MessageFacts, RouteDecision, resolve
 from gateway.routing.breaker import BreakerBoard, BreakerSnapshot
 from gateway.routing.config import default_routing
@@ -67,6 +70,19 @@ class RoutePlanner:
 
 def build_planner(settings: Settings) -> RoutePlanner:
     return RoutePlanner(routing_config(settings), settings.prices)
+
+
+def preview_facts(to: str, *, body: str, has_media: bool, app: str) -> MessageFacts:
+    """The facts of a message not sent (route explanations), as the API would store them:
+    ``to`` is already E.164; the country comes from the number as at accept time."""
+    return MessageFacts(
+        message_id=new_id("msg"),
+        to=to,
+        country=region_of(to),
+        message_type=MessageType.MMS if has_media else MessageType.SMS,
+        app=app,
+        segments=count_segments(body).segments if body else 1,
+    )
 
 
 def facts_of(claim: Claimed) -> MessageFacts:

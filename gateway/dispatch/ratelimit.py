@@ -16,9 +16,9 @@ import math
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.db.dialect import insert
 from gateway.db.models import RateBucket
 
 
@@ -41,9 +41,8 @@ async def acquire(
     """Take one send from ``bucket``: ``None`` if it may go now, else when to try again."""
     interval = timedelta(seconds=1 / rate)
     tolerance = interval * (burst_for(rate) - 1)
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
     await session.execute(
-        insert(RateBucket)
+        insert(session, RateBucket)
         .values(bucket=bucket, theoretical_arrival=now)
         .on_conflict_do_nothing(index_elements=["bucket"])
     )

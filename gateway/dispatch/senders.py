@@ -11,9 +11,9 @@ from datetime import datetime
 
 import phonenumbers
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.db.dialect import insert
 from gateway.db.models import StickySender
 
 
@@ -68,8 +68,7 @@ async def sticky_sender(session: AsyncSession, account: str, recipient: str) -> 
 async def remember_sender(
     session: AsyncSession, account: str, recipient: str, sender: str, now: datetime
 ) -> None:
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(StickySender).values(
+    statement = insert(session, StickySender).values(
         account=account, recipient=recipient, sender=sender, updated_at=now
     )
     await session.execute(

@@ -9,7 +9,6 @@ the outbox (and a crash before it means none are). Items carry their own
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import msgspec
 from sqlalchemy import select
@@ -46,10 +45,6 @@ def accepted_view(row: Message) -> MessageAccepted:
     )
 
 
-def _problem_document(problem: Problem) -> dict[str, Any]:
-    return problem.document()
-
-
 def _duplicate_key(key: str) -> Problem:
     return Problem(
         409,
@@ -82,9 +77,7 @@ def validate_batch(
             validated = validate_send(item, settings=settings, now=now)
         except Problem as problem:
             rejected.append(
-                BatchItemResult(
-                    index=index, status=problem.status, problem=_problem_document(problem)
-                )
+                BatchItemResult(index=index, status=problem.status, problem=problem.document())
             )
             continue
         if key is not None:
@@ -130,7 +123,7 @@ async def _store_once(
             except Problem as problem:
                 results.append(
                     BatchItemResult(
-                        index=item.index, status=problem.status, problem=_problem_document(problem)
+                        index=item.index, status=problem.status, problem=problem.document()
                     )
                 )
                 continue

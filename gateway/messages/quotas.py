@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.problems import Problem
+from gateway.db.dialect import insert
 from gateway.db.models import QuotaCounter
 from gateway.settings import AppQuota
 
@@ -36,9 +36,8 @@ async def charge_quota(
 ) -> None:
     """Add ``count`` messages to the app's counters, or raise 429 (the caller's
     transaction is then rolled back, so nothing is charged and nothing stored)."""
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
     for window, start, length, limit in _windows(quota, now):
-        values = insert(QuotaCounter).values(
+        values = insert(session, QuotaCounter).values(
             app=app, window=window, window_start=start, count=count
         )
         upsert = values.on_conflict_do_update(

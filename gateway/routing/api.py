@@ -12,11 +12,8 @@ from litestar.status_codes import HTTP_200_OK
 
 from gateway.api.problems import Problem, invalid_field
 from gateway.auth.guard import caller_app
-from gateway.clock import new_id
-from gateway.costs.pricing import MessageType
-from gateway.costs.segments import count_segments
-from gateway.messages.numbers import InvalidNumber, normalize_number, region_of
-from gateway.routing.policy import MessageFacts
+from gateway.dispatch.planning import preview_facts
+from gateway.messages.numbers import InvalidNumber, normalize_number
 from gateway.state import GatewayState
 
 
@@ -52,22 +49,15 @@ async def resolve_route(
         to = normalize_number(data.to, region)
     except InvalidNumber as exc:
         raise invalid_field("to", str(exc)) from exc
-    message_type = MessageType.MMS if data.media_urls else MessageType.SMS
-    segments = count_segments(data.body).segments if data.body else 1
-    facts = MessageFacts(
-        message_id=new_id("msg"),
-        to=to,
-        country=region_of(to),
-        message_type=message_type,
-        app=data.app or caller_app(request),
-        segments=segments,
+    facts = preview_facts(
+        to, body=data.body, has_media=bool(data.media_urls), app=data.app or caller_app(request)
     )
     decision = state.planner.decide(facts)
     return ResolvedRoute(
         to=to,
         country=facts.country,
-        message_type=str(message_type),
-        segments=segments,
+        message_type=str(facts.message_type),
+        segments=facts.segments,
         rule=decision.rule,
         strategy=str(decision.strategy),
         accounts=list(decision.candidates),

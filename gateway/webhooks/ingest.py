@@ -12,10 +12,10 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import new_id
+from gateway.db.dialect import insert
 from gateway.db.models import InboundRecord, Message, WebhookEvent
 from gateway.dispatch.reconcile import adopt
 from gateway.messages.delivery import apply_report, lock_provider_message, message_for_update
@@ -27,11 +27,6 @@ class IngestResult(msgspec.Struct):
     duplicates: int = 0
     applied: int = 0
     pending: int = 0
-
-
-def _insert(session: AsyncSession, table: type[Any]) -> Any:
-    dialect = session.bind.dialect.name
-    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
 async def record_events(
@@ -66,7 +61,7 @@ async def record_events(
         }
         inserted = (
             await session.execute(
-                _insert(session, WebhookEvent)
+                insert(session, WebhookEvent)
                 .values(**values)
                 .on_conflict_do_nothing(index_elements=["provider_kind", "event_id"])
                 .returning(WebhookEvent.event_pk)
@@ -110,7 +105,7 @@ async def _store_inbound(
 ) -> None:
     app = inbound_numbers.get(event.recipient) or await _last_app_to_message(session, event.sender)
     await session.execute(
-        _insert(session, InboundRecord)
+        insert(session, InboundRecord)
         .values(
             inbound_id=new_id("inb"),
             app=app,
