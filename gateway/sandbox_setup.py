@@ -35,6 +35,9 @@ SANDBOX_TWILIO_FROM = "+15005550006"
 SANDBOX_TELNYX_FROM = "+15005550007"
 #: Short, so that the 9004 "no answer" case shows its outcome quickly in a demo.
 SANDBOX_PROVIDER_TIMEOUT = 3.0
+#: Overrides it (seconds), for both sides: a loaded machine running many sandbox workers
+#: answers slower than a demo's 3 s, and a send that times out waits for reconciliation.
+TIMEOUT_ENV: Final = "GATEWAY_SANDBOX_TIMEOUT"
 #: Between a message's "sent" and final status callbacks, so that a demo shows both steps.
 SANDBOX_CALLBACK_DELAY = 1.0
 
@@ -45,7 +48,23 @@ def sandbox_credentials(environ: Mapping[str, str] | None = None) -> SandboxCred
     return SandboxCredentials.from_seed(seed) if seed else SandboxCredentials.generate()
 
 
-def sandbox_accounts(credentials: SandboxCredentials, base_url: str) -> tuple[Account, ...]:
+def sandbox_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """How long the gateway waits for a simulator: ``GATEWAY_SANDBOX_TIMEOUT`` or 3 s."""
+    raw = (os.environ if environ is None else environ).get(TIMEOUT_ENV, "")
+    if not raw:
+        return SANDBOX_PROVIDER_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 300:
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: give seconds, more than 0 and at most 300")
+    return seconds
+
+
+def sandbox_accounts(
+    credentials: SandboxCredentials, base_url: str, timeout: float = SANDBOX_PROVIDER_TIMEOUT
+) -> tuple[Account, ...]:
     """The two simulated accounts (``twilio-sandbox`` first, then ``telnyx-sandbox``) of the
     simulators mounted at ``base_url`` (the gateway's root, without ``/sandbox``)."""
     base = base_url.rstrip("/")
@@ -56,7 +75,7 @@ def sandbox_accounts(credentials: SandboxCredentials, base_url: str) -> tuple[Ac
             auth_token=credentials.twilio_auth_token,
             from_number=SANDBOX_TWILIO_FROM,
             api_base_url=f"{base}/sandbox/twilio",
-            timeout_seconds=SANDBOX_PROVIDER_TIMEOUT,
+            timeout_seconds=timeout,
         ),
         TelnyxAccount(
             name="telnyx-sandbox",
@@ -64,7 +83,7 @@ def sandbox_accounts(credentials: SandboxCredentials, base_url: str) -> tuple[Ac
             public_key=credentials.telnyx_public_key,
             from_number=SANDBOX_TELNYX_FROM,
             api_base_url=f"{base}/sandbox/telnyx/v2",
-            timeout_seconds=SANDBOX_PROVIDER_TIMEOUT,
+            timeout_seconds=timeout,
         ),
     )
 
@@ -74,11 +93,12 @@ def sandbox_settings(
 ) -> tuple[Settings, SandboxState]:
     """Replace every configured account with the two simulated ones (so a sandbox never
     sends a real message, whatever the environment holds)."""
+    timeout = sandbox_timeout()
     state = state or SandboxState(
         credentials=sandbox_credentials(),
         # A 9004 request is held a little longer than the client waits, then answered:
         # long enough to show the timeout, short enough not to hold up a shutdown.
-        hang_seconds=SANDBOX_PROVIDER_TIMEOUT + 2,
+        hang_seconds=timeout + 2,
         # A fetch settles a message when the final callback would be sent, so polling and
         # callbacks tell the same story in a demo.
         settle_after_seconds=SANDBOX_CALLBACK_DELAY,
@@ -88,7 +108,9 @@ def sandbox_settings(
     # these same credentials (Telnyx: the public half of ``telnyx_signing_key``).
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
     base = (base_url or f"http://{host}:{settings.port}").rstrip("/")
-    configured = _with_sandbox_accounts(settings, sandbox_accounts(state.credentials, base), base)
+    configured = _with_sandbox_accounts(
+        settings, sandbox_accounts(state.credentials, base, timeout), base
+    )
     state.inbound_url = webhook_url(configured)
     return configured, state
 
@@ -102,14 +124,15 @@ def sandbox_worker_settings(
     where the simulators and the webhook route live)."""
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"--sandbox: {base_url!r} is not an http:// or https:// URL")
-    seed = (os.environ if environ is None else environ).get(SEED_ENV, "")
+    environ = os.environ if environ is None else environ
+    seed = environ.get(SEED_ENV, "")
     if not seed:
         raise ConfigError(
             f"{SEED_ENV} is not set: a sandbox worker needs the same seed as the "
             "'serve --sandbox' process, to derive the same simulator credentials"
         )
     base = base_url.rstrip("/")
-    accounts = sandbox_accounts(SandboxCredentials.from_seed(seed), base)
+    accounts = sandbox_accounts(SandboxCredentials.from_seed(seed), base, sandbox_timeout(environ))
     return _with_sandbox_accounts(settings, accounts, base)
 
 

@@ -8,9 +8,12 @@ import pytest
 
 from gateway.sandbox import SandboxCredentials
 from gateway.sandbox_setup import (
+    SANDBOX_PROVIDER_TIMEOUT,
     SEED_ENV,
+    TIMEOUT_ENV,
     sandbox_credentials,
     sandbox_settings,
+    sandbox_timeout,
     sandbox_worker_settings,
 )
 from gateway.settings import ConfigError, Settings, TelnyxAccount, TwilioAccount
@@ -72,6 +75,23 @@ def test_worker_gets_the_serve_process_accounts(monkeypatch: pytest.MonkeyPatch)
     assert worker.sandbox
     proxied = sandbox_worker_settings(Settings(public_url="https://gw.example"), "http://h:1")
     assert proxied.public_url == "https://gw.example"
+
+
+def test_timeout_comes_from_the_environment_on_both_sides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert sandbox_timeout({}) == SANDBOX_PROVIDER_TIMEOUT
+    assert sandbox_timeout({TIMEOUT_ENV: "12.5"}) == 12.5
+    for bad in ("0", "-1", "301", "soon"):
+        with pytest.raises(ConfigError, match=TIMEOUT_ENV):
+            sandbox_timeout({TIMEOUT_ENV: bad})
+    monkeypatch.setenv(SEED_ENV, "shared")
+    monkeypatch.setenv(TIMEOUT_ENV, "20")
+    serve, state = sandbox_settings(Settings(port=8123))
+    worker = sandbox_worker_settings(Settings(), "http://127.0.0.1:8123/")
+    assert {a.timeout_seconds for a in (*serve.accounts, *worker.accounts)} == {20.0}
+    # A "no answer" create is still held longer than the client waits.
+    assert state.hang_seconds > 20
 
 
 def test_worker_needs_the_seed_and_a_url() -> None:
