@@ -9,10 +9,20 @@ that cursor pagination can order by them alone.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from advanced_alchemy.types import DateTimeUTC, JsonB
-from sqlalchemy import ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -97,6 +107,15 @@ class Message(Base):
     excluded_accounts: Mapped[list[str] | None] = mapped_column(JsonB)
     #: While an unknown outcome is being reconciled: when to stop waiting for evidence.
     reconcile_until: Mapped[datetime | None]
+    #: Cost, as exact decimals in ``cost_currency`` (never floats): the list-price estimate
+    #: of the account that took the message, and what the provider billed (arrives late).
+    estimated_cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    billed_cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    cost_currency: Mapped[str | None] = mapped_column(String(3))
+    #: Twilio's price is fetched after a final status, with backoff: when to ask next, and
+    #: how many times it has been asked.
+    price_check_at: Mapped[datetime | None]
+    price_checks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="message", order_by="Attempt.attempt_number", lazy="raise"
