@@ -12,22 +12,29 @@ import httpx
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusController
 
 from gateway.accounts import build_providers, create_http_client
 from gateway.api.problems import EXCEPTION_HANDLERS
 from gateway.auth.guard import require_api_key
+from gateway.consent.api import ConsentsController, OptOutsController
+from gateway.dashboard import dashboard
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import is_up_to_date, upgrade
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.dispatch.planning import build_planner
+from gateway.events.controller import EventsController
+from gateway.events.delivery import EventDelivery, create_events_client
 from gateway.inbound.controller import InboundController
 from gateway.messages.controller import MessagesController
+from gateway.reports.controller import cost_report
 from gateway.routing.api import resolve_route
 from gateway.sandbox import SandboxState, create_sandbox_router
 from gateway.settings import Settings, webhook_url
 from gateway.state import GatewayState
+from gateway.system.errors import DATABASE_HANDLERS
 from gateway.system.health import health, ready
+from gateway.system.metrics import BREAKERS, MetricsController, prometheus_config
+from gateway.verify.controller import VerificationsController
 from gateway.webhooks.receivers import build_receivers
 from gateway.webhooks.route import receive_webhook
 
@@ -80,6 +87,8 @@ def create_app(
                 # The simulators call the gateway back through the same client.
                 sandbox.http_client = http_client
             app.state.gateway = state
+            if state.planner is not None:
+                BREAKERS.watch(state.planner)  # this process's breakers, on /metrics
             stop = asyncio.Event()
             dispatcher_task: asyncio.Task[None] | None = None
             if settings.dispatcher.enabled:
@@ -91,14 +100,26 @@ def create_app(
                     status_callback_url=webhook_url(settings),
                     planner=state.planner,
                     accounts={a.name: a for a in settings.accounts},
+                    consent_scope=settings.consent.scope,
                 )
                 dispatcher_task = asyncio.create_task(dispatcher.run(stop))
+            events_task: asyncio.Task[None] | None = None
+            events_client = create_events_client(settings)
+            if settings.events.enabled and settings.dispatcher.enabled:
+                # Its own client and sessions: a slow app never holds up webhooks or sends.
+                delivery = EventDelivery(
+                    sessionmaker=state.sessionmaker, http_client=events_client, settings=settings
+                )
+                events_task = asyncio.create_task(delivery.run(stop))
             try:
                 yield
             finally:
                 stop.set()
                 if dispatcher_task is not None:
                     await dispatcher_task  # in-flight sends finish, claims are released
+                if events_task is not None:
+                    await events_task  # in-flight deliveries finish (bounded by their timeout)
+                await events_client.aclose()
                 if sandbox is not None:
                     # Simulated callbacks in flight finish (they use the client and, through
                     # the webhook route, the database); ones still retrying are cancelled.
@@ -108,21 +129,37 @@ def create_app(
                     sandbox.callbacks.cancel_all()
                 await http_client.aclose()
         finally:
+            gateway_state = getattr(app.state, "gateway", None)
+            if gateway_state is not None:
+                BREAKERS.forget(gateway_state.planner)
             await engine.dispose()
 
     v1 = Router(
         path="/v1",
-        route_handlers=[MessagesController, InboundController, resolve_route],
+        route_handlers=[
+            MessagesController,
+            InboundController,
+            resolve_route,
+            EventsController,
+            VerificationsController,
+            ConsentsController,
+            OptOutsController,
+            cost_report,
+        ],
         guards=[require_api_key],
     )
-    handlers: list[object] = [v1, receive_webhook, health, ready, PrometheusController]
+    handlers: list[object] = [v1, receive_webhook, health, ready, MetricsController]
+    if settings.dashboard_token:  # the operator's page exists only when it has a password
+        handlers.append(dashboard)
     if sandbox is not None:
         handlers.append(create_sandbox_router(sandbox))
 
     return Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
-        exception_handlers=EXCEPTION_HANDLERS,
+        # A database that cannot be reached answers 503 + Retry-After, not 500.
+        exception_handlers={**EXCEPTION_HANDLERS, **DATABASE_HANDLERS},
+        middleware=[prometheus_config().middleware],
         request_max_body_size=MAX_REQUEST_BODY,
         logging_config=None,  # gateway.system.logging owns the format (JSON lines)
         openapi_config=OpenAPIConfig(

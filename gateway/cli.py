@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         help="send through the simulators of the 'serve --sandbox' process at URL "
         "(both need the same GATEWAY_SANDBOX_SEED)",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve this worker's /metrics and /health on this port (GATEWAY_HOST)",
+    )
     worker.set_defaults(handler=_worker)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
@@ -81,7 +87,88 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--mms", action="store_true", help="a message with media")
     route.add_argument("--body", default="", help="the text, for segment counts and prices")
     route.set_defaults(handler=_route)
+
+    costs = commands.add_parser(
+        "costs", help="cost, what-if and delivery per provider and country (every app)"
+    )
+    costs.add_argument("--since", default=None, help="date or ISO time with zone (30 days ago)")
+    costs.add_argument("--until", default=None, help="exclusive (now)")
+    costs.add_argument("--group-by", default=None, help="provider,country,app (provider,country)")
+    costs.add_argument("--app", default=None, help="only this app's messages")
+    costs.set_defaults(handler=_costs)
+
+    pricing = commands.add_parser("pricing", help="list-price tables (config/pricing)")
+    pricing_commands = pricing.add_subparsers(required=True, metavar="ACTION")
+    sync = pricing_commands.add_parser(
+        "sync", help="refresh twilio.toml from Twilio's Pricing API (TWILIO_ACCOUNT_SID/TOKEN)"
+    )
+    sync.add_argument("--countries", default=None, help="ISO codes, comma-separated (the table's)")
+    sync.set_defaults(handler=_pricing_sync)
     return parser
+
+
+def _pricing_sync(args: argparse.Namespace, settings: Settings) -> int:
+    """Refresh the Twilio list-price table; the old one stays if anything goes wrong."""
+    import datetime as dt
+    import os
+
+    import httpx
+
+    from gateway.costs.pricing import PricingError
+    from gateway.costs.sync import SyncError, sync_twilio
+
+    sid, token = os.environ.get("TWILIO_ACCOUNT_SID"), os.environ.get("TWILIO_AUTH_TOKEN")
+    if not sid or not token:
+        print("pricing sync needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN", file=sys.stderr)
+        return 2
+    path = Path(settings.pricing_dir) / "twilio.toml"
+    countries = (
+        [c.strip() for c in args.countries.split(",") if c.strip()] if args.countries else None
+    )
+
+    async def run() -> str:
+        async with httpx.AsyncClient() as client:
+            result = await sync_twilio(
+                path,
+                account_sid=sid,
+                auth_token=token,
+                client=client,
+                countries=countries,
+                today=dt.datetime.now(dt.UTC).date(),
+            )
+        missing = (
+            f"; no price from Twilio for {', '.join(result.missing)}" if result.missing else ""
+        )
+        return f"{result.path}: updated {', '.join(result.updated) or 'nothing'}{missing}"
+
+    try:
+        print(_run(run()))
+    except (SyncError, PricingError, httpx.HTTPError) as exc:
+        print(f"pricing sync failed, {path} unchanged: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _costs(args: argparse.Namespace, settings: Settings) -> int:
+    """The report of ``GET /v1/reports/costs`` as tables; the operator's view, every app."""
+    from gateway.reports import build_report, parse_params
+    from gateway.reports.service import priced_accounts
+    from gateway.reports.text import render_report
+
+    params = parse_params(args.since, args.until, args.group_by, app=args.app)  # ValueError: 2
+
+    async def report() -> str:
+        async with _session(settings) as session:
+            built = await build_report(
+                session,
+                params,
+                accounts=priced_accounts(settings.accounts),
+                prices=settings.prices,
+            )
+        return render_report(built)
+
+    print(_run(report()))
+    return 0
 
 
 def _route(args: argparse.Namespace, settings: Settings) -> int:
@@ -188,13 +275,25 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
         settings = sandbox_worker_settings(settings, args.sandbox)
     configure_logging(settings.log_level)
-    return _run(run_worker(settings, _stop_on_signals))
+    return _run(run_worker(settings, _stop_on_signals, metrics_port=args.metrics_port))
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT: the round in progress finishes (in-flight sends are recorded, claims
+    released), then the worker exits 0. Said in the log, so an operator (or a test) sees
+    the drain begin."""
+    import logging
+
     loop = asyncio.get_running_loop()
+
+    def requested(signum: signal.Signals) -> None:
+        logging.getLogger("gateway.worker").info(
+            "shutdown requested", extra={"signal": signum.name}
+        )
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, requested, signum)
 
 
 # --- migrate / keys ----------------------------------------------------------------------
@@ -219,14 +318,21 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.auth.keys import create_key
 
-    async def create() -> tuple[str, str]:
+    async def create() -> tuple[str, str, str | None]:
         async with _session(settings) as session:
-            issued = await create_key(session, args.app)
+            issued = await create_key(session, args.app, secrets_key=settings.secrets_key)
             await session.commit()
-            return issued.key_id, issued.key
+            return issued.key_id, issued.key, issued.signing_secret
 
-    key_id, key = _run(create())
-    print(f"created key {key_id} for app {args.app!r}; it is shown once, store it now:")
+    key_id, key, signing_secret = _run(create())
+    if signing_secret is None:
+        print(f"created key {key_id} for app {args.app!r}; it is shown once, store it now:")
+    else:  # the app's first key: its event signing secret (Standard Webhooks) too
+        print(
+            f"created key {key_id} for app {args.app!r}; the key (last line) and the app's "
+            "event signing secret are shown once, store them now:"
+        )
+        print(f"event signing secret: {signing_secret}")
     print(key)
     return 0
 

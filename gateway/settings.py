@@ -15,12 +15,14 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
 import phonenumbers
 
+from gateway.consent.keywords import check_reply_rules
 from gateway.costs.pricing import PriceBook, PricingError, load_price_tables
 from gateway.routing.config import check_price_tables, default_routing, parse_routing
 from gateway.routing.model import RoutingConfig, RoutingConfigError
@@ -51,6 +53,11 @@ class AccountTraffic(msgspec.Struct, frozen=True, kw_only=True):
     sender_messages_per_second: float | None = None
     #: A file stem in config/pricing/ (negotiated rates); default: the account's kind.
     price_table: str | None = None
+    #: Daily spend cap (list-price estimates of the messages it took, UTC day), in
+    #: ``spend_currency``: once reached, new sends whose every route account is capped get
+    #: 429 (gateway/costs/spend.py).
+    spend_per_day: Decimal | None = None
+    spend_currency: str = "USD"
 
 
 class TwilioAccount(AccountTraffic, frozen=True, kw_only=True, tag_field="kind", tag="twilio"):
@@ -106,6 +113,57 @@ class AppQuota(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     messages_per_minute: int | None = None
     messages_per_day: int | None = None
+    #: Daily spend cap (list-price estimates of accepted messages, UTC day), in
+    #: ``spend_currency``: a send that would pass it gets 429 (gateway/costs/spend.py).
+    spend_per_day: Decimal | None = None
+    spend_currency: str = "USD"
+    #: Where this app's events are POSTed (Standard Webhooks), unless a message has its
+    #: own ``callback_url``.
+    callback_url: str | None = None
+
+
+class EventsSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """``[events]``: delivery of events to apps (``gateway/events/``)."""
+
+    enabled: bool = True
+    poll_interval_seconds: float = 1.0
+    #: Deliveries in flight in one process, and per app: a slow app fills its own slots only.
+    concurrency: int = 32
+    per_app_concurrency: int = 4
+    timeout_seconds: float = 10.0
+    #: A claimed event whose process died is delivered again after this.
+    lease_seconds: float = 60.0
+    #: Exponential backoff with jitter between attempts, capped; given up after
+    #: ``retry_for_seconds`` (at least 24 hours).
+    backoff_base_seconds: float = 5.0
+    backoff_max_seconds: float = 3600.0
+    retry_for_seconds: float = 86400.0
+
+
+class VerificationSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """``[verifications]``: one-time codes (``gateway/verify/``)."""
+
+    code_ttl_seconds: float = 600.0
+    max_checks: int = 5
+    sends_per_number_per_hour: int = 5
+
+
+class ConsentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[consent]``: the opt-out ledger and keyword answers (``gateway.consent``).
+
+    ``scope``: ``"global"`` (a STOP withdraws consent from the whole company: every sender,
+    every provider) or ``"sender"`` (only from the number the person texted). Replies are
+    empty by default for STOP and START because Twilio and Telnyx answer those themselves
+    on long codes (PROTOCOLS.md D.5); set them where the provider does not (e.g. Advanced
+    Opt-Out off, short codes you manage). ``replies`` maps a keyword (``STATUS``) to the
+    text answered to it.
+    """
+
+    scope: str = "global"
+    help_text: str = ""
+    opt_out_reply: str = ""
+    opt_in_reply: str = ""
+    replies: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +181,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Per-app settings (quotas), by app name.
     apps: dict[str, AppQuota] = msgspec.field(default_factory=dict)
     dispatcher: DispatcherSettings = msgspec.field(default_factory=DispatcherSettings)
+    events: EventsSettings = msgspec.field(default_factory=EventsSettings)
+    verifications: VerificationSettings = msgspec.field(default_factory=VerificationSettings)
+    #: Base64 of 32 bytes (``GATEWAY_SECRETS_KEY``): encrypts the apps' signing secrets at
+    #: rest. Never in the file.
+    secrets_key: str | None = None
+    #: ``GATEWAY_DASHBOARD_TOKEN``: the operator's password for ``/dashboard`` (HTTP Basic,
+    #: at least 32 characters). Unset: no dashboard route at all. Never in the file.
+    dashboard_token: str | None = None
+    #: The opt-out ledger's scope and the keyword answers (``[consent]``).
+    consent: ConsentSettings = msgspec.field(default_factory=ConsentSettings)
     sandbox: bool = False
     #: List-price tables (``config/pricing/*.toml``): the ``cheapest`` strategy, estimates.
     pricing_dir: str = "config/pricing"
@@ -203,6 +271,16 @@ def load_settings(
 
     inbound_numbers = dict(_table(document, "inbound_numbers", path))
     apps = dict(_table(document, "apps", path))
+    events = dict(_table(document, "events", path))
+    verifications = dict(_table(document, "verifications", path))
+    for prefix, table, fields in (
+        ("EVENTS", events, EventsSettings.__struct_fields__),
+        ("VERIFICATIONS", verifications, VerificationSettings.__struct_fields__),
+    ):
+        for key in fields:
+            if (value := env.get(f"GATEWAY_{prefix}_{key.upper()}")) is not None:
+                table[key] = value
+    consent = dict(_table(document, "consent", path))
     try:
         settings = msgspec.convert(
             {
@@ -210,6 +288,11 @@ def load_settings(
                 "dispatcher": dispatcher,
                 "inbound_numbers": inbound_numbers,
                 "apps": apps,
+                "events": events,
+                "verifications": verifications,
+                "secrets_key": env.get("GATEWAY_SECRETS_KEY") or None,
+                "dashboard_token": env.get("GATEWAY_DASHBOARD_TOKEN") or None,
+                "consent": consent,
             },
             Settings,
             strict=False,
@@ -349,14 +432,66 @@ def _validate(settings: Settings) -> None:
             value = getattr(quota, key)
             if value is not None and value < 1:
                 raise ConfigError(f"[apps.{app}] {key}: must be at least 1 (got {value})")
+        _validate_spend_cap(f"[apps.{app}]", quota.spend_per_day, quota.spend_currency)
+    _validate_consent(settings.consent)
+    _validate_events(settings)
     names = [a.name for a in settings.accounts]
     if duplicates := {n for n in names if names.count(n) > 1}:
         raise ConfigError(f"accounts: duplicate account names {sorted(duplicates)}")
     for account in settings.accounts:
+        _validate_spend_cap(
+            f"account {account.name!r}", account.spend_per_day, account.spend_currency
+        )
         if isinstance(account, TwilioAccount):
             _validate_twilio(account)
         else:
             _validate_telnyx(account)
+
+
+def _validate_spend_cap(where: str, cap: Decimal | None, currency: str) -> None:
+    if cap is not None and not (cap.is_finite() and cap > 0):
+        raise ConfigError(f'{where} spend_per_day: a positive amount such as "25.00" (got {cap})')
+    if not re.fullmatch(r"[A-Z]{3}", currency):
+        raise ConfigError(f"{where} spend_currency: an ISO 4217 code such as 'USD'")
+
+
+def _validate_consent(consent: ConsentSettings) -> None:
+    if consent.scope not in ("global", "sender"):
+        raise ConfigError(f"[consent] scope: 'global' or 'sender' (got {consent.scope!r})")
+    try:
+        check_reply_rules(consent)
+    except ValueError as exc:
+        raise ConfigError(f"[consent] {exc}") from exc
+
+
+def _validate_events(settings: Settings) -> None:
+    events, codes = settings.events, settings.verifications
+    if events.retry_for_seconds < 86400:
+        raise ConfigError("[events] retry_for_seconds: at least 86400 (24 hours)")
+    if events.concurrency < 1 or events.per_app_concurrency < 1:
+        raise ConfigError("[events] concurrency, per_app_concurrency: at least 1")
+    if events.lease_seconds < events.timeout_seconds + 5:
+        # A lease that ends while its POST is still running would let another process
+        # deliver the event (and the next one) meanwhile: out of order.
+        raise ConfigError("[events] lease_seconds: at least timeout_seconds + 5")
+    if codes.code_ttl_seconds < 300:
+        raise ConfigError("[verifications] code_ttl_seconds: at least 300 (5 minutes)")
+    if codes.max_checks < 1 or codes.sends_per_number_per_hour < 1:
+        raise ConfigError("[verifications] max_checks, sends_per_number_per_hour: at least 1")
+    for app, quota in settings.apps.items():
+        if quota.callback_url and not quota.callback_url.startswith(("http://", "https://")):
+            raise ConfigError(f"[apps.{app}] callback_url: must start with http:// or https://")
+    if settings.secrets_key is not None:
+        try:
+            key = base64.b64decode(settings.secrets_key, validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != 32:
+            raise ConfigError("GATEWAY_SECRETS_KEY: must be the Base64 of 32 random bytes")
+    if settings.dashboard_token is not None and len(settings.dashboard_token) < 32:
+        raise ConfigError(
+            "GATEWAY_DASHBOARD_TOKEN: at least 32 characters (e.g. 'openssl rand -hex 32')"
+        )
 
 
 def _variable(account: Account, field: str) -> str:

@@ -12,12 +12,19 @@ from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import is_up_to_date, upgrade
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.dispatch.planning import build_planner
+from gateway.events.delivery import EventDelivery, create_events_client
 from gateway.settings import Settings, webhook_url
+from gateway.system.metrics_server import serve_metrics
 
 logger = logging.getLogger("gateway.worker")
 
 
-async def run_worker(settings: Settings, install_signals: Callable[[asyncio.Event], None]) -> int:
+async def run_worker(
+    settings: Settings,
+    install_signals: Callable[[asyncio.Event], None],
+    *,
+    metrics_port: int | None = None,
+) -> int:
     engine = create_engine(settings.database_url)
     try:
         if settings.is_sqlite:
@@ -30,7 +37,14 @@ async def run_worker(settings: Settings, install_signals: Callable[[asyncio.Even
             return 1
         stop = asyncio.Event()
         install_signals(stop)
-        async with create_http_client() as http_client:
+        async with (
+            create_http_client() as http_client,
+            create_events_client(settings) as events_client,
+        ):
+            sessionmaker = create_sessionmaker(engine)
+            delivery = EventDelivery(
+                sessionmaker=sessionmaker, http_client=events_client, settings=settings
+            )
             dispatcher = Dispatcher(
                 sessionmaker=create_sessionmaker(engine),
                 providers=build_providers(settings, http_client),
@@ -38,8 +52,22 @@ async def run_worker(settings: Settings, install_signals: Callable[[asyncio.Even
                 status_callback_url=webhook_url(settings),
                 planner=build_planner(settings),
                 accounts={a.name: a for a in settings.accounts},
+                consent_scope=settings.consent.scope,
             )
-            await dispatcher.run(stop)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(dispatcher.run(stop))
+                if settings.events.enabled:
+                    group.create_task(delivery.run(stop))
+                if metrics_port is not None:  # this worker's counters and breakers
+                    group.create_task(
+                        serve_metrics(
+                            settings.host,
+                            metrics_port,
+                            engine=engine,
+                            planner=dispatcher.planner,
+                            stop=stop,
+                        )
+                    )
         return 0
     finally:
         await engine.dispose()

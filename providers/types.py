@@ -43,6 +43,22 @@ class DeliveryStatus(StrEnum):
         return self in _TERMINAL
 
 
+class ReportFailure(StrEnum):
+    """Why a message the provider accepted was not delivered (its report's error code,
+    classified by :func:`providers.report_failures.report_failure`)."""
+
+    UNREACHABLE = "unreachable"  # handset off or out of coverage: may work later/elsewhere
+    FILTERED = "filtered"  # a carrier's spam or content filter
+    REJECTED = "rejected"  # the destination carrier or the route refused it
+    EXPIRED = "expired"  # not delivered in time (queue overflow, validity)
+    THROTTLED = "throttled"  # an upstream rate limit
+    SENDER = "sender"  # our sender number is not allowed (registration, capability)
+    ACCOUNT = "account"  # our account (suspended, permissions)
+    UNKNOWN = "unknown"  # the provider does not say, or a code not in our tables
+    OPTED_OUT = "opted_out"  # the person blocked or opted out: never failed over
+    INVALID_NUMBER = "invalid_number"  # no such handset, landline: never failed over
+
+
 _RANKS: dict[DeliveryStatus, int] = {
     DeliveryStatus.ACCEPTED: 0,
     DeliveryStatus.SCHEDULED: 0,

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import new_id, utcnow
 from gateway.db.models import ApiKey
+from gateway.events.secrets import ensure_signing_secret
 from gateway.settings import APP_NAME
 
 KEY_PREFIX = "sgw"
@@ -29,6 +30,9 @@ class IssuedKey(msgspec.Struct, frozen=True):
     key_id: str
     app: str
     key: str  # shown once, never stored
+    #: The app's event signing secret (``whsec_…``), when this key's creation made it:
+    #: shown once too (stored sealed, see ``gateway.events.secrets``).
+    signing_secret: str | None = None
 
 
 class KeyInfo(msgspec.Struct, frozen=True):
@@ -43,7 +47,11 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def create_key(session: AsyncSession, app: str) -> IssuedKey:
+async def create_key(
+    session: AsyncSession, app: str, *, secrets_key: str | None = None
+) -> IssuedKey:
+    """A new key for ``app``; the app's first key also creates its signing secret
+    (sealed with ``secrets_key``, ``GATEWAY_SECRETS_KEY``)."""
     if not APP_NAME.match(app):
         raise ValueError(
             "app name: 1-64 characters of a-z, 0-9, '.', '_' or '-', "
@@ -64,7 +72,8 @@ async def create_key(session: AsyncSession, app: str) -> IssuedKey:
     )
     session.add(row)
     await session.flush()
-    return IssuedKey(key_id=row.key_id, app=app, key=key)
+    signing = await ensure_signing_secret(session, app, key=secrets_key, now=row.created_at)
+    return IssuedKey(key_id=row.key_id, app=app, key=key, signing_secret=signing)
 
 
 async def authenticate(session: AsyncSession, presented: str) -> str | None:

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from gateway.db.models import Base
 
-__all__ = ["Base", "create_engine", "create_sessionmaker"]
+__all__ = [
+    "Base",
+    "create_engine",
+    "create_sessionmaker",
+    "is_connection_error",
+    "retrying_on_disconnect",
+]
+
+T = TypeVar("T")
+logger = logging.getLogger("gateway.db")
 
 
 def create_engine(database_url: str) -> AsyncEngine:
@@ -44,3 +59,53 @@ def _sqlite_engine(database_url: str) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The database could not be reached or the connection dropped (a restart, a
+    failover), as opposed to an error in a statement. ``pool_pre_ping`` replaces dead
+    pooled connections, so once the server is back the next try gets a live one."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return True
+        exc = exc.orig or exc
+    # SQLSTATE classes 08 (connection exception) and 57 (operator intervention: shutting
+    # down, "the database system is starting up"), raised by asyncpg as they are.
+    sqlstate = str(getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None) or "")
+    return isinstance(exc, ConnectionError) or sqlstate[:2] in ("08", "57")
+
+
+#: Retries after a lost connection go one at a time: when the server comes back, a
+#: hundred waiting writes must not all take a pooled connection at once (and starve the
+#: API and the webhooks of the pool).
+_RECOVERY: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def retrying_on_disconnect(work: Callable[[], Awaitable[T]], *, within: float) -> T:
+    """Run ``work`` (one whole transaction), again after a lost connection, with a
+    doubling pause, for up to ``within`` seconds; any other error, or the time up, raises.
+    For writes whose only copy is in this process's memory (a provider's answer)."""
+    deadline = time.monotonic() + within
+    pause = 0.25
+    try:
+        return await work()
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        error = exc
+    lock = _RECOVERY.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    while True:
+        if time.monotonic() + pause > deadline:
+            raise error
+        logger.warning("database unreachable: retrying", extra={"error": type(error).__name__})
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)  # short: recover soon after the server is back
+        async with lock:
+            try:
+                return await work()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                error = exc

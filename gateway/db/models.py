@@ -14,6 +14,7 @@ from typing import Any
 
 from advanced_alchemy.types import DateTimeUTC, JsonB
 from sqlalchemy import (
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -65,6 +66,10 @@ class Message(Base):
         Index("ix_messages_app_message_id", "app", "message_id"),
         Index("ix_messages_provider_message_id", "provider_message_id"),
         Index("ix_messages_to_number_created_at", "to_number", "created_at"),
+        #: Cost and delivery reports (0007): a window of every app's messages, or one app's.
+        Index("ix_messages_created_at", "created_at"),
+        Index("ix_messages_app_created_at", "app", "created_at"),
+        Index("ix_messages_price_check_at", "price_check_at"),
     )
 
     message_id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -116,6 +121,10 @@ class Message(Base):
     #: how many times it has been asked.
     price_check_at: Mapped[datetime | None]
     price_checks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The account that took the message, once the billing job has re-estimated the cost
+    #: for it and charged its daily spend counter (null before: the 202's estimate is for
+    #: the route's first account).
+    estimate_account: Mapped[str | None] = mapped_column(String(64))
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="message", order_by="Attempt.attempt_number", lazy="raise"
@@ -240,3 +249,158 @@ class QuotaCounter(Base):
     window: Mapped[str] = mapped_column(String(16), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
+
+
+class SpendCounter(Base):
+    """Estimated spend per app or account per UTC day and currency: daily spend caps,
+    shared by every gateway process (one upsert per accept or dispatch)."""
+
+    __tablename__ = "spend_counters"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # "app" | "account"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Numeric(14, 6))
+
+
+class AppEvent(Base):
+    """One event for an internal app (a status change of its message, an inbound message
+    for it): the events outbox. Written in the transaction that changed the message, so an
+    event exists exactly when its change was committed; delivered from here at least once,
+    in ``seq`` order per subject (message or inbound message). The rows stay after
+    delivery: ``GET /v1/events`` reads them to let an app catch up.
+    """
+
+    __tablename__ = "app_events"
+    __table_args__ = (
+        UniqueConstraint("subject_id", "seq", name="uq_app_events_subject_seq"),
+        Index("ix_app_events_due", "state", "next_attempt_at"),
+        Index("ix_app_events_app_event_pk", "app", "event_pk"),
+    )
+
+    event_pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The stable id the app sees (``webhook-id``): the same on every delivery attempt.
+    event_id: Mapped[str] = mapped_column(String(40), unique=True)
+    app: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(32))
+    #: The message (``msg_…``) or inbound message (``inb_…``) the event is about.
+    subject_id: Mapped[str] = mapped_column(String(40))
+    seq: Mapped[int] = mapped_column(Integer)
+    #: For message events: the status the message moved to (the next change is diffed
+    #: against it).
+    status: Mapped[str | None] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonB)
+    #: The message's own ``callback_url``; ``None``: the app's configured URL.
+    url: Mapped[str | None] = mapped_column(Text)
+    #: ``pending`` → ``delivered``; ``failed`` once retries gave up; ``skipped`` when the
+    #: app has no URL (the event is still listed by ``GET /v1/events``).
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+
+class AppSigningSecret(Base):
+    """The secret an app's events are signed with (Standard Webhooks ``whsec_…``).
+
+    The server must sign, so it cannot keep only a hash: ``sealed`` is the secret
+    encrypted with ``GATEWAY_SECRETS_KEY`` (XSalsa20-Poly1305, ``box:`` prefix) or, when no
+    key is configured, the secret itself (``plain:`` prefix), protected only by access to
+    the database.
+    """
+
+    __tablename__ = "app_signing_secrets"
+
+    app: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class Verification(Base):
+    """A one-time code sent to a number for an app. Only a salted hash of the code is kept."""
+
+    __tablename__ = "verifications"
+    __table_args__ = (Index("ix_verifications_app_to_status", "app", "to_number", "status"),)
+
+    verification_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app: Mapped[str] = mapped_column(String(64))
+    to_number: Mapped[str] = mapped_column(String(32))
+    #: ``pending`` → ``approved``; ``expired``; ``locked`` after too many wrong checks.
+    status: Mapped[str] = mapped_column(String(16))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    code_salt: Mapped[str] = mapped_column(String(32))
+    code_length: Mapped[int] = mapped_column(Integer)
+    locale: Mapped[str] = mapped_column(String(16))
+    checks: Mapped[int] = mapped_column(Integer, default=0)
+    sends: Mapped[int] = mapped_column(Integer, default=0)
+    #: The message that carries the current code.
+    message_id: Mapped[str] = mapped_column(String(40))
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    approved_at: Mapped[datetime | None]
+
+
+class VerificationSend(Base):
+    """Every code sent: the per-number rate limit (shared by every process through the
+    database) and, joined to its message, the time from send to delivered."""
+
+    __tablename__ = "verification_sends"
+    __table_args__ = (Index("ix_verification_sends_to_number_sent_at", "to_number", "sent_at"),)
+
+    send_pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    verification_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("verifications.verification_id", ondelete="CASCADE")
+    )
+    to_number: Mapped[str] = mapped_column(String(32))
+    message_id: Mapped[str] = mapped_column(String(40))
+    sent_at: Mapped[datetime]
+
+
+class ConsentRecord(Base):
+    """One word about a person's consent, kept for ever (the history and its evidence):
+    a keyword they texted, a provider's refusal (Twilio 21610, Telnyx 40300), an app's
+    API call or an import. ``scope`` is ``*`` (every sender of the company) or the sender
+    number it concerns."""
+
+    __tablename__ = "consent_records"
+    __table_args__ = (Index("ix_consent_records_number_record_id", "number", "record_id"),)
+
+    record_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    number: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(String(32))
+    #: ``opt_out`` or ``opt_in``.
+    action: Mapped[str] = mapped_column(String(8))
+    #: ``keyword``, ``provider``, ``api`` or ``import``.
+    source: Mapped[str] = mapped_column(String(16))
+    #: When the person gave or withdrew consent (a caller may date it in the past).
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    #: The app that wrote it through the API; the provider account for keywords and errors.
+    actor: Mapped[str | None] = mapped_column(String(64))
+    #: The keyword as texted, the provider's error code, or the caller's evidence text.
+    evidence: Mapped[str | None] = mapped_column(Text)
+    #: The provider's id of the inbound message, or our id of the refused message.
+    reference: Mapped[str | None] = mapped_column(String(64))
+
+
+class ConsentState(Base):
+    """The ledger's current word per (number, scope): what the send path checks. Updated
+    with the history, and only by a record dated at or after the one it holds, so that a
+    late import of an old opt-in never overrides a newer STOP."""
+
+    __tablename__ = "consent_state"
+    __table_args__ = (Index("ix_consent_state_opted_out_record_id", "opted_out", "record_id"),)
+
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    opted_out: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime]
+    #: The history record that set this state (sortable: the opt-out list's cursor).
+    record_id: Mapped[str] = mapped_column(String(40))

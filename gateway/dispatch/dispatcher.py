@@ -22,6 +22,18 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.clock import utcnow
+from gateway.consent.guard import (
+    OPTED_OUT_DETAIL,
+    OPTED_OUT_ERROR,
+    blocks_claim,
+    effective_sender,
+)
+from gateway.consent.ledger import record_provider_refusal
+from gateway.costs.billing import run_billing_round
+from gateway.costs.estimate import estimate
+from gateway.costs.pricing import MessageType, PriceBook
+from gateway.costs.spend import account_caps_reached, charge_account_for_send, day_start
+from gateway.db.engine import retrying_on_disconnect
 from gateway.dispatch import reconcile, store
 from gateway.dispatch.decisions import (
     Decision,
@@ -37,7 +49,7 @@ from gateway.dispatch.senders import choose_sender, remember_sender, sticky_send
 from gateway.messages.delivery import apply_pending_reports
 from gateway.settings import Account, DispatcherSettings
 from gateway.system.metrics import FAILOVERS, PROVIDER_ATTEMPTS
-from providers import DeliveryStatus, OutboundMessage, Provider, ProviderError
+from providers import DeliveryStatus, OptedOut, OutboundMessage, Provider, ProviderError
 
 logger = logging.getLogger("gateway.dispatch")
 
@@ -69,6 +81,7 @@ class Dispatcher:
         status_callback_url: str | None = None,
         planner: RoutePlanner | None = None,
         accounts: Mapping[str, Account] | None = None,
+        consent_scope: str = "global",
     ) -> None:
         self._sessionmaker = sessionmaker
         self._providers = providers
@@ -80,6 +93,7 @@ class Dispatcher:
         self.planner = planner or RoutePlanner.failover(list(providers))
         self._accounts = dict(accounts or {})
         self._limit = asyncio.Semaphore(settings.concurrency)
+        self._consent_scope = consent_scope  # how a provider's opt-out refusal is recorded
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until ``stop`` is set; a round in progress is finished first, so in-flight
@@ -117,7 +131,7 @@ class Dispatcher:
             )
             # Evidence first: a report naming an unknown message adopts it (then applies).
             await reconcile.adopt_from_stored_reports(session, now=now)
-            await apply_pending_reports(session, now=now)
+            await apply_pending_reports(session, now=now, rerouter=self.planner.report_failover)
             await reconcile.settle_unknowns(
                 session,
                 now=now,
@@ -137,6 +151,10 @@ class Dispatcher:
         async with asyncio.TaskGroup() as group:
             for plan in plans:
                 group.create_task(self._deliver(plan))
+        # Cost: re-estimate for the account that took each message, fetch late prices.
+        await run_billing_round(
+            self._sessionmaker, self._providers, self.planner.config, self.planner.prices, now=now
+        )
         return len(claims)
 
     # --- planning (inside the claim transaction) -------------------------------------
@@ -165,12 +183,31 @@ class Dispatcher:
         if not candidates:
             await self._fail_unroutable(session, claim, now)
             return None
-        account = candidates[0]
+        capped = await account_caps_reached(session, candidates, self._accounts, now)
+        if capped:  # an account that spent its day's cap is passed over like an open breaker
+            candidates = tuple(c for c in candidates if c not in capped)
+            if not candidates:  # the whole route has: the message waits for the next day
+                tomorrow = day_start(now) + timedelta(days=1)
+                await store.release_claim(session, claim, next_attempt_at=tomorrow, now=now)
+                logger.warning(
+                    "every account of the route is at its spend cap",
+                    extra={"message_id": claim.message_id, "accounts": sorted(capped)},
+                )
+                return None
+        account = self.planner.first_available(candidates)
+        candidates = (account, *(c for c in candidates if c != account))
         sender, pooled = await self._sender(session, claim, account)
+        from_number = effective_sender(sender, self._accounts.get(account))
+        if await blocks_claim(session, app=claim.app, to=claim.to, sender=from_number):
+            await store.record_failure_without_attempt(  # STOP after accept: no call, no failover
+                session, claim, detail=OPTED_OUT_DETAIL, error_code=OPTED_OUT_ERROR, now=now
+            )
+            return None
         retry_at = await acquire_all(session, self._buckets(account, sender), now=now)
         if retry_at is not None:  # paced: the message waits in the queue, it is not refused
             await store.release_claim(session, claim, next_attempt_at=retry_at, now=now)
             return None
+        self.planner.take_probe(account)
         await store.set_route_rule(session, claim, rule)
         kind = self._providers[account].kind
         await store.start_attempt(session, claim, account=account, kind=kind, now=now)
@@ -240,12 +277,38 @@ class Dispatcher:
                 return
         self.planner.record_success(account, self._clock())
         now = self._clock()
-        async with self._sessionmaker() as session, session.begin():
-            await store.record_sent(
-                session, claim, account=account, kind=provider.kind, receipt=receipt, now=now
-            )
-            if plan.pooled_sender and plan.sender is not None:
-                await remember_sender(session, account, claim.to, plan.sender, now)
+
+        async def record() -> None:
+            async with self._sessionmaker() as session, session.begin():
+                await store.record_sent(
+                    session,
+                    claim,
+                    account=account,
+                    kind=provider.kind,
+                    receipt=receipt,
+                    now=now,
+                    rerouter=self.planner.report_failover,
+                )
+                if plan.pooled_sender and plan.sender is not None:
+                    await remember_sender(session, account, claim.to, plan.sender, now)
+                configured = self._accounts.get(account)
+                if configured is not None and configured.spend_per_day is not None:
+                    cost = estimate(
+                        self.planner.prices or PriceBook(),
+                        self.planner.config,
+                        account,
+                        country=claim.country,
+                        message_type=MessageType.MMS if claim.media_urls else MessageType.SMS,
+                        segments=claim.segments,
+                    )
+                    await charge_account_for_send(
+                        session, configured, cost.amount, cost.currency, now=now
+                    )
+
+        # The provider has the message and only this process knows it: with the database
+        # unreachable, wait for it (while the claim lasts) rather than drop the answer,
+        # which would leave the send unknown and, if its callbacks were lost too, resent.
+        await retrying_on_disconnect(record, within=self._settings.claim_ttl_seconds)
         PROVIDER_ATTEMPTS.labels(account=account, outcome="sent").inc()
         logger.info(
             "message handed to provider", extra={"message_id": claim.message_id, "account": account}
@@ -288,6 +351,17 @@ class Dispatcher:
         else:
             status, outcome = DeliveryStatus.FAILED, "failed"
         async with self._sessionmaker() as session, session.begin():
+            if isinstance(error, OptedOut):  # Twilio 21610, Telnyx 40300: the ledger learns it
+                await record_provider_refusal(
+                    session,
+                    number=claim.to,
+                    sender=effective_sender(plan.sender, self._accounts.get(account)),
+                    configured_scope=self._consent_scope,
+                    account=account,
+                    code=error.code,
+                    reference=claim.message_id,
+                    now=now,
+                )
             await store.record_failure(
                 session,
                 claim,

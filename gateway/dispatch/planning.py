@@ -15,6 +15,7 @@ from datetime import datetime
 from gateway.clock import new_id
 from gateway.costs.pricing import MessageType, PriceBook
 from gateway.costs.segments import count_segments
+from gateway.dispatch.report_failover import ReportFailover
 from gateway.dispatch.store import Claimed
 from gateway.messages.numbers import region_of
 from gateway.routing import MessageFacts, RouteDecision, resolve
@@ -35,6 +36,7 @@ class RoutePlanner:
         self.config = config
         self.prices = prices
         self.breakers = BreakerBoard(config.breaker, tuple(a.name for a in config.accounts))
+        self.report_failover = ReportFailover(config)
         # Breakers measure with a monotonic clock: wall-clock jumps must not open or close them.
         self._monotonic = monotonic
 
@@ -55,6 +57,18 @@ class RoutePlanner:
         del now  # routing depends on the message and on health, not on the wall clock
         decision = self.decide(facts_of(claim))
         return decision.rule, decision.candidates
+
+    def first_available(self, candidates: tuple[str, ...]) -> str:
+        """The first candidate whose breaker would let a call through now. A half-open
+        breaker admits ``half_open_probes`` calls at a time: past that, the next candidate
+        goes first. When none would (every breaker open, or probes all taken), the first
+        candidate anyway, as routing does when every account is open."""
+        now = self._monotonic()
+        return next((c for c in candidates if self.breakers.available(c, now)), candidates[0])
+
+    def take_probe(self, account: str) -> None:
+        """Right before the call: a half-open breaker counts this call as one of its probes."""
+        self.breakers.allow(account, self._monotonic())
 
     def record_success(self, account: str, now: datetime) -> None:
         del now

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import Attempt, Message, WebhookEvent
+from gateway.events.record import message_status_changed
 from providers import DeliveryStatus
 
 UNKNOWN = DeliveryStatus.UNKNOWN.value
@@ -63,6 +64,7 @@ async def settle_unknowns(
                 updated_at=now,
             )
         )
+    await message_status_changed(session, [m for m, _ in due], now=now)
     return len(due)
 
 
@@ -104,6 +106,7 @@ async def adopt(
         .where(Attempt.message_id == reference, Attempt.attempt_number == latest)
         .values(outcome="reconciled", provider_message_id=provider_message_id)
     )
+    await message_status_changed(session, [reference], now=now)
     return message
 
 

@@ -14,7 +14,12 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import Attempt, Message
-from gateway.messages.delivery import apply_reports_waiting_for, lock_provider_message
+from gateway.events.record import message_status_changed
+from gateway.messages.delivery import (
+    Rerouter,
+    apply_reports_waiting_for,
+    lock_provider_message,
+)
 from providers import DeliveryStatus, SendReceipt
 
 DUE_STATUSES = (DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.value)
@@ -136,6 +141,8 @@ async def start_attempt(
             started_at=now,
         )
     )
+    # The claim made it ``sending``; only now is that sure (a release would undo it).
+    await message_status_changed(session, [claim.message_id], now=now)
 
 
 async def record_sent(
@@ -146,6 +153,7 @@ async def record_sent(
     kind: str,
     receipt: SendReceipt,
     now: datetime,
+    rerouter: Rerouter | None = None,
 ) -> None:
     # First, before any row lock: the order every writer of this provider id follows.
     await lock_provider_message(session, kind, receipt.provider_message_id)
@@ -176,8 +184,13 @@ async def record_sent(
     )
     # A delivery report may have overtaken this commit; it was stored, waiting for us.
     await apply_reports_waiting_for(
-        session, provider_kind=kind, provider_message_id=receipt.provider_message_id, now=now
+        session,
+        provider_kind=kind,
+        provider_message_id=receipt.provider_message_id,
+        now=now,
+        rerouter=rerouter,
     )
+    await message_status_changed(session, [claim.message_id], now=now)
 
 
 async def record_failure(
@@ -227,6 +240,7 @@ async def record_failure(
         .where(Message.message_id == claim.message_id, Message.claimed_by == claim.worker)
         .values(**values)
     )
+    await message_status_changed(session, [claim.message_id], now=now)
 
 
 async def _finish_attempt(
@@ -290,6 +304,7 @@ async def expire_stale_claims(
             .where(Attempt.message_id.in_(stale), Attempt.outcome == "in_flight")
             .values(outcome="unknown", error_class="claim_expired", finished_at=now)
         )
+        await message_status_changed(session, stale, now=now)
     return stale
 
 
@@ -316,3 +331,4 @@ async def record_failure_without_attempt(
             completed_at=now,
         )
     )
+    await message_status_changed(session, [claim.message_id], now=now)

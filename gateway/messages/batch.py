@@ -9,6 +9,7 @@ the outbox (and a crash before it means none are). Items carry their own
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 import msgspec
 from sqlalchemy import select
@@ -16,6 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.problems import Problem
+from gateway.consent.guard import opted_out_problem
+from gateway.consent.ledger import blocking
+from gateway.costs.estimate import amount_text
+from gateway.costs.quote import Quoter
+from gateway.costs.spend import charge_app
 from gateway.db.models import Message
 from gateway.messages import service
 from gateway.messages.quotas import charge_quota
@@ -42,6 +48,8 @@ def accepted_view(row: Message) -> MessageAccepted:
         encoding=row.encoding,
         send_at=row.send_at,
         created_at=row.created_at,
+        estimated_cost=amount_text(row.estimated_cost),
+        cost_currency=row.cost_currency,
     )
 
 
@@ -87,12 +95,18 @@ def validate_batch(
 
 
 async def store_batch(
-    session: AsyncSession, app: str, valid: list[_Valid], *, settings: Settings, now: datetime
+    session: AsyncSession,
+    app: str,
+    valid: list[_Valid],
+    *,
+    settings: Settings,
+    now: datetime,
+    quoter: Quoter | None = None,
 ) -> list[BatchItemResult]:
     """Store every valid message in one transaction; replays and key conflicts per item."""
     for _ in range(2):  # a concurrent batch with the same keys: the second pass replays
         try:
-            return await _store_once(session, app, valid, settings=settings, now=now)
+            return await _store_once(session, app, valid, settings=settings, now=now, quoter=quoter)
         except IntegrityError:
             await session.rollback()
     raise Problem(
@@ -105,7 +119,13 @@ async def store_batch(
 
 
 async def _store_once(
-    session: AsyncSession, app: str, valid: list[_Valid], *, settings: Settings, now: datetime
+    session: AsyncSession,
+    app: str,
+    valid: list[_Valid],
+    *,
+    settings: Settings,
+    now: datetime,
+    quoter: Quoter | None = None,
 ) -> list[BatchItemResult]:
     keys = [v.key for v in valid if v.key is not None]
     existing: dict[str, Message] = {}
@@ -116,6 +136,10 @@ async def _store_once(
         existing = {row.idempotency_key: row for row in rows.scalars() if row.idempotency_key}
     results: list[BatchItemResult] = []
     new_rows: list[tuple[int, Message]] = []
+    if quoter is not None:
+        await quoter.load_caps(session, now)
+    # One ledger query for the whole batch; replays below are answered before it counts.
+    blocked = await blocking(session, [(v.message.to, v.message.sender) for v in valid])
     for item in valid:
         if item.key is not None and item.key in existing:
             try:
@@ -133,15 +157,45 @@ async def _store_once(
                 )
             )
             continue
+        if state := blocked.get((item.message.to, item.message.sender)):
+            refusal = opted_out_problem(state)
+            results.append(
+                BatchItemResult(index=item.index, status=422, problem=refusal.document())
+            )
+            continue
         row = service.new_message_row(app, item.message, item.key, item.fingerprint, now)
+        if quoter is not None:
+            try:  # the 202's estimate; 429 for this item when every route account is capped
+                quoter.price(row, item.message, now)
+            except Problem as problem:
+                results.append(
+                    BatchItemResult(
+                        index=item.index, status=problem.status, problem=problem.document()
+                    )
+                )
+                continue
         new_rows.append((item.index, row))
     session.add_all([row for _, row in new_rows])
     quota = settings.apps.get(app)
     if quota is not None and new_rows:
         await charge_quota(session, app, quota, count=len(new_rows), now=now)
+    await _charge_spend(session, app, settings, [row for _, row in new_rows], now)
     await session.commit()
     results.extend(
         BatchItemResult(index=index, status=202, message=accepted_view(row))
         for index, row in new_rows
     )
     return results
+
+
+async def _charge_spend(
+    session: AsyncSession, app: str, settings: Settings, rows: list[Message], now: datetime
+) -> None:
+    """The app's spend cap, charged once for the batch (in the cap's currency)."""
+    quota = settings.apps.get(app)
+    if quota is None or quota.spend_per_day is None:
+        return
+    currency = quota.spend_currency
+    amounts = [r.estimated_cost for r in rows if r.cost_currency == currency]
+    total = sum((a for a in amounts if a is not None), Decimal(0))
+    await charge_app(session, app, quota, amount=total, currency=currency, now=now)

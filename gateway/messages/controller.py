@@ -12,6 +12,9 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from gateway.api.problems import Problem, invalid_field, not_found
 from gateway.auth.guard import caller_app
 from gateway.clock import utcnow
+from gateway.costs.estimate import amount_text
+from gateway.costs.preview import MessagePreview, build_preview
+from gateway.costs.quote import Quoter
 from gateway.db.models import Attempt, Message
 from gateway.messages import service
 from gateway.messages.batch import accepted_view, store_batch, validate_batch
@@ -69,6 +72,7 @@ class MessagesController(Controller):
                 fingerprint=service.request_fingerprint(data),
                 now=now,
                 quota=state.settings.apps.get(app),
+                quoter=Quoter(state.settings, state.planner, app),
             )
         if not replayed:
             MESSAGES_ACCEPTED.labels(app=app).inc()
@@ -77,6 +81,26 @@ class MessagesController(Controller):
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return Response(accepted_view(row), status_code=HTTP_202_ACCEPTED, headers=headers)
+
+    @post(
+        "/preview",
+        status_code=HTTP_200_OK,
+        summary="Preview a send: encoding, segments, route and estimated cost",
+        description="The send body, validated as a send is (same 422s); nothing is stored "
+        "or sent. Estimated cost per candidate account, as decimal strings with currency "
+        "(null with a reason when the price tables have no figure).",
+    )
+    async def preview_message(
+        self, request: Request[Any, Any, Any], data: JSONBody[SendMessageRequest]
+    ) -> MessagePreview:
+        state = GatewayState.of(request.app)
+        app = caller_app(request)
+        now = utcnow()
+        validated = validate_send(data, settings=state.settings, now=now)
+        async with state.sessionmaker() as session:
+            return await build_preview(
+                session, Quoter(state.settings, state.planner, app), validated, now
+            )
 
     @post(
         "/batch",
@@ -97,7 +121,14 @@ class MessagesController(Controller):
         valid, results = validate_batch(data.messages, settings=state.settings, now=now)
         if valid:
             async with state.sessionmaker() as session:
-                results += await store_batch(session, app, valid, settings=state.settings, now=now)
+                results += await store_batch(
+                    session,
+                    app,
+                    valid,
+                    settings=state.settings,
+                    now=now,
+                    quoter=Quoter(state.settings, state.planner, app),
+                )
         results.sort(key=lambda r: r.index)
         fresh = sum(1 for r in results if r.status == 202 and not r.replayed)
         if fresh:
@@ -235,6 +266,9 @@ def _view(row: Message) -> MessageView:
         sent_at=row.sent_at,
         completed_at=row.completed_at,
         attempts=[_attempt(a) for a in row.attempts],
+        estimated_cost=amount_text(row.estimated_cost),
+        billed_cost=amount_text(row.billed_cost),
+        cost_currency=row.cost_currency,
     )
 
 

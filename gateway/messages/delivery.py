@@ -10,11 +10,13 @@ the status already applied. Every report stays in ``webhook_events`` either way.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import Message, WebhookEvent
+from gateway.events.record import message_status_changed
 from providers import DeliveryStatus
 
 #: Reports for messages we never see (sent outside the gateway) stop being retried after this.
@@ -54,6 +56,45 @@ def apply_report(message: Message, event: WebhookEvent, now: datetime) -> bool:
     return True
 
 
+class Rerouter(Protocol):
+    """Failover on a negative report (``gateway.dispatch.report_failover``)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    async def reroute(
+        self, session: AsyncSession, message: Message, event: WebhookEvent, now: datetime
+    ) -> bool: ...
+
+
+_NEGATIVE = frozenset({DeliveryStatus.UNDELIVERED, DeliveryStatus.FAILED})
+
+
+async def apply_or_reroute(
+    session: AsyncSession,
+    message: Message,
+    event: WebhookEvent,
+    now: datetime,
+    rerouter: Rerouter | None,
+) -> bool:
+    """:func:`apply_report`, except that a negative report the routing policy fails over on
+    sends the message again instead of ending it. True if the message moved."""
+    if rerouter is not None and rerouter.enabled and event.status is not None:
+        reported = DeliveryStatus(event.status)
+        current = DeliveryStatus(message.status)
+        if (
+            reported in _NEGATIVE
+            and takes_precedence(current, message.status_occurred_at, reported, event.occurred_at)
+            and await rerouter.reroute(session, message, event, now)
+        ):
+            event.applied_at = now
+            await message_status_changed(session, [message.message_id], now=now)
+            return True
+    moved = apply_report(message, event, now)
+    await message_status_changed(session, [message.message_id], now=now)  # the app's event
+    return moved
+
+
 async def lock_provider_message(
     session: AsyncSession, provider_kind: str, provider_message_id: str
 ) -> None:
@@ -90,7 +131,9 @@ async def message_for_update(
     ).scalar_one_or_none()
 
 
-async def apply_pending_reports(session: AsyncSession, *, now: datetime, limit: int = 200) -> int:
+async def apply_pending_reports(
+    session: AsyncSession, *, now: datetime, limit: int = 200, rerouter: Rerouter | None = None
+) -> int:
     """Apply stored reports whose message has appeared since (the report overtook the
     commit of the send). Returns how many were applied. Runs in every dispatcher round."""
     pending = (
@@ -112,12 +155,17 @@ async def apply_pending_reports(session: AsyncSession, *, now: datetime, limit: 
         )
     ).all()
     for event, message in pending:
-        apply_report(message, event, now)
+        await apply_or_reroute(session, message, event, now, rerouter)
     return len(pending)
 
 
 async def apply_reports_waiting_for(
-    session: AsyncSession, *, provider_kind: str, provider_message_id: str, now: datetime
+    session: AsyncSession,
+    *,
+    provider_kind: str,
+    provider_message_id: str,
+    now: datetime,
+    rerouter: Rerouter | None = None,
 ) -> int:
     """Right after a send is recorded: apply the reports that arrived before it."""
     events = list(
@@ -140,5 +188,5 @@ async def apply_reports_waiting_for(
     if message is None:
         return 0
     for event in events:
-        apply_report(message, event, now)
+        await apply_or_reroute(session, message, event, now, rerouter)
     return len(events)

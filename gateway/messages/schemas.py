@@ -47,6 +47,10 @@ class MessageAccepted(msgspec.Struct, frozen=True):
     encoding: str
     send_at: datetime | None
     created_at: datetime
+    #: List-price estimate for the account expected to take it (decimal string, never a
+    #: float); null when the price tables have no figure.
+    estimated_cost: str | None = None
+    cost_currency: str | None = None
 
 
 class BatchItemResult(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -103,6 +107,11 @@ class MessageView(msgspec.Struct, frozen=True):
     sent_at: datetime | None
     completed_at: datetime | None
     attempts: list[AttemptView]
+    #: Decimal strings in ``cost_currency``: the list-price estimate for the account that
+    #: took it, and what the provider billed (null until known; Twilio's arrives late).
+    estimated_cost: str | None = None
+    billed_cost: str | None = None
+    cost_currency: str | None = None
 
 
 class MessageSummary(msgspec.Struct, frozen=True):

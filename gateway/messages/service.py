@@ -18,7 +18,11 @@ from sqlalchemy.orm import selectinload
 
 from gateway.api.problems import Problem
 from gateway.clock import new_id
+from gateway.consent.guard import ensure_may_send
+from gateway.costs.quote import Quoter
+from gateway.costs.spend import charge_app
 from gateway.db.models import Message
+from gateway.events.record import message_status_changed
 from gateway.messages.quotas import charge_quota
 from gateway.messages.schemas import SendMessageRequest
 from gateway.messages.validation import ValidatedMessage
@@ -55,6 +59,7 @@ async def accept_message(
     fingerprint: str,
     now: datetime,
     quota: AppQuota | None = None,
+    quoter: Quoter | None = None,
 ) -> tuple[Message, bool]:
     """Store a new message; with an Idempotency-Key already used, return that message.
 
@@ -66,12 +71,21 @@ async def accept_message(
         existing = await by_idempotency_key(session, app, idempotency_key)
         if existing is not None:
             return replay(existing, fingerprint), True
+    # After the replay: a message stored before the STOP is still the answer to its key
+    # (the dispatcher fails it, unsent). Before the insert: an opted-out person gets 422.
+    await ensure_may_send(session, message.to, message.sender)
 
     row = new_message_row(app, message, idempotency_key, fingerprint, now)
+    if quoter is not None:  # the 202's estimate; 429 when every route account is capped
+        await quoter.load_caps(session, now)
+        quoter.price(row, message, now)
     session.add(row)
     try:
         if quota is not None:
             await charge_quota(session, app, quota, count=1, now=now)
+        await charge_app(
+            session, app, quota, amount=row.estimated_cost, currency=row.cost_currency, now=now
+        )
         await session.commit()
     except IntegrityError:
         await session.rollback()
@@ -119,6 +133,9 @@ def new_message_row(
         valid_until=valid_until,
         created_at=now,
         updated_at=now,
+        # On the billing job's agenda from the start (gateway/costs/billing.py).
+        price_check_at=now,
+        price_checks=0,
     )
 
 
@@ -214,6 +231,8 @@ async def cancel_message(
         .execution_options(synchronize_session=False)
     )
     canceled = result.rowcount
+    if canceled:
+        await message_status_changed(session, [message_id], now=now)  # in the same commit
     await session.commit()
     row = await get_message(session, app, message_id)
     if row is None:

@@ -45,6 +45,8 @@ from gateway.routing.model import (
     Rule,
     Strategy,
 )
+from providers.report_failures import NEVER_FAILED_OVER
+from providers.types import ReportFailure
 
 __all__ = ["check_price_tables", "default_routing", "parse_routing"]
 
@@ -54,7 +56,10 @@ _E164_PREFIX = re.compile(r"^\+[1-9][0-9]{0,14}$")
 _RULE_KEYS = (
     *("name", "accounts", "strategy", "weights"),
     *("countries", "prefixes", "message_types", "apps"),
+    *("failover_on_report", "max_sends"),
 )
+#: With ``failover_on_report`` and no ``max_sends``: the first account and one more.
+_DEFAULT_MAX_SENDS_ON_REPORT = 2
 _WEIGHT_TOTAL = 100
 
 
@@ -213,7 +218,47 @@ def _parse_rule(
         prefixes=_criterion(raw, "prefixes", where, fail, _check_prefix),
         message_types=_message_types(_criterion(raw, "message_types", where, fail, _check_type)),
         apps=_criterion(raw, "apps", where, fail, _check_app),
+        **_report_failover(raw, where, len(names), fail),
     )
+
+
+def _report_failover(
+    raw: Mapping[str, Any], where: str, accounts: int, fail: _Fail
+) -> dict[str, Any]:
+    """``failover_on_report`` (failure classes) and ``max_sends`` (a cap, counting the
+    first send): a message that a carrier reported undelivered may be sent once more."""
+    classes = _strings(raw, "failover_on_report", where, fail)
+    max_sends = raw.get("max_sends")
+    if classes is None:
+        if max_sends is not None:
+            raise fail(f"{where}.max_sends", "is only used with failover_on_report")
+        return {}
+    key = f"{where}.failover_on_report"
+    allowed = [c.value for c in ReportFailure if c not in NEVER_FAILED_OVER]
+    for name in classes:
+        if name in {c.value for c in NEVER_FAILED_OVER}:
+            raise fail(
+                key,
+                f"{name!r} is never failed over: another provider would reach the same "
+                "person who opted out, or the same number that cannot receive",
+            )
+        if name not in allowed:
+            raise fail(key, f"unknown failure class {name!r} (one of: {', '.join(allowed)})")
+    if accounts < 2:
+        raise fail(key, "needs a rule with two accounts or more: one to fail over to")
+    if max_sends is None:
+        max_sends = _DEFAULT_MAX_SENDS_ON_REPORT
+    if not isinstance(max_sends, int) or isinstance(max_sends, bool):
+        raise fail(f"{where}.max_sends", "must be an integer")
+    if not 2 <= max_sends <= accounts:
+        raise fail(
+            f"{where}.max_sends",
+            f"must be from 2 (one failover) to the rule's {accounts} accounts (got {max_sends})",
+        )
+    return {
+        "failover_on_report": frozenset(ReportFailure(c) for c in classes),
+        "max_sends": max_sends,
+    }
 
 
 def _strings(raw: Mapping[str, Any], key: str, where: str, fail: _Fail) -> tuple[str, ...] | None:

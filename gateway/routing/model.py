@@ -8,6 +8,7 @@ import msgspec
 
 from gateway.costs.pricing import MessageType
 from gateway.routing.breaker import BreakerSettings
+from providers.types import ReportFailure
 
 __all__ = ["AccountRef", "RoutingConfig", "RoutingConfigError", "Rule", "Strategy"]
 
@@ -42,6 +43,11 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True):
     prefixes: tuple[str, ...] | None = None
     message_types: tuple[MessageType, ...] | None = None
     apps: tuple[str, ...] | None = None
+    #: Failure classes of an ``undelivered``/``failed`` delivery report after which the
+    #: message is sent again through the rule's next account (empty: never).
+    failover_on_report: frozenset[ReportFailure] = frozenset()
+    #: How many providers may accept one message in all, counting failovers on reports.
+    max_sends: int = 1
 
     @property
     def is_default(self) -> bool:

@@ -41,8 +41,8 @@ MessagingServiceSid is given without From). A fetch made ``state.settle_after_se
 ``completed_at``) are creation time + ``settle_after_seconds``. When status callbacks are sent
 (below), each one moves the message first ("sent", then final), stamped with the state clock
 at that moment, whichever of fetch or callback comes first; a status never moves backwards.
-Twilio's ``price`` is null until the message is sent, afterwards ``-0.00830`` per segment
-(``-0.02200`` per MMS); Telnyx's ``cost`` is
+Twilio's ``price`` is null until the message's status is final, afterwards ``-0.00830`` per
+segment (``-0.02200`` per MMS), undelivered included; Telnyx's ``cost`` is
 ``0.0040`` per part from the start. Segment counts are a simple estimate (160/153 GSM-7,
 70/67 UCS-2).
 

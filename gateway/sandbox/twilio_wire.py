@@ -108,21 +108,19 @@ def finalize(message: TwilioMessage, at: float) -> bool:
     message.error_message = error_message
     message.updated_at = at
     message.settled = True
+    # Twilio fills the price some time after the message left ("may not be immediately
+    # available", PROTOCOLS.md C.2); the simulator shows it once the status is final, so
+    # a fetch before that sees null, as the real API may. Undelivered is charged too.
+    message.price = PRICE_PER_MMS if message.media else PRICE_PER_SMS_SEGMENT * message.segments
     return True
 
 
 def _leave(message: TwilioMessage, at: float) -> None:
-    """What is fixed once the message leaves for the carrier: sender, date_sent, price."""
+    """What is fixed once the message leaves for the carrier: sender, date_sent."""
     if message.sent_at is not None:
         return
     message.from_ = message.from_ or POOL_SENDER
     message.sent_at = at
-    # Twilio fills the price once the message has left for the carrier; it charges for
-    # undelivered messages too.
-    if message.media:
-        message.price = PRICE_PER_MMS
-    else:
-        message.price = PRICE_PER_SMS_SEGMENT * message.segments
 
 
 def status_params(message: TwilioMessage, status: str) -> dict[str, str]:

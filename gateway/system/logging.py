@@ -35,8 +35,13 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # The SDKs log whole requests (bodies, numbers) at DEBUG/INFO: keep them quiet.
-    for noisy in ("twilio", "telnyx", "httpx", "httpcore", "aiohttp", "uvicorn.access"):
+    # The SDKs log whole requests (bodies, numbers) at DEBUG/INFO, and the database
+    # drivers every statement with its parameters (aiosqlite at DEBUG, SQLAlchemy's engine
+    # at INFO): keep them quiet at any level, or GATEWAY_LOG_LEVEL=DEBUG would log bodies.
+    for noisy in (
+        *("twilio", "telnyx", "httpx", "httpcore", "aiohttp", "uvicorn.access"),
+        *("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool"),
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -15,11 +15,27 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import new_id
+from gateway.consent.inbound import (
+    REPLY_IN_ANSWER,
+    apply_keyword,
+    keyword_of,
+    learn_from_report,
+    queue_reply,
+)
+from gateway.consent.keywords import Keyword
+from gateway.costs.billing import record_billed_cost
 from gateway.db.dialect import insert
 from gateway.db.models import InboundRecord, Message, WebhookEvent
 from gateway.dispatch.reconcile import adopt
-from gateway.messages.delivery import apply_report, lock_provider_message, message_for_update
-from providers import DeliveryReport, InboundMessage, ProviderEvent
+from gateway.events.record import inbound_received
+from gateway.messages.delivery import (
+    Rerouter,
+    apply_or_reroute,
+    lock_provider_message,
+    message_for_update,
+)
+from gateway.settings import ConsentSettings
+from providers import DeliveryReport, DeliveryStatus, InboundMessage, ProviderEvent
 
 
 class IngestResult(msgspec.Struct):
@@ -27,6 +43,12 @@ class IngestResult(msgspec.Struct):
     duplicates: int = 0
     applied: int = 0
     pending: int = 0
+    #: Negative reports that sent their message back to the queue (failover on report).
+    rerouted: int = 0
+    #: A keyword's answer to give in the webhook's answer (TwiML ``<Message>``).
+    reply: str | None = None
+    #: Keyword answers stored in the outbox (providers that cannot answer in the webhook).
+    queued_replies: int = 0
 
 
 async def record_events(
@@ -38,6 +60,8 @@ async def record_events(
     inbound_numbers: dict[str, str],
     now: datetime,
     reference: str | None = None,
+    rerouter: Rerouter | None = None,
+    consent: ConsentSettings | None = None,
 ) -> IngestResult:
     """``reference`` is the gateway message id the callback URL carried (``?ref=``), if any:
     it lets a report adopt a message whose send had an unknown outcome."""
@@ -69,6 +93,8 @@ async def record_events(
         ).scalar_one_or_none()
         if inserted is None:
             result.duplicates += 1
+            if isinstance(event, InboundMessage) and consent is not None:
+                result.reply = _answer_again(event, provider_kind, consent) or result.reply
             continue
         result.recorded += 1
         stored = await session.get_one(WebhookEvent, inserted)
@@ -87,9 +113,30 @@ async def record_events(
             if message is None:
                 result.pending += 1  # applied when the message's send commit lands
                 continue
-            apply_report(message, stored, now)
+            if message.provider_message_id == event.provider_message_id:  # Telnyx's cost
+                record_billed_cost(message, event.cost, now=now)
+            status_before = message.status
+            await apply_or_reroute(session, message, stored, now, rerouter)
+            if message.status == DeliveryStatus.ACCEPTED and status_before != message.status:
+                result.rerouted += 1
+            if consent is not None:  # a report of 21610/40300: the person opted out
+                await learn_from_report(
+                    session,
+                    message,
+                    provider_kind=provider_kind,
+                    error_code=event.error_code,
+                    account=account,
+                    consent=consent,
+                    now=now,
+                )
         else:
-            await _store_inbound(session, event, provider_kind, account, inbound_numbers, now)
+            keyword = keyword_of(event, provider_kind, consent) if consent is not None else None
+            if keyword is None:  # an ordinary message, for the app that owns it
+                await _store_inbound(session, event, provider_kind, account, inbound_numbers, now)
+            elif consent is not None:  # STOP/START/HELP/rules: the gateway's, not an app's
+                await _keyword(
+                    session, event, keyword, provider_kind, account, consent, now, result
+                )
             stored.applied_at = now
         result.applied += 1
     return result
@@ -122,6 +169,7 @@ async def _store_inbound(
         )
         .on_conflict_do_nothing(index_elements=["provider_kind", "provider_message_id"])
     )
+    await inbound_received(session, provider_kind, event.provider_message_id, now=now)
 
 
 async def _last_app_to_message(session: AsyncSession, number: str) -> str | None:
@@ -134,3 +182,45 @@ async def _last_app_to_message(session: AsyncSession, number: str) -> str | None
             .limit(1)
         )
     ).scalar_one_or_none()
+
+
+async def _keyword(
+    session: AsyncSession,
+    event: InboundMessage,
+    keyword: Keyword,
+    provider_kind: str,
+    account: str,
+    consent: ConsentSettings,
+    now: datetime,
+    result: IngestResult,
+) -> None:
+    """A keyword moves the ledger and is answered in the provider's dialect: in the
+    webhook's answer where it can carry one, else through the outbox."""
+    await apply_keyword(
+        session,
+        event,
+        keyword,
+        provider_kind=provider_kind,
+        account=account,
+        consent=consent,
+        now=now,
+    )
+    if not keyword.reply:
+        return
+    if provider_kind in REPLY_IN_ANSWER:
+        result.reply = keyword.reply
+    elif await queue_reply(
+        session, event, keyword.reply, provider_kind=provider_kind, account=account, now=now
+    ):
+        result.queued_replies += 1
+
+
+def _answer_again(
+    event: InboundMessage, provider_kind: str, consent: ConsentSettings
+) -> str | None:
+    """A provider that retries a webhook whose answer carried a reply did not get that
+    answer: give it again (the ledger effect happened once, with the first copy)."""
+    if provider_kind not in REPLY_IN_ANSWER:
+        return None  # the outbox answer was stored once, with the first copy
+    keyword = keyword_of(event, provider_kind, consent)
+    return keyword.reply if keyword is not None and keyword.reply else None

@@ -91,7 +91,11 @@ async def receive_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
             inbound_numbers=state.settings.inbound_numbers,
             now=utcnow(),
             reference=request.query_params.get("ref"),
+            rerouter=state.planner.report_failover if state.planner else None,
+            consent=state.settings.consent,
         )
+    if result.rerouted or result.queued_replies:  # due now: no need to wait for a poll
+        state.dispatch_wakeup.set()
     for outcome in ("recorded", "duplicates", "applied", "pending"):
         if count := getattr(result, outcome):
             WEBHOOK_EVENTS.labels(provider=receiver.kind, outcome=outcome).inc(count)
@@ -105,5 +109,5 @@ async def receive_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
             "pending": result.pending,
         },
     )
-    ack = receiver.ack(None)
+    ack = receiver.ack(result.reply)  # a keyword's answer, where the dialect can carry it
     return Response(content=ack.body, status_code=ack.status, media_type=ack.content_type)

@@ -141,7 +141,11 @@ def _healthy(base_url: str) -> bool:
 
 
 def start_sandbox(
-    processes: ProcessGroup, env: dict[str, str], *extra: str, name: str = "gateway"
+    processes: ProcessGroup,
+    env: dict[str, str],
+    *extra: str,
+    name: str = "gateway",
+    startup_timeout: float = 30,
 ) -> RunningGateway:
     """``serve --sandbox`` on a free loopback port; returns once it answers /health, with the
     API key it printed."""
@@ -158,15 +162,19 @@ def start_sandbox(
         assert launched.process.poll() is None, f"{name} exited: {launched.log_text()}"
         return False
 
-    wait_for(printed_key, timeout=30, what=f"{name} to print its API key")
+    wait_for(printed_key, timeout=startup_timeout, what=f"{name} to print its API key")
     assert api_key.startswith("sgw_"), launched.log_text()
     base_url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _healthy(base_url), timeout=30, what=f"{name} to answer /health")
+    wait_for(lambda: _healthy(base_url), timeout=startup_timeout, what=f"{name} to answer /health")
     return RunningGateway(launched.process, base_url, api_key, launched.log)
 
 
 def start_workers(
-    processes: ProcessGroup, env: dict[str, str], sandbox_url: str, *names: str
+    processes: ProcessGroup,
+    env: dict[str, str],
+    sandbox_url: str,
+    *names: str,
+    startup_timeout: float = 30,
 ) -> list[Launched]:
     """``worker --sandbox URL`` processes, started together; returns once every one of them
     has its dispatcher loop running."""
@@ -177,7 +185,7 @@ def start_workers(
             assert worker.process.poll() is None, f"{worker.name} exited: {worker.log_text()}"
         return all('"event": "dispatcher started"' in w.log_text() for w in launched)
 
-    wait_for(started, timeout=30, what=f"{', '.join(names)} to start dispatching")
+    wait_for(started, timeout=startup_timeout, what=f"{', '.join(names)} to start dispatching")
     return launched
 
 

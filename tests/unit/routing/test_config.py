@@ -19,6 +19,7 @@ from gateway.routing import (
     default_routing,
     parse_routing,
 )
+from providers.types import ReportFailure
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "config" / "routing.example.toml"
@@ -132,7 +133,7 @@ R0 = "config/gateway.toml: routing.rules[0]"
             [{"name": "x", "accounts": ["twilio"], "country": ["GB"]}],
             f"{R0}: unknown key "
             "'country' (expected one of: name, accounts, strategy, weights, countries, prefixes, "
-            "message_types, apps)",
+            "message_types, apps, failover_on_report, max_sends)",
         ),
         (
             [{"name": "x", "accounts": ["twilio"], "countries": ["UK"]}, DEFAULT],
@@ -269,6 +270,65 @@ def test_rule_errors(rules: list[Any], message: str) -> None:
     with pytest.raises(RoutingConfigError) as caught:
         parse(*rules)
     assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_failover_on_report_names_failure_classes_and_a_cap() -> None:
+    both = ["twilio", "telnyx", "twilio-eu"]
+    plain, capped = parse(
+        {"name": "otp", "apps": ["otp"], "accounts": both, "failover_on_report": ["unreachable"]},
+        {
+            "name": "default",
+            "accounts": both,
+            "failover_on_report": ["filtered", "unknown"],
+            "max_sends": 3,
+        },
+    ).rules
+    assert (plain.failover_on_report, plain.max_sends) == ({ReportFailure.UNREACHABLE}, 2)
+    assert capped.failover_on_report == {ReportFailure.FILTERED, ReportFailure.UNKNOWN}
+    assert capped.max_sends == 3
+    # Without the key, a report never sends again.
+    assert parse(DEFAULT).rules[0].failover_on_report == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"failover_on_report": ["opted_out"]},
+            "'opted_out' is never failed over: another provider would reach the same person",
+        ),
+        (
+            {"failover_on_report": ["unreachable", "invalid_number"]},
+            "'invalid_number' is never failed over",
+        ),
+        ({"failover_on_report": ["handset_off"]}, "unknown failure class 'handset_off' (one of: "),
+        ({"failover_on_report": "unreachable"}, "failover_on_report: must be a list of strings"),
+        ({"max_sends": 2}, "max_sends: is only used with failover_on_report"),
+        (
+            {"failover_on_report": ["unreachable"], "max_sends": 1},
+            "max_sends: must be from 2 (one failover) to the rule's 2 accounts (got 1)",
+        ),
+        (
+            {"failover_on_report": ["unreachable"], "max_sends": 3},
+            "max_sends: must be from 2 (one failover) to the rule's 2 accounts (got 3)",
+        ),
+        (
+            {"failover_on_report": ["unreachable"], "max_sends": "2"},
+            "max_sends: must be an integer",
+        ),
+    ],
+)
+def test_failover_on_report_errors(extra: dict[str, Any], message: str) -> None:
+    rule = {"name": "default", "accounts": ["twilio", "telnyx"], **extra}
+    with pytest.raises(RoutingConfigError) as caught:
+        parse(rule)
+    assert str(caught.value).startswith(f"{R0}."), str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_failover_on_report_needs_somewhere_to_go() -> None:
+    with pytest.raises(RoutingConfigError, match="two accounts or more"):
+        parse({"name": "default", "accounts": ["twilio"], "failover_on_report": ["unreachable"]})
 
 
 def test_weights_error_points_at_the_right_rule() -> None:

@@ -1,4 +1,4 @@
-"""Cost: estimated and billed cost per message, price facts, spend caps (filled by the cost work).
+"""Cost: estimated and billed cost per message, price checks, daily spend counters (caps).
 
 Revision ID: 0004
 Revises: 0003
@@ -26,10 +26,24 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("price_checks", sa.Integer(), nullable=False, server_default="0")
         )
+        batch.add_column(sa.Column("estimate_account", sa.String(64), nullable=True))
+    op.create_index("ix_messages_price_check_at", "messages", ["price_check_at"])
+    op.create_table(
+        "spend_counters",
+        sa.Column("scope", sa.String(16), nullable=False),
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("day", DateTimeUTC(timezone=True), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("amount", sa.Numeric(14, 6), nullable=False),
+        sa.PrimaryKeyConstraint("scope", "name", "day", "currency", name=op.f("pk_spend_counters")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("spend_counters")
+    op.drop_index("ix_messages_price_check_at", table_name="messages")
     with op.batch_alter_table("messages") as batch:
+        batch.drop_column("estimate_account")
         batch.drop_column("price_checks")
         batch.drop_column("price_check_at")
         batch.drop_column("cost_currency")

@@ -1,0 +1,248 @@
+"""The cost report over a million stored messages on PostgreSQL (issue 6, item 8).
+
+Builds 1,000,000 messages with ``COPY`` (asyncpg's binary ``copy_records_to_table``): three
+accounts, eight countries, five apps, a month of creation times, SMS of 1-4 segments and a
+few MMS, most delivered with billed and estimated costs. Then, in the same run and on the
+same rows, it times
+
+* the baseline: ``SELECT count(*), sum(segments) FROM messages`` over the same window (the
+  least any report over these rows must read), and
+* the report itself, as ``GET /v1/reports/costs`` builds it (both queries, the what-if at
+  every account's list price, the scorecard's percentiles): the operator's view grouped by
+  provider and country, by provider, country and app, and one app's view.
+
+Each is run ``--repeat`` times after one warm-up; the median is reported, with the ratio to
+the baseline. Target: the report under 1 s. Not a timed test: run it by hand.
+
+    .venv/bin/python -m bench.cost_report [--rows 1000000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import func, select
+
+from gateway.costs.pricing import load_price_tables
+from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.db.migrate import upgrade
+from gateway.db.models import Message
+from gateway.reports import build_report, parse_params
+from gateway.reports.service import PricedAccount
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_SECONDS = 1.0
+START = datetime(2026, 10, 1, tzinfo=UTC)
+DAYS = 30
+ACCOUNTS = (("twilio-main", "twilio"), ("telnyx-main", "telnyx"), ("twilio-eu", "twilio"))
+#: Country, a national number of it, and its weight in the traffic.
+COUNTRIES = (
+    ("US", "+1415555", 50),
+    ("CA", "+1604555", 8),
+    ("GB", "+4474001", 12),
+    ("DE", "+4915112", 8),
+    ("FR", "+3361234", 7),
+    ("IN", "+9198765", 7),
+    ("BR", "+5511987", 5),
+    ("AU", "+6141234", 3),
+)
+APPS = ("billing", "shipping", "auth", "marketing", "support")
+COLUMNS = (
+    "message_id",
+    "app",
+    "to_number",
+    "body",
+    "media_urls",
+    "encoding",
+    "segments",
+    "status",
+    "provider_account",
+    "provider_kind",
+    "metadata",
+    "attempt_count",
+    "created_at",
+    "updated_at",
+    "sent_at",
+    "completed_at",
+    "country",
+    "estimated_cost",
+    "billed_cost",
+    "cost_currency",
+)
+
+
+def records(count: int, seed: int = 6) -> Iterator[tuple[Any, ...]]:
+    """Deterministic, varied rows: what a month of a company's traffic could look like."""
+    rng = random.Random(seed)
+    weights = [c[2] for c in COUNTRIES]
+    step = timedelta(days=DAYS) / count
+    for n in range(count):
+        country, prefix, _ = rng.choices(COUNTRIES, weights)[0]
+        account, kind = ACCOUNTS[rng.randrange(len(ACCOUNTS))]
+        created = START + step * n
+        mms = rng.random() < 0.03
+        segments = 1 if mms else rng.choice((1, 1, 1, 1, 2, 2, 3, 4))
+        roll = rng.random()
+        status = "delivered" if roll < 0.92 else "undelivered" if roll < 0.96 else "sent"
+        sent = created + timedelta(milliseconds=rng.randint(50, 900))
+        completed = (
+            sent + timedelta(milliseconds=int(rng.lognormvariate(8.0, 0.8)))
+            if status != "sent"
+            else None
+        )
+        unit = Decimal("0.0200") if mms else Decimal("0.0079") * segments
+        estimated = unit.quantize(Decimal("0.000001"))
+        billed = (
+            (estimated + Decimal(rng.randint(-5, 15)) / 10000).quantize(Decimal("0.000001"))
+            if rng.random() < 0.9
+            else None
+        )
+        yield (
+            f"msg_bench{n:010d}",
+            APPS[n % len(APPS)],
+            f"{prefix}{n % 10000:04d}",
+            "bench",
+            '["https://example.com/a.png"]' if mms else "[]",
+            "GSM-7",
+            segments,
+            status,
+            account,
+            kind,
+            "{}",
+            1,
+            created,
+            completed or sent,
+            sent,
+            completed,
+            country,
+            estimated,
+            billed,
+            "USD",
+        )
+
+
+async def fill(dsn: str, count: int) -> float:
+    connection = await asyncpg.connect(dsn)
+    try:
+        started = time.monotonic()
+        batch: list[tuple[Any, ...]] = []
+        for record in records(count):
+            batch.append(record)
+            if len(batch) == 100_000:
+                await connection.copy_records_to_table("messages", records=batch, columns=COLUMNS)
+                batch = []
+        if batch:
+            await connection.copy_records_to_table("messages", records=batch, columns=COLUMNS)
+        await connection.execute("VACUUM ANALYZE messages")
+        return time.monotonic() - started
+    finally:
+        await connection.close()
+
+
+async def timed(run: Callable[[], Awaitable[object]], repeat: int) -> list[float]:
+    await run()  # warm-up: caches, plans
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        await run()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load1, load5, _ = os.getloadavg()
+    return (
+        f"{cpu} x {os.cpu_count()}; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}; load average {load1:.1f} / {load5:.1f} at start"
+    )
+
+
+async def measure(url: str, rows: int, repeat: int) -> bool:
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+        print(f"filling {rows:,} messages with COPY ...", flush=True)
+        filled = await fill(url.replace("postgresql+asyncpg://", "postgresql://"), rows)
+        print(f"filled in {filled:.1f} s (with VACUUM ANALYZE)", flush=True)
+        prices = load_price_tables(REPO / "config" / "pricing")
+        accounts = [PricedAccount(name, kind) for name, kind in ACCOUNTS]
+        sessions = create_sessionmaker(engine)
+        since, until = START.isoformat(), (START + timedelta(days=DAYS)).isoformat()
+        window = parse_params(since, until, "")
+
+        async def baseline() -> object:
+            async with sessions() as session:
+                query = select(func.count(), func.sum(Message.segments)).where(
+                    Message.created_at >= window.since, Message.created_at < window.until
+                )
+                return (await session.execute(query)).one()
+
+        base = statistics.median(await timed(baseline, repeat))
+        print(f"baseline count(*), sum(segments) over {rows:,} rows: {base * 1000:.0f} ms")
+        met = True
+        for label, group_by, app in (
+            ("operator, provider,country", "provider,country", None),
+            ("operator, provider,country,app", "provider,country,app", None),
+            ("app 'billing', provider,country", "provider,country", "billing"),
+        ):
+            params = parse_params(since, until, group_by, app=app)
+
+            async def report(params: Any = params) -> object:
+                async with sessions() as session:
+                    return await build_report(session, params, accounts=accounts, prices=prices)
+
+            times = await timed(report, repeat)
+            built: Any = await report()
+            took = statistics.median(times)
+            verdict = "PASS" if took < TARGET_SECONDS else "MISS"
+            met = met and took < TARGET_SECONDS
+            print(
+                f"report ({label}): median {took * 1000:.0f} ms of {repeat} "
+                f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); "
+                f"{took / base:.1f} x the baseline; {built.totals.messages:,} messages, "
+                f"{len(built.groups)} groups; target < {TARGET_SECONDS:.0f} s: {verdict}"
+            )
+        return met
+    finally:
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    from tests.support.postgres import start_postgres
+
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}", flush=True)
+    server = start_postgres()
+    try:
+        url = server.create_database("bench_cost_report")
+        met = asyncio.run(measure(url, args.rows, args.repeat))
+    finally:
+        server.stop()
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""(d) End-to-end messages per second: ``POST /v1/messages`` → dispatcher → simulated provider
+→ signed delivery report → ``delivered``, with every part a real process.
+
+- PostgreSQL (the default): one ``serve --sandbox --no-dispatcher`` (the API, the simulators
+  and the webhook route) and ``--workers`` (2) ``sms-gateway worker --sandbox`` processes
+  sharing its database, so both cores work (README "Sandbox workers").
+- SQLite: one ``serve --sandbox`` process that does everything.
+
+The load generator sends ``-n`` messages at 50 connections; the rate is messages over the
+time from the first accept to the last ``delivered`` (database timestamps). The sandbox waits
+1 s between a message's ``sent`` and final reports, which adds 1 s to every latency and to
+the span. Also printed: the rate at which messages reached the simulator (``sent_at``),
+which is what Jasmin's figure counts (its SMPP simulator receiving ``submit_sm``).
+
+    .venv/bin/python -m bench.e2e [--quick] [-n 5000] [--workers 2] [--engines postgres]
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.accept import accept_requests
+from bench.common import (
+    CONCURRENCY,
+    PYTHON,
+    Check,
+    Gateway,
+    Processes,
+    Report,
+    base_parser,
+    fill_messages,
+    finish,
+    gateway_env,
+    load,
+    machine,
+    new_database,
+    percentiles,
+    processes,
+    row_counts,
+    send_one,
+    start_gateway,
+    wait_for,
+    write_requests,
+)
+
+#: Jasmin's end-to-end rate when last measured here (shared/peers/jasmin/REPORT.md); a run
+#: of bench.jasmin in the same sitting replaces it.
+JASMIN_E2E = 500.0
+
+
+def measure(
+    report: Report,
+    group: Processes,
+    *,
+    engine_kind: str,
+    rows: int,
+    n: int,
+    workers: int,
+    jasmin_e2e: float,
+) -> float:
+    engine = new_database(engine_kind, f"e2e_{rows}", group.directory)
+    gateway: Gateway | None = None
+    try:
+        if engine_kind == "postgres":
+            gateway = start_gateway(group, engine, "--no-dispatcher", name=f"e2e-serve-{rows}")
+        else:
+            gateway = start_gateway(group, engine, name=f"e2e-serve-{rows}")
+        template = send_one(gateway)
+        if rows:
+            seconds = fill_messages(gateway.db, rows, template)
+            report.say(f"   {rows:,} filler rows inserted in {seconds:.1f} s")
+        launched = [gateway.launched]
+        if engine_kind == "postgres":
+            env = gateway_env(engine.url, gateway.seed)
+            for index in range(workers):
+                launched.append(
+                    group.start(
+                        f"e2e-worker-{rows}-{index}",
+                        [PYTHON, "-m", "gateway.cli", "worker", "--sandbox", gateway.base_url],
+                        env,
+                    )
+                )
+            wait_for(
+                lambda: all('"dispatcher started"' in w.log_text() for w in launched[1:]),
+                timeout=60,
+                what="the workers to start",
+            )
+        wait_for(
+            lambda: (
+                gateway.db.scalar(
+                    "SELECT count(*) FROM messages WHERE status = 'delivered' AND message_id = :m",
+                    m=template,
+                )
+                == 1
+            ),
+            timeout=60,
+            what="the template message to be delivered",
+        )
+        requests = write_requests(
+            group.directory / f"e2e-{engine_kind}-{rows}.jsonl",
+            accept_requests(n, gateway.headers),
+        )
+        cpu_before = sum(p.cpu_seconds() for p in launched)
+        started = time.monotonic()
+        accepted = load(gateway.base_url, requests, warmup=0, server=launched)
+        measured = "message_id <> :m AND message_id NOT LIKE 'msg_fill_%'"
+
+        def all_final() -> bool:
+            for p in launched:
+                if p.process.poll() is not None:
+                    raise RuntimeError(f"{p.name} exited: {p.log_text()[-2000:]}")
+            left = gateway.db.scalar(
+                f"SELECT count(*) FROM messages WHERE {measured} AND status IN "
+                "('accepted', 'sending', 'queued', 'sent', 'unknown')",
+                m=template,
+            )
+            return int(left) == 0
+
+        wait_for(all_final, timeout=1800, what="every message to reach a final status")
+        cpu = (sum(p.cpu_seconds() for p in launched) - cpu_before) / (time.monotonic() - started)
+        rows_out = gateway.db.rows(
+            f"SELECT status, created_at, sent_at, updated_at FROM messages WHERE {measured}",
+            m=template,
+        )
+        delivered = [r for r in rows_out if r[0] == "delivered"]
+        first = min(r[1] for r in rows_out)
+        span = (max(r[3] for r in delivered) - first).total_seconds()
+        handed = [r[2] for r in rows_out if r[2] is not None]
+        handed_rate = len(handed) / (max(handed) - first).total_seconds()
+        rate: float = len(delivered) / span
+        p50, p99 = percentiles([(r[3] - r[1]).total_seconds() * 1000 for r in delivered])
+        setup = f"{workers} workers" if engine_kind == "postgres" else "one process"
+        label = f"(d) e2e {engine_kind} ({setup}), {rows:,} rows"
+        report.say(
+            f"{label}\n   accepted {accepted.describe()}\n"
+            f"   delivered {len(delivered)} of {n}: {rate:.0f} msg/s end to end "
+            f"(send→delivered p50 {p50:.0f} ms, p99 {p99:.0f} ms, including the sandbox's 1 s "
+            f"report delay); reached the simulator at {handed_rate:.0f} msg/s; "
+            f"all gateway processes {cpu:.2f} cores"
+        )
+        report.data[label] = {
+            "accept": accepted.raw,
+            "delivered": len(delivered),
+            "rate": rate,
+            "handed_over_rate": handed_rate,
+            "p50_ms": p50,
+            "p99_ms": p99,
+        }
+        report.check(
+            Check(
+                f"{label} vs Jasmin e2e {jasmin_e2e:.0f}/s",
+                rate * len(delivered) / n / jasmin_e2e,
+                2.0,
+                unit="x",
+            )
+        )
+        return rate
+    finally:
+        if gateway is not None:
+            gateway.db.close()
+        for p in reversed(group.launched):
+            group.stop(p)
+        engine.drop()
+
+
+def run(argv: list[str] | None = None, jasmin_e2e: float | None = None) -> Report:
+    parser = base_parser(__doc__)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--jasmin", type=float, default=None, help="Jasmin's e2e rate measured in this sitting"
+    )
+    parser.set_defaults(engines="postgres")
+    args = parser.parse_args(argv)
+    n = args.n or (1000 if args.quick else 5000)
+    jasmin = jasmin_e2e or args.jasmin or JASMIN_E2E
+    report = Report("(d) end to end")
+    report.say(f"machine: {machine()}")
+    report.say(f"{n} messages sent at {CONCURRENCY} connections")
+    with processes("e2e") as group:
+        for kind in args.engines.split(","):
+            for rows in row_counts(args) if args.rows is not None else [0]:
+                measure(
+                    report,
+                    group,
+                    engine_kind=kind,
+                    rows=rows,
+                    n=n,
+                    workers=args.workers,
+                    jasmin_e2e=jasmin,
+                )
+    finish(report, args.json)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""The event outbox's SQL: claim due events under a lease, record each attempt's outcome.
+
+A claim selects due events ``FOR UPDATE SKIP LOCKED`` (PostgreSQL: concurrent processes
+skip each other's rows; SQLite has one writer) and leases them: ``lease_expires_at`` set,
+``attempts`` + 1. A process that dies holding a lease loses it when it expires, and the
+event is claimed again: at least once, never lost.
+
+Order per subject: an event is due only when no earlier event of the same message (lower
+``seq``) is still ``pending`` (waiting, or leased and in flight), so event n+1 of a message
+is never sent before event n was delivered or given up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from gateway.db.models import AppEvent
+
+PENDING = "pending"
+DELIVERED = "delivered"
+FAILED = "failed"
+SKIPPED = "skipped"
+
+
+class ClaimedEvent(msgspec.Struct, frozen=True):
+    event_pk: int
+    event_id: str
+    app: str
+    url: str | None
+    payload: dict[str, Any]
+    attempts: int
+    created_at: datetime
+
+
+def _due(now: datetime) -> Any:
+    earlier = aliased(AppEvent)
+    blocked = exists().where(
+        earlier.subject_id == AppEvent.subject_id,
+        earlier.seq < AppEvent.seq,
+        earlier.state == PENDING,
+    )
+    return and_(
+        AppEvent.state == PENDING,
+        AppEvent.next_attempt_at <= now,
+        (AppEvent.lease_expires_at.is_(None)) | (AppEvent.lease_expires_at < now),
+        ~blocked,
+    )
+
+
+async def claim_events(
+    session: AsyncSession,
+    *,
+    owner: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    app_slots: Mapping[str, int],
+    default_slots: int,
+) -> list[ClaimedEvent]:
+    """Lease up to ``limit`` due events, at most ``app_slots[app]`` (else
+    ``default_slots``) per app: an app whose deliveries are slow fills its own slots and
+    never the others'. Apps with no free slot are not even read."""
+    if limit <= 0:
+        return []
+    full = [app for app, free in app_slots.items() if free <= 0]
+    candidates = select(AppEvent.event_pk, AppEvent.app).where(_due(now))
+    if full:
+        candidates = candidates.where(AppEvent.app.not_in(full))
+    rows = (
+        await session.execute(
+            candidates.order_by(AppEvent.next_attempt_at, AppEvent.event_pk)
+            .limit(limit * 4)
+            .with_for_update(skip_locked=True, of=AppEvent)
+        )
+    ).all()
+    taken: dict[str, int] = {}
+    chosen: list[int] = []
+    for event_pk, app in rows:
+        if taken.get(app, 0) >= app_slots.get(app, default_slots) or len(chosen) >= limit:
+            continue
+        taken[app] = taken.get(app, 0) + 1
+        chosen.append(event_pk)
+    if not chosen:
+        return []
+    claimed = (
+        await session.execute(
+            update(AppEvent)
+            .where(AppEvent.event_pk.in_(chosen), _due(now))
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + lease,
+                attempts=AppEvent.attempts + 1,
+            )
+            .returning(
+                AppEvent.event_pk,
+                AppEvent.event_id,
+                AppEvent.app,
+                AppEvent.url,
+                AppEvent.payload,
+                AppEvent.attempts,
+                AppEvent.created_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    return sorted(
+        (
+            ClaimedEvent(
+                event_pk=row[0],
+                event_id=row[1],
+                app=row[2],
+                url=row[3],
+                payload=row[4],
+                attempts=row[5],
+                created_at=row[6],
+            )
+            for row in claimed
+        ),
+        key=lambda e: e.event_pk,
+    )
+
+
+async def record_delivered(session: AsyncSession, event: ClaimedEvent, *, now: datetime) -> None:
+    # Whoever holds the lease now: the app has it, which is all that matters.
+    await session.execute(
+        update(AppEvent)
+        .where(AppEvent.event_pk == event.event_pk)
+        .values(
+            state=DELIVERED,
+            delivered_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error=None,
+        )
+    )
+
+
+async def record_attempt_failed(
+    session: AsyncSession,
+    event: ClaimedEvent,
+    *,
+    owner: str,
+    error: str,
+    next_attempt_at: datetime | None,
+    now: datetime,
+) -> None:
+    """Back to the queue until ``next_attempt_at``; ``None``: retries are over (``failed``;
+    the app can still read it from ``GET /v1/events``)."""
+    values: dict[str, object] = {
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "last_error": error[:500],
+    }
+    if next_attempt_at is None:
+        values["state"] = FAILED
+    else:
+        values["next_attempt_at"] = next_attempt_at
+    await session.execute(
+        update(AppEvent)
+        .where(
+            AppEvent.event_pk == event.event_pk,
+            AppEvent.state == PENDING,
+            AppEvent.lease_owner == owner,
+        )
+        .values(**values)
+    )
+
+
+async def record_skipped(session: AsyncSession, event: ClaimedEvent) -> None:
+    """No URL for this app: nothing to deliver (the event stays listed)."""
+    await session.execute(
+        update(AppEvent)
+        .where(AppEvent.event_pk == event.event_pk)
+        .values(
+            state=SKIPPED,
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error="no callback_url on the message and none configured for the app",
+        )
+    )

@@ -1,0 +1,201 @@
+"""Writing events into the outbox, inside the caller's transaction.
+
+Every place that changes a message's status calls :func:`message_status_changed` with the
+ids it touched, before its commit. The function compares each message's status with the
+status of the last event written for it and writes an event where they differ, so:
+
+- a call that changed nothing (a report that lost on rank, a release of a claim back to
+  the queue) writes nothing, and calling it twice is harmless;
+- one transaction that moved a message twice (claimed, then failed for its validity)
+  writes one event, for the status that was committed;
+- the event and the change commit together: no change without its event, no event for a
+  change that rolled back.
+
+A message's first status (``accepted`` or ``scheduled``) writes nothing: the app has it
+in the 202 answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.clock import new_id
+from gateway.db.models import AppEvent, InboundRecord, Message
+from providers import DeliveryStatus
+
+PENDING = "pending"
+INITIAL = frozenset({DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.value})
+
+
+async def message_status_changed(
+    session: AsyncSession, message_ids: Iterable[str], *, now: datetime
+) -> int:
+    """Write an event for each of these messages whose status differs from its last
+    event's. Returns how many were written. Call it before the commit of the change."""
+    ids = sorted(set(message_ids))
+    if not ids:
+        return 0
+    # Lock the messages first (most are already ours: the caller just updated them), then
+    # read their last events: a concurrent writer of one of them has committed both its
+    # change and its event by then, so the diff never sees one without the other.
+    # populate_existing: a bulk UPDATE earlier in the transaction does not refresh the
+    # session's copies (pending ORM changes were flushed by the autoflush just before).
+    messages = list(
+        (
+            await session.execute(
+                select(Message)
+                .where(Message.message_id.in_(ids))
+                .order_by(Message.message_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).scalars()
+    )
+    last_seq = (
+        select(AppEvent.subject_id, func.max(AppEvent.seq).label("seq"))
+        .where(AppEvent.subject_id.in_(ids))
+        .group_by(AppEvent.subject_id)
+        .subquery()
+    )
+    last = {
+        subject: (seq, status)
+        for subject, seq, status in (
+            await session.execute(
+                select(AppEvent.subject_id, AppEvent.seq, AppEvent.status).join(
+                    last_seq,
+                    and_(
+                        AppEvent.subject_id == last_seq.c.subject_id,
+                        AppEvent.seq == last_seq.c.seq,
+                    ),
+                )
+            )
+        ).all()
+    }
+    written = 0
+    for message in messages:
+        seq, previous = last.get(message.message_id, (0, None))
+        if message.status == previous or (previous is None and message.status in INITIAL):
+            continue
+        session.add(
+            _event(
+                app=message.app,
+                event_type=f"message.{message.status}",
+                subject_id=message.message_id,
+                seq=seq + 1,
+                status=message.status,
+                data=_message_data(message, previous),
+                url=message.callback_url,
+                now=now,
+            )
+        )
+        written += 1
+    if written:
+        await session.flush()
+    return written
+
+
+async def inbound_received(
+    session: AsyncSession, provider_kind: str, provider_message_id: str, *, now: datetime
+) -> None:
+    """The event for a stored inbound message, for the app that owns it (no owner: no
+    event; the message is listed for nobody). Once per inbound message."""
+    inbound = (
+        await session.execute(
+            select(InboundRecord).where(
+                InboundRecord.provider_kind == provider_kind,
+                InboundRecord.provider_message_id == provider_message_id,
+            )
+        )
+    ).scalar_one_or_none()
+    if inbound is None or inbound.app is None:
+        return
+    if (
+        await session.execute(
+            select(AppEvent.event_pk).where(AppEvent.subject_id == inbound.inbound_id)
+        )
+    ).first() is not None:
+        return
+    session.add(
+        _event(
+            app=inbound.app,
+            event_type="message.inbound",
+            subject_id=inbound.inbound_id,
+            seq=1,
+            status=None,
+            data={
+                "inbound_id": inbound.inbound_id,
+                "from": inbound.from_number,
+                "to": inbound.to_number,
+                "body": inbound.body,
+                "media_urls": list(inbound.media_urls),
+                "segments": inbound.segments,
+                "provider": inbound.account,
+                "provider_kind": inbound.provider_kind,
+                "provider_message_id": inbound.provider_message_id,
+                "occurred_at": _iso(inbound.occurred_at),
+                "received_at": _iso(inbound.received_at),
+            },
+            url=None,
+            now=now,
+        )
+    )
+    await session.flush()
+
+
+def _event(
+    *,
+    app: str,
+    event_type: str,
+    subject_id: str,
+    seq: int,
+    status: str | None,
+    data: dict[str, Any],
+    url: str | None,
+    now: datetime,
+) -> AppEvent:
+    event_id = new_id("evt")
+    return AppEvent(
+        event_id=event_id,
+        app=app,
+        event_type=event_type,
+        subject_id=subject_id,
+        seq=seq,
+        status=status,
+        # The Standard Webhooks payload shape: type, timestamp, data.
+        payload={"type": event_type, "timestamp": _iso(now), "data": data},
+        url=url,
+        state=PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+
+
+def _message_data(message: Message, previous: str | None) -> dict[str, Any]:
+    """What an app needs to act on a status change. Never the body (a verification code
+    lives there), never anything the app did not send or the provider did not say."""
+    return {
+        "message_id": message.message_id,
+        "status": message.status,
+        "previous_status": previous,
+        "to": message.to_number,
+        "from": message.sender,
+        "provider": message.provider_account,
+        "provider_message_id": message.provider_message_id,
+        "error_code": message.error_code,
+        "error_detail": message.error_detail,
+        "segments": message.segments,
+        "attempts": message.attempt_count,
+        "metadata": dict(message.message_metadata or {}),
+        "status_occurred_at": _iso(message.status_occurred_at),
+        "updated_at": _iso(message.updated_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -1,0 +1,289 @@
+"""Events to apps against the whole gateway: written with each status change and each
+inbound message, signed (checked with the ``standardwebhooks`` reference package),
+delivered in order per message, retried while the app is down, redelivered after a crash,
+given up after the retry window, and listed by ``GET /v1/events``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from sqlalchemy import select
+from standardwebhooks.webhooks import Webhook
+
+from gateway.auth.keys import create_key
+from gateway.db.models import AppEvent
+from gateway.events import outbox
+from gateway.events.delivery import EventDelivery
+from gateway.settings import AppQuota, EventsSettings
+from tests.integration.conftest import Gateway, with_settings
+
+pytestmark = pytest.mark.asyncio
+
+HOOK = "https://billing.test/events"
+APP_HOOK = "https://billing.test/app-wide"
+
+
+class Receiver:
+    """The app's endpoint: verifies every request with the reference implementation,
+    records what it accepted, and can be down."""
+
+    def __init__(self, secret: str) -> None:
+        self.webhook = Webhook(secret)
+        self.down = False
+        self.accepted: list[dict[str, Any]] = []
+        self.refused = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        payload = self.webhook.verify(request.content, dict(request.headers))
+        if self.down:
+            self.refused += 1
+            return httpx.Response(503)
+        self.accepted.append({"id": request.headers["webhook-id"], **payload})
+        return httpx.Response(204)
+
+    def types_of(self, subject: str) -> list[str]:
+        return [
+            e["type"]
+            for e in self.accepted
+            if subject in (e["data"].get("message_id"), e["data"].get("inbound_id"))
+        ]
+
+
+@pytest.fixture
+def app_endpoint() -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+        yield router
+
+
+async def _key(gateway: Gateway, app: str) -> tuple[dict[str, str], str]:
+    async with gateway.state.sessionmaker() as session:
+        issued = await create_key(session, app)
+        await session.commit()
+    assert issued.signing_secret is not None
+    assert issued.signing_secret.startswith("whsec_")
+    return {"Authorization": f"Bearer {issued.key}"}, issued.signing_secret
+
+
+def _delivery(gateway: Gateway, client: httpx.AsyncClient, **events: Any) -> EventDelivery:
+    settings = with_settings(
+        gateway.state.settings,
+        apps={"billing": AppQuota(callback_url=APP_HOOK)},
+        events=EventsSettings(**{"backoff_base_seconds": 5.0, **events}),
+    )
+    return EventDelivery(
+        sessionmaker=gateway.state.sessionmaker,
+        http_client=client,
+        settings=settings,
+        clock=gateway.clock,
+        owner="test-events",
+    )
+
+
+async def _until_quiet(delivery: EventDelivery, advance: Callable[[], None] | None = None) -> None:
+    for _ in range(50):
+        if not await delivery.run_once():
+            return
+        if advance is not None:
+            advance()
+    raise AssertionError("event delivery did not settle")
+
+
+async def _stored(gateway: Gateway) -> list[AppEvent]:
+    async with gateway.state.sessionmaker() as session:
+        return list((await session.execute(select(AppEvent).order_by(AppEvent.event_pk))).scalars())
+
+
+async def _delivered_message(gateway: Gateway, headers: dict[str, str], **body: Any) -> str:
+    response = await gateway.send(headers, to="+14155550100", body="your order", **body)
+    assert response.status_code == 202, response.text
+    assert await gateway.dispatcher.run_once() == 1
+    await gateway.sandbox.drain_callbacks()
+    message_id: str = response.json()["message_id"]
+    assert (await gateway.message(headers, message_id))["status"] == "delivered"
+    return message_id
+
+
+async def test_each_status_change_is_posted_signed_and_in_order(
+    gateway: Gateway, app_endpoint: respx.MockRouter
+) -> None:
+    headers, secret = await _key(gateway, "billing")
+    receiver = Receiver(secret)
+    app_endpoint.post(HOOK).mock(side_effect=receiver)
+    message_id = await _delivered_message(gateway, headers, callback_url=HOOK)
+
+    stored = [e for e in await _stored(gateway) if e.subject_id == message_id]
+    statuses = [e.status for e in stored]
+    assert statuses[0] == "sending"
+    assert statuses[-1] == "delivered"
+    assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
+    assert all(e.state == "pending" for e in stored)  # written with the change, not sent yet
+
+    async with httpx.AsyncClient() as client:
+        await _until_quiet(_delivery(gateway, client))
+    assert receiver.types_of(message_id) == [f"message.{s}" for s in statuses]
+    assert [e["id"] for e in receiver.accepted] == [e.event_id for e in stored]
+    last = receiver.accepted[-1]["data"]
+    assert last["status"] == "delivered"
+    assert last["provider"] == "twilio-sandbox"
+    assert "body" not in last  # bodies never travel in status events
+
+    listed = (await gateway.client.get("/v1/events", headers=headers)).json()
+    assert [e["event_id"] for e in listed["data"]] == [e.event_id for e in stored]
+    assert {e["delivery"] for e in listed["data"]} == {"delivered"}
+
+
+async def test_an_app_that_is_down_for_a_while_receives_everything_afterwards_in_order(
+    gateway: Gateway, app_endpoint: respx.MockRouter
+) -> None:
+    headers, secret = await _key(gateway, "billing")
+    receiver = Receiver(secret)
+    app_endpoint.post(APP_HOOK).mock(side_effect=receiver)
+    receiver.down = True
+    first = await _delivered_message(gateway, headers)
+    second = await _delivered_message(gateway, headers)
+    inbound = await gateway.client.post(
+        "/sandbox/twilio/inbound",
+        json={"from": "+14155550100", "to": "+15005550006", "body": "thanks!"},
+    )
+    assert inbound.status_code == 202, inbound.text
+    expected = {
+        subject: [e.event_type for e in await _stored(gateway) if e.subject_id == subject]
+        for subject in (first, second)
+    }
+
+    async with httpx.AsyncClient() as client:
+        delivery = _delivery(gateway, client)
+        # Down: a few rounds an hour apart. Only the head of each message's queue is tried.
+        for _ in range(4):
+            await delivery.run_once()
+            gateway.clock.advance(3600)
+        assert receiver.accepted == []
+        assert receiver.refused >= 3 * 4  # two message heads and the inbound, every round
+        heads = [e for e in await _stored(gateway) if e.attempts > 0]
+        assert {e.seq for e in heads} == {1}
+        assert all(e.state == "pending" and e.last_error == "HTTP 503" for e in heads)
+
+        receiver.down = False
+        gateway.clock.advance(3600)  # past any backoff (capped at an hour)
+        await _until_quiet(delivery, lambda: gateway.clock.advance(3600))
+
+    for subject, types in expected.items():
+        assert receiver.types_of(subject) == types
+    inbound_events = [e for e in receiver.accepted if e["type"] == "message.inbound"]
+    assert [e["data"]["body"] for e in inbound_events] == ["thanks!"]
+    assert {e.state for e in await _stored(gateway)} == {"delivered"}
+
+
+async def test_an_event_claimed_by_a_process_that_died_is_delivered_after_its_lease(
+    gateway: Gateway, app_endpoint: respx.MockRouter
+) -> None:
+    headers, secret = await _key(gateway, "billing")
+    receiver = Receiver(secret)
+    app_endpoint.post(APP_HOOK).mock(side_effect=receiver)
+    response = await gateway.send(headers, to="+14155550100", body="x", send_at=None)
+    assert await gateway.dispatcher.run_once() == 1  # one event: message.sending … and more
+    await gateway.sandbox.drain_callbacks()
+    message_id = response.json()["message_id"]
+
+    async with gateway.state.sessionmaker() as session, session.begin():
+        dead = await outbox.claim_events(
+            session,
+            owner="died-mid-post",
+            now=gateway.clock(),
+            lease=timedelta(seconds=60),
+            limit=10,
+            app_slots={},
+            default_slots=4,
+        )
+    assert [e.payload["type"] for e in dead] == ["message.sending"]  # only the head
+
+    async with httpx.AsyncClient() as client:
+        delivery = _delivery(gateway, client)
+        assert await delivery.run_once() == 0  # leased: neither it nor its successors go
+        gateway.clock.advance(61)
+        await _until_quiet(delivery)
+    assert receiver.types_of(message_id)[0] == "message.sending"
+    assert receiver.accepted[0]["id"] == dead[0].event_id  # the same id: the app dedupes
+    assert receiver.types_of(message_id)[-1] == "message.delivered"
+
+
+async def test_retries_give_up_after_the_window_and_the_app_catches_up_by_listing(
+    gateway: Gateway, app_endpoint: respx.MockRouter
+) -> None:
+    headers, secret = await _key(gateway, "billing")
+    receiver = Receiver(secret)
+    receiver.down = True
+    app_endpoint.post(APP_HOOK).mock(side_effect=receiver)
+    message_id = await _delivered_message(gateway, headers)
+    count = len(await _stored(gateway))
+
+    async with httpx.AsyncClient() as client:
+        delivery = _delivery(gateway, client)
+        # Rounds two hours apart for a little over a day: the head is retried all day long,
+        # then given up; its successors (written as long ago) get one try each.
+        for _ in range(14 + 2 * count):
+            await delivery.run_once()
+            gateway.clock.advance(7200)
+    stored = await _stored(gateway)
+    assert {e.state for e in stored} == {"failed"}
+    assert stored[0].attempts >= 12  # retried through the whole day
+    assert receiver.accepted == []
+
+    # Catching up: filters, then pages with a cursor.
+    failed = await gateway.client.get(
+        "/v1/events", params={"delivery": "failed", "message_id": message_id}, headers=headers
+    )
+    assert len(failed.json()["data"]) == count
+    delivered = await gateway.client.get(
+        "/v1/events", params={"type": "message.delivered"}, headers=headers
+    )
+    assert [e["payload"]["data"]["message_id"] for e in delivered.json()["data"]] == [message_id]
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 1} | ({"cursor": cursor} if cursor else {})
+        page = (await gateway.client.get("/v1/events", params=params, headers=headers)).json()
+        seen += [e["event_id"] for e in page["data"]]
+        cursor = page["next_cursor"]
+        if not page["has_more"]:
+            break
+    assert seen == [e.event_id for e in stored]
+    bad = await gateway.client.get("/v1/events", params={"delivery": "lost"}, headers=headers)
+    assert bad.status_code == 422
+    assert bad.headers["content-type"] == "application/problem+json"
+
+
+async def test_other_apps_see_none_of_it_and_an_app_without_url_is_skipped(
+    gateway: Gateway, app_endpoint: respx.MockRouter
+) -> None:
+    headers, _secret = await _key(gateway, "marketing")  # no callback URL configured
+    other, _ = await _key(gateway, "billing")
+    await _delivered_message(gateway, headers)
+    async with httpx.AsyncClient() as client:
+        await _until_quiet(_delivery(gateway, client))
+    assert not app_endpoint.calls
+    assert {e.state for e in await _stored(gateway)} == {"skipped"}
+    mine = (await gateway.client.get("/v1/events", headers=headers)).json()["data"]
+    assert mine
+    assert {e["delivery"] for e in mine} == {"skipped"}
+    assert (await gateway.client.get("/v1/events", headers=other)).json()["data"] == []
+
+
+async def test_cancel_writes_its_event_in_the_same_commit(gateway: Gateway) -> None:
+    headers, _ = await _key(gateway, "billing")
+    later = (gateway.clock() + timedelta(days=1)).isoformat()
+    response = await gateway.send(headers, to="+14155550100", body="later", send_at=later)
+    assert response.status_code == 202, response.text
+    message_id = response.json()["message_id"]
+    assert await _stored(gateway) == []  # accepted/scheduled: the 202 told the app
+    canceled = await gateway.client.delete(f"/v1/messages/{message_id}", headers=headers)
+    assert canceled.status_code == 200
+    stored = await _stored(gateway)
+    assert [(e.event_type, e.subject_id) for e in stored] == [("message.canceled", message_id)]
+    assert stored[0].payload["data"]["status"] == "canceled"
+    assert stored[0].payload["data"]["previous_status"] is None

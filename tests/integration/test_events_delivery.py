@@ -1,0 +1,167 @@
+"""The delivery loop under load and trouble: several processes on one outbox, an app
+that hangs while another is served, timeouts and refused connections recorded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from sqlalchemy import select
+
+from gateway.db.models import AppEvent
+from gateway.events.delivery import EventDelivery
+from gateway.settings import AppQuota, EventsSettings
+from tests.integration.conftest import Gateway, with_settings
+
+pytestmark = pytest.mark.asyncio
+
+FAST, SLOW = "https://fast.test/events", "https://slow.test/events"
+
+
+@pytest.fixture
+def endpoints() -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_called=False) as router:
+        yield router
+
+
+def _delivery(
+    gateway: Gateway, client: httpx.AsyncClient, owner: str, **events: Any
+) -> EventDelivery:
+    settings = with_settings(
+        gateway.state.settings,
+        apps={"fast": AppQuota(callback_url=FAST), "slow": AppQuota(callback_url=SLOW)},
+        events=EventsSettings(**events),
+    )
+    return EventDelivery(
+        sessionmaker=gateway.state.sessionmaker,
+        http_client=client,
+        settings=settings,
+        clock=gateway.clock,
+        owner=owner,
+    )
+
+
+async def _messages_through(gateway: Gateway, app: str, count: int) -> list[str]:
+    headers = await gateway.key_for(app)
+    ids = []
+    for n in range(count):
+        response = await gateway.send(headers, to=f"+1415555{n:04d}", body="hello")
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["message_id"])
+    while await gateway.dispatcher.run_once():
+        pass
+    await gateway.sandbox.drain_callbacks()
+    return ids
+
+
+async def _events(gateway: Gateway) -> list[AppEvent]:
+    async with gateway.state.sessionmaker() as session:
+        return list((await session.execute(select(AppEvent).order_by(AppEvent.event_pk))).scalars())
+
+
+async def test_two_processes_deliver_each_event_once_and_in_order(
+    gateway: Gateway, endpoints: respx.MockRouter
+) -> None:
+    await _messages_through(gateway, "fast", 6)
+    stored = await _events(gateway)
+    seen: list[tuple[str, str]] = []
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers["webhook-id"], request.read().decode()))
+        return httpx.Response(200)
+
+    endpoints.post(FAST).mock(side_effect=receive)
+    async with httpx.AsyncClient() as client:
+        one = _delivery(gateway, client, "process-1", per_app_concurrency=32)
+        two = _delivery(gateway, client, "process-2", per_app_concurrency=32)
+        for _ in range(20):  # rounds of both at once, until neither finds anything due
+            if not sum(await asyncio.gather(one.run_once(), two.run_once())):
+                break
+    counts = Counter(event_id for event_id, _ in seen)
+    assert set(counts) == {e.event_id for e in stored}
+    assert set(counts.values()) == {1}  # claimed by one process only
+    order = {event_id: n for n, (event_id, _) in enumerate(seen)}
+    by_subject: dict[str, list[AppEvent]] = {}
+    for event in stored:
+        by_subject.setdefault(event.subject_id, []).append(event)
+    for events in by_subject.values():
+        positions = [order[e.event_id] for e in sorted(events, key=lambda e: e.seq)]
+        assert positions == sorted(positions)  # n+1 never before n
+    assert {e.state for e in await _events(gateway)} == {"delivered"}
+
+
+async def test_an_app_that_hangs_holds_its_own_slots_only(
+    gateway: Gateway, endpoints: respx.MockRouter
+) -> None:
+    await _messages_through(gateway, "slow", 3)
+    fast_ids = await _messages_through(gateway, "fast", 3)
+    fast_total = len([e for e in await _events(gateway) if e.app == "fast"])
+    release, all_fast = asyncio.Event(), asyncio.Event()
+    hanging = 0
+    fast_seen: list[str] = []
+
+    async def slow(_request: httpx.Request) -> httpx.Response:
+        nonlocal hanging
+        hanging += 1
+        await release.wait()
+        return httpx.Response(200)
+
+    def fast(request: httpx.Request) -> httpx.Response:
+        fast_seen.append(request.headers["webhook-id"])
+        if len(fast_seen) == fast_total:
+            all_fast.set()
+        return httpx.Response(200)
+
+    endpoints.post(SLOW).mock(side_effect=slow)
+    endpoints.post(FAST).mock(side_effect=fast)
+    stop = asyncio.Event()
+    async with httpx.AsyncClient() as client:
+        delivery = _delivery(
+            gateway,
+            client,
+            "loop",
+            per_app_concurrency=1,
+            concurrency=4,
+            poll_interval_seconds=0.05,
+        )
+        loop = asyncio.create_task(delivery.run(stop))
+        try:
+            await asyncio.wait_for(all_fast.wait(), timeout=30)
+            assert hanging == 1  # one slot for the slow app, held; the rest wait their turn
+        finally:
+            stop.set()
+            release.set()
+            await loop
+    delivered = {
+        e.subject_id for e in await _events(gateway) if e.app == "fast" and e.state == "delivered"
+    }
+    assert delivered == set(fast_ids)
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (httpx.ReadTimeout("slow"), "no answer within 10 s"),
+        (httpx.ConnectError("refused"), "ConnectError: could not reach the app"),
+    ],
+)
+async def test_timeouts_and_refused_connections_are_retried_later(
+    gateway: Gateway, endpoints: respx.MockRouter, failure: Exception, error: str
+) -> None:
+    await _messages_through(gateway, "fast", 1)
+    endpoints.post(FAST).mock(side_effect=failure)
+    async with httpx.AsyncClient() as client:
+        delivery = _delivery(gateway, client, "loop")
+        assert await delivery.run_once() == 1
+        assert await delivery.run_once() == 0  # backing off: not due yet
+    head = (await _events(gateway))[0]
+    assert head.state == "pending"
+    assert head.attempts == 1
+    assert head.last_error == error
+    assert head.lease_owner is None
+    assert head.next_attempt_at > gateway.clock()
