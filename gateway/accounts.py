@@ -15,7 +15,11 @@ def create_http_client() -> httpx.AsyncClient:
     """The process's one outbound client. The aiohttp transport holds its rate under
     concurrency where httpx's own pool falls off (DESIGN.md: ~1,200-1,900 vs ~300 req/s at
     50 concurrent requests on this machine class)."""
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+    # Idle connections are dropped after 4 s, before a server that closes them after 5 s
+    # (uvicorn's default, and many proxies') does: reusing a connection the server has just
+    # closed fails after the request was written, an unknown outcome that waits for
+    # reconciliation (seen under load in the scale-out test).
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=4.0)
     return httpx.AsyncClient(
         transport=AiohttpTransport(limits=limits),
         timeout=httpx.Timeout(10.0, connect=5.0),

@@ -233,6 +233,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,  # in-flight requests get this long to finish
+        # Keep idle connections longer than clients and proxies do (typically 4-60 s), so
+        # that it is never the server that closes one as a client reuses it.
+        timeout_keep_alive=75,
     )
     return 0
 

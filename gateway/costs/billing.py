@@ -1,5 +1,6 @@
 """The billing job: what each message was estimated to cost on the account that took it,
-and what the provider really billed. One call per dispatcher round (:func:`run_billing_round`).
+and what the provider really billed. :func:`run_billing_round` runs on its own loop beside
+each dispatcher, every few seconds, so that price fetches never hold up a dispatch round.
 
 Every message is on the job's agenda from its accept (``price_check_at``, indexed), and
 leaves it once its billed cost is known or the job gives up. Per due message:
