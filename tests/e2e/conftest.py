@@ -220,7 +220,9 @@ def simulated_messages(
     """Every create the simulators of a ``serve --sandbox`` process accepted."""
     messages: list[dict[str, Any]] = []
     for simulator in simulators:
-        response = httpx.get(f"{base_url}/sandbox/{simulator}/messages", timeout=10)
+        # Generous: right after a burst, the serve process is still working through the
+        # simulators' callbacks, and the listing waits its turn.
+        response = httpx.get(f"{base_url}/sandbox/{simulator}/messages", timeout=90)
         assert response.status_code == 200, response.text
         listed = response.json()
         assert listed["count"] == len(listed["messages"])
