@@ -193,7 +193,10 @@ def test_three_workers_send_2000_messages_exactly_once(
 
     wait_for(
         all_handed_over,
-        timeout=120,
+        # Generous: the one serve process hosts the API, both simulators and every
+        # callback, and is the bottleneck on two cores (see bench/README.md); this test
+        # is about exactly-once, the rate is measured by the benchmarks.
+        timeout=300,
         what="every message to be handed over",
         state=lambda: dict(statuses(cluster.db)),
     )
