@@ -25,8 +25,6 @@ from providers.report_failures import report_failure
 
 logger = logging.getLogger(__name__)
 
-NEGATIVE = frozenset({DeliveryStatus.UNDELIVERED, DeliveryStatus.FAILED})
-
 
 class ReportFailover:
     """Decides, for one routing configuration, whether a negative report sends again."""

@@ -26,7 +26,7 @@ from gateway.clock import utcnow
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.sandbox import SandboxState
 from gateway.sandbox_setup import sandbox_settings
-from gateway.settings import DispatcherSettings, Settings, webhook_url
+from gateway.settings import DispatcherSettings, Settings, TwilioAccount, webhook_url
 from gateway.state import GatewayState
 
 BASE_URL = "http://gateway.test"
@@ -146,3 +146,12 @@ async def headers(gateway: Gateway) -> dict[str, str]:
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:
     return msgspec.structs.replace(settings, **changes)
+
+
+def with_twilio_changes(settings: Settings, **changes: Any) -> Settings:
+    """The Twilio sandbox account with ``changes`` (rates, senders, caps…)."""
+    accounts = tuple(
+        msgspec.structs.replace(a, **changes) if isinstance(a, TwilioAccount) else a
+        for a in settings.accounts
+    )
+    return with_settings(settings, accounts=accounts)

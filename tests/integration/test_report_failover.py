@@ -20,7 +20,7 @@ from gateway.dispatch.planning import RoutePlanner
 from gateway.routing.breaker import BreakerSettings
 from gateway.routing.config import parse_routing
 from gateway.settings import DispatcherSettings, Settings, TwilioAccount, routing_config
-from tests.integration.conftest import Gateway, with_settings
+from tests.integration.conftest import Gateway, with_settings, with_twilio_changes
 from tests.support.signing import twilio_form, twilio_status
 
 pytestmark = pytest.mark.asyncio
@@ -191,13 +191,7 @@ class TestSendCap:
 class TestSenderPacing:
     @pytest.fixture
     def settings(self, settings: Settings) -> Settings:
-        accounts = tuple(
-            msgspec.structs.replace(a, sender_messages_per_second=1.0)
-            if isinstance(a, TwilioAccount)
-            else a
-            for a in settings.accounts
-        )
-        return with_settings(settings, accounts=accounts)
+        return with_twilio_changes(settings, sender_messages_per_second=1.0)
 
     async def test_each_sender_number_is_paced_on_its_own(
         self, gateway: Gateway, headers: dict[str, str]
@@ -267,14 +261,8 @@ class TestHalfOpenProbe:
 
 
 def _capped(settings: Settings, cap: str) -> Settings:
-    accounts = tuple(
-        msgspec.structs.replace(a, spend_per_day=Decimal(cap))
-        if isinstance(a, TwilioAccount)
-        else a
-        for a in settings.accounts
-    )
     prices = load_price_tables(Path(__file__).parents[2] / "config" / "pricing")
-    return with_settings(settings, accounts=accounts, prices=prices)
+    return with_settings(with_twilio_changes(settings, spend_per_day=Decimal(cap)), prices=prices)
 
 
 class TestAccountSpendCap:

@@ -11,9 +11,9 @@ import msgspec
 import pytest
 
 from gateway.dispatch import store
-from gateway.settings import DispatcherSettings, Settings, TwilioAccount
+from gateway.settings import DispatcherSettings, Settings
 from providers import DeliveryStatus
-from tests.integration.conftest import Gateway, with_settings
+from tests.integration.conftest import Gateway, with_twilio_changes
 from tests.support.signing import twilio_form, twilio_status
 
 pytestmark = pytest.mark.asyncio
@@ -300,19 +300,10 @@ async def test_open_breaker_skips_the_account_and_shows_in_ready(
     assert "twilio-sandbox" in resolved["skipped"]
 
 
-def _with_account_changes(settings: Settings, **changes: Any) -> Settings:
-    """The Twilio sandbox account with ``changes``."""
-    accounts = tuple(
-        msgspec.structs.replace(a, **changes) if isinstance(a, TwilioAccount) else a
-        for a in settings.accounts
-    )
-    return with_settings(settings, accounts=accounts)
-
-
 class TestPacing:
     @pytest.fixture
     def settings(self, settings: Settings) -> Settings:
-        return _with_account_changes(settings, messages_per_second=2.0)
+        return with_twilio_changes(settings, messages_per_second=2.0)
 
     async def test_account_rate_holds_messages_in_the_queue(
         self, gateway: Gateway, headers: dict[str, str]
@@ -333,7 +324,7 @@ class TestPacing:
 class TestSenderPool:
     @pytest.fixture
     def settings(self, settings: Settings) -> Settings:
-        return _with_account_changes(
+        return with_twilio_changes(
             settings, senders=("+12125550101", "+14155550101", "+14155550102", "+447700123456")
         )
 
