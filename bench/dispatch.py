@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from datetime import datetime
 from urllib.parse import urlencode
 
 from bench.common import (
@@ -72,6 +73,13 @@ def raw_requests(seed: str, count: int, callback: str) -> list[dict[str, object]
     ]
 
 
+def _when(value: object) -> datetime | None:
+    """SQLite hands raw SQL's timestamps back as text, PostgreSQL as datetimes."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
 def measure(report: Report, group: Processes, *, engine_kind: str, rows: int, n: int) -> None:
     seed = secrets.token_urlsafe(24)
     simulator = start_uvicorn(
@@ -120,15 +128,19 @@ def measure(report: Report, group: Processes, *, engine_kind: str, rows: int, n:
         wait_for(done, timeout=1200, what="every stored message to be dispatched")
         cpu = worker.cpu_seconds() - cpu_before
         group.stop(worker)
-        attempts = gateway.db.rows("SELECT started_at, finished_at, outcome FROM message_attempts")
-        sent = sum(1 for a in attempts if a[2] == "sent")
+        rows_out = gateway.db.rows("SELECT started_at, finished_at, outcome FROM message_attempts")
+        sent = sum(1 for row in rows_out if row[2] == "sent")
+        # Finished attempts: (started, finished), both datetimes on either engine.
+        attempts = [
+            (start, end)
+            for start, end in ((_when(row[0]), _when(row[1])) for row in rows_out)
+            if start is not None and end is not None
+        ]
         first = min(a[0] for a in attempts)
-        last = max(a[1] for a in attempts if a[1] is not None)
+        last = max(a[1] for a in attempts)
         span = (last - first).total_seconds()
         rate = sent / span
-        p50, p99 = percentiles(
-            [(a[1] - a[0]).total_seconds() * 1000 for a in attempts if a[1] is not None]
-        )
+        p50, p99 = percentiles([(a[1] - a[0]).total_seconds() * 1000 for a in attempts])
         label = f"(c) dispatch {engine_kind}, {rows:,} rows"
         report.say(
             f"{label}\n   raw client {base.describe()}\n"

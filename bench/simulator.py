@@ -1,18 +1,61 @@
-"""A loopback provider simulator for the dispatch benchmark: the sandbox's Twilio and Telnyx
-APIs alone (``gateway.sandbox``), with the credentials derived from ``GATEWAY_SANDBOX_SEED``
-and no status callbacks (no HTTP client), so the gateway's dispatcher and the raw client
-baseline are measured against exactly the same server doing exactly the same work.
+"""A loopback provider simulator in its own process: the sandbox's Twilio and Telnyx APIs
+alone (``gateway.sandbox``), with the credentials derived from ``GATEWAY_SANDBOX_SEED``.
 
-``uvicorn bench.simulator:app``.
+- ``bench.simulator:app``: no status callbacks (no HTTP client), so that the dispatch
+  benchmark (c) measures the gateway's dispatcher and the raw client baseline against
+  exactly the same server doing exactly the same work.
+- ``bench.simulator:with_callbacks``: signed status callbacks as the sandbox sends them
+  (``sent`` at once, the final report 1 s later), to the URL each send carried: the end to
+  end benchmark (d), where the provider is another process, as a real one is, and the
+  gateway's own process does only the gateway's work.
+
+``uvicorn bench.simulator:app`` (or ``:with_callbacks``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 
+import httpx
 from litestar import Litestar
 
 from gateway.sandbox import SandboxCredentials, SandboxState, create_sandbox_router
+from gateway.sandbox_setup import SANDBOX_CALLBACK_DELAY
 
-state = SandboxState(credentials=SandboxCredentials.from_seed(os.environ["GATEWAY_SANDBOX_SEED"]))
+
+def _credentials() -> SandboxCredentials:
+    return SandboxCredentials.from_seed(os.environ["GATEWAY_SANDBOX_SEED"])
+
+
+state = SandboxState(credentials=_credentials())
 app = Litestar(route_handlers=[create_sandbox_router(state)], logging_config=None, debug=False)
+
+calling_back = SandboxState(
+    credentials=_credentials(),
+    settle_after_seconds=SANDBOX_CALLBACK_DELAY,
+    callback_delay_seconds=SANDBOX_CALLBACK_DELAY,
+)
+
+
+@contextlib.asynccontextmanager
+async def _client(_app: Litestar) -> AsyncIterator[None]:
+    # Providers call back over many connections at once; the gateway's keep-alive (75 s)
+    # outlives this pool's idle time, so a connection is never reused after the far end
+    # closed it.
+    limits = httpx.Limits(max_connections=200, keepalive_expiry=4.0)
+    async with httpx.AsyncClient(limits=limits, timeout=15.0) as client:
+        calling_back.http_client = client
+        try:
+            yield
+        finally:
+            await calling_back.drain_callbacks()
+
+
+with_callbacks = Litestar(
+    route_handlers=[create_sandbox_router(calling_back)],
+    lifespan=[_client],
+    logging_config=None,
+    debug=False,
+)

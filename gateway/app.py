@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 from litestar import Litestar, Router
-from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from gateway.accounts import build_providers, create_http_client
+from gateway.api.openapi import GatewayOpenAPIConfig
 from gateway.api.problems import EXCEPTION_HANDLERS
 from gateway.auth.guard import require_api_key
 from gateway.consent.api import ConsentsController, OptOutsController
@@ -114,6 +114,8 @@ def create_app(
             try:
                 yield
             finally:
+                await state.accept_queue.drain()  # every queued send gets its answer
+                await state.ingest_queue.drain()  # and every queued callback
                 stop.set()
                 if dispatcher_task is not None:
                     await dispatcher_task  # in-flight sends finish, claims are released
@@ -162,7 +164,8 @@ def create_app(
         middleware=[prometheus_config().middleware],
         request_max_body_size=MAX_REQUEST_BODY,
         logging_config=None,  # gateway.system.logging owns the format (JSON lines)
-        openapi_config=OpenAPIConfig(
+        # Documents every problem+json answer too (gateway/api/openapi.py).
+        openapi_config=GatewayOpenAPIConfig(
             title="SMS gateway",
             version="0.1.0",
             components=Components(

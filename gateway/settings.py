@@ -23,7 +23,7 @@ import msgspec
 import phonenumbers
 
 from gateway.consent.keywords import check_reply_rules
-from gateway.costs.pricing import PriceBook, PricingError, load_price_tables
+from gateway.costs.pricing import NumberType, PriceBook, PricingError, load_price_tables
 from gateway.routing.config import check_price_tables, default_routing, parse_routing
 from gateway.routing.model import RoutingConfig, RoutingConfigError
 
@@ -58,6 +58,12 @@ class AccountTraffic(msgspec.Struct, frozen=True, kw_only=True):
     #: 429 (gateway/costs/spend.py).
     spend_per_day: Decimal | None = None
     spend_currency: str = "USD"
+    #: The type of this account's sender numbers, for price tables that differ by number
+    #: type (gateway/costs/number_types.py): ``sender_number_types`` names it per sender;
+    #: else the number shows it (short code, toll free, ...); else ``number_type`` (also
+    #: for a Messaging Service or number pool, where the provider picks the sender).
+    number_type: NumberType | None = None
+    sender_number_types: dict[str, NumberType] = msgspec.field(default_factory=dict)
 
 
 class TwilioAccount(AccountTraffic, frozen=True, kw_only=True, tag_field="kind", tag="twilio"):
@@ -175,6 +181,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     #: How far a Telnyx webhook timestamp may be from now, either way (PROTOCOLS.md B.1).
     webhook_tolerance_seconds: float = 300.0
+    #: How long a process trusts an API key it has verified (``GATEWAY_KEY_CACHE_SECONDS``):
+    #: a revoked key stops working within this time everywhere; 0 checks every request.
+    key_cache_seconds: float = 5.0
     accounts: tuple[Account, ...] = ()
     #: Which app owns each of our receiving numbers (E.164 → app), for inbound messages.
     inbound_numbers: dict[str, str] = msgspec.field(default_factory=dict)
@@ -236,6 +245,7 @@ _GATEWAY_KEYS = (
     "default_region",
     "log_level",
     "webhook_tolerance_seconds",
+    "key_cache_seconds",
     "pricing_dir",
 )
 _DISPATCHER_KEYS = tuple(f for f in DispatcherSettings.__struct_fields__)
@@ -415,6 +425,10 @@ def _validate(settings: Settings) -> None:
         )
     if not 0 < settings.webhook_tolerance_seconds <= 3600:
         raise ConfigError("GATEWAY_WEBHOOK_TOLERANCE_SECONDS: between 1 and 3600 seconds")
+    if not 0 <= settings.key_cache_seconds <= 300:
+        raise ConfigError(
+            "GATEWAY_KEY_CACHE_SECONDS: between 0 (check every request) and 300 seconds"
+        )
     if settings.dispatcher.unknown_outcome not in ("resend", "fail"):
         raise ConfigError(
             "GATEWAY_DISPATCHER_UNKNOWN_OUTCOME: 'resend' or 'fail' "
@@ -533,12 +547,16 @@ def _validate_telnyx(account: TelnyxAccount) -> None:
 
 
 def _validate_traffic(account: Account) -> None:
-    for number in account.senders:
-        if not is_sender_id(number):
-            raise ConfigError(
-                f"account {account.name!r} senders: {number!r} is neither an E.164 number, "
-                "a short code nor an alphanumeric sender ID"
-            )
+    for key, numbers in (
+        ("senders", account.senders),
+        ("sender_number_types", account.sender_number_types),
+    ):
+        for number in numbers:
+            if not is_sender_id(number):
+                raise ConfigError(
+                    f"account {account.name!r} {key}: {number!r} is neither an E.164 number, "
+                    "a short code nor an alphanumeric sender ID"
+                )
     for key in ("messages_per_second", "sender_messages_per_second"):
         rate = getattr(account, key)
         if rate is not None and not 0 < rate <= 10_000:

@@ -1,5 +1,6 @@
 """What one gateway process holds while it runs: settings, the database, providers, the
-shared HTTP client and the dispatcher's wake-up signal. Built in the app's lifespan."""
+shared HTTP client, the dispatcher's wake-up signal, the accept queue and the key cache.
+Built in the app's lifespan."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from typing import Any
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from gateway.auth.cache import KeyCache
+from gateway.costs.quote import Quoter
 from gateway.dispatch.planning import RoutePlanner
+from gateway.messages.group_commit import AcceptQueue
 from gateway.settings import Settings
+from gateway.webhooks.group_commit import IngestQueue
 from providers import Provider, WebhookReceiver
 
 
@@ -26,6 +31,26 @@ class GatewayState:
     planner: RoutePlanner | None = None
     #: Set after a commit that made a message due, so the dispatcher need not wait to poll.
     dispatch_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Concurrent single sends, stored together (gateway/messages/group_commit.py).
+    accept_queue: AcceptQueue = field(init=False)
+    #: Verified callbacks, recorded together (gateway/webhooks/group_commit.py).
+    ingest_queue: IngestQueue = field(init=False)
+    #: API keys verified a moment ago (gateway/auth/cache.py).
+    key_cache: KeyCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.accept_queue = AcceptQueue(self.sessionmaker, self.settings, self.quoter)
+        self.ingest_queue = IngestQueue(
+            self.sessionmaker,
+            inbound_numbers=self.settings.inbound_numbers,
+            rerouter=self.planner.report_failover if self.planner else None,
+            consent=self.settings.consent,
+        )
+        self.key_cache = KeyCache(self.settings.key_cache_seconds)
+
+    def quoter(self, app: str) -> Quoter:
+        """Route and price quotes for one request of ``app`` (its caps read once)."""
+        return Quoter(self.settings, self.planner, app)
 
     @staticmethod
     def of(app: Litestar) -> GatewayState:

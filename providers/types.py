@@ -112,7 +112,12 @@ class OutboundMessage(msgspec.Struct, frozen=True):
 
 
 class SendReceipt(msgspec.Struct, frozen=True):
-    """What a provider said when it took a message (or when we fetched it later)."""
+    """What a provider said when it took a message (or when we fetched it later).
+
+    ``cost`` is what the provider says it charges, when it says so: Telnyx's ``data.cost``
+    in the send answer (provisional: ``message.finalized`` or a later fetch has the final
+    figure), Twilio's ``price`` on a fetched Message resource (never in the create answer).
+    """
 
     provider_message_id: str
     status: DeliveryStatus
@@ -152,6 +157,9 @@ class DeliveryReport(msgspec.Struct, frozen=True):
     segments: int | None = None
     cost: Money | None = None
     raw: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: The provider's last report for this message (Telnyx ``message.finalized``): its
+    #: ``cost`` is the bill. An earlier report's cost (``message.sent``) is provisional.
+    final: bool = False
 
 
 class InboundMessage(msgspec.Struct, frozen=True):

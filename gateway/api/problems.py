@@ -8,6 +8,7 @@ to fix without parsing prose.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -109,11 +110,14 @@ def _validation_handler(
 ) -> Response[bytes]:
     """Litestar's decoding errors (msgspec) → 400 for unreadable bodies, 422 for bad fields."""
     errors: list[FieldError] = []
+    reason = str(exc.detail)
     extra = exc.extra if isinstance(exc.extra, list) else []
     for item in extra:
         if isinstance(item, dict):
-            field = str(item.get("key") or item.get("source") or "body")
-            errors.append(FieldError(field, str(item.get("message", "invalid value"))))
+            if item.get("source") == "body" and item.get("message") == _NO_BODY:
+                errors, reason = [], "the request body is empty"  # nothing to name
+                break
+            errors.append(_field_error(item))
     if errors:
         detail = "; ".join(f"{e.field}: {e.detail}" for e in errors)
         problem = Problem(422, "invalid-field", "A field is invalid", detail, errors=errors)
@@ -122,9 +126,31 @@ def _validation_handler(
             400,
             "malformed-body",
             "Malformed request body",
-            f"{exc.detail}: send a JSON object (Content-Type: application/json)",
+            f"{reason}: send a JSON object (Content-Type: application/json)",
         )
     return problem.to_response(request.url.path)
+
+
+#: Litestar's message when a handler's ``data`` is missing: the request had no body.
+_NO_BODY = "'data'"
+#: msgspec's messages that name the field in question inside the object at ``key``.
+_NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]+)`$")
+
+
+def _field_error(item: dict[str, Any]) -> FieldError:
+    """One of Litestar's validation errors as the field to fix. Litestar names the body
+    ``data`` (its parameter's name, nothing the caller wrote): the body itself is ``body``,
+    and a missing or unknown field is named, e.g. ``messages[0].colour``."""
+    field = str(item.get("key") or item.get("source") or "body")
+    message = str(item.get("message", "invalid value"))
+    if item.get("source") == "body":
+        named = _NAMED_FIELD.match(message)
+        inside = "" if field == "data" else f"{field}."
+        if named:
+            field = inside + named.group(1)
+        elif field == "data":
+            field = "body"
+    return FieldError(field, message)
 
 
 def _http_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:

@@ -1,6 +1,7 @@
 """Every ``/v1`` request needs ``Authorization: Bearer <key>``; the guard resolves the app.
 
-A guard (not a per-handler dependency) so that no handler can forget to authenticate.
+A guard (not a per-handler dependency) so that no handler can forget to authenticate. A key
+verified a moment ago is taken from this process's cache (gateway/auth/cache.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from gateway.api.problems import Problem
-from gateway.auth.keys import authenticate
+from gateway.auth.keys import authenticate, key_digest, well_formed
 from gateway.state import GatewayState
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sms-gateway"'}
@@ -31,9 +32,16 @@ async def require_api_key(
             "'sms-gateway keys create --app NAME')",
             headers=_CHALLENGE,
         )
+    presented = presented.strip()
     state = GatewayState.of(connection.app)
-    async with state.sessionmaker() as session:
-        app = await authenticate(session, presented.strip())
+
+    async def verify() -> str | None:
+        if not well_formed(presented):  # junk never costs a database round trip
+            return None
+        async with state.sessionmaker() as session:
+            return await authenticate(session, presented)
+
+    app = await state.key_cache.app_for_key(key_digest(presented), verify)
     if app is None:
         raise Problem(
             401,

@@ -43,7 +43,8 @@ class KeyInfo(msgspec.Struct, frozen=True):
     revoked_at: datetime | None
 
 
-def _hash(key: str) -> str:
+def key_digest(key: str) -> str:
+    """The SHA-256 of a whole key, as stored (and as the key cache knows it)."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -66,7 +67,7 @@ async def create_key(
         key_id=new_id("key"),
         app=app,
         lookup_prefix=lookup,
-        secret_hash=_hash(key),
+        secret_hash=key_digest(key),
         created_at=utcnow(),
         revoked_at=None,
     )
@@ -74,6 +75,10 @@ async def create_key(
     await session.flush()
     signing = await ensure_signing_secret(session, app, key=secrets_key, now=row.created_at)
     return IssuedKey(key_id=row.key_id, app=app, key=key, signing_secret=signing)
+
+
+def well_formed(presented: str) -> bool:
+    return _KEY_FORMAT.match(presented) is not None
 
 
 async def authenticate(session: AsyncSession, presented: str) -> str | None:
@@ -86,7 +91,7 @@ async def authenticate(session: AsyncSession, presented: str) -> str | None:
     ).scalar_one_or_none()
     if row is None or row.revoked_at is not None:
         return None
-    if not hmac.compare_digest(row.secret_hash, _hash(presented)):
+    if not hmac.compare_digest(row.secret_hash, key_digest(presented)):
         return None
     return row.app
 

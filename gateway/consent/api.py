@@ -16,10 +16,17 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post, put
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from gateway.api.openapi import (
+    INVALID_FIELD,
+    documented_header,
+    media_alternatives,
+    problem_responses,
+)
 from gateway.api.problems import invalid_field
 from gateway.auth.guard import caller_app
 from gateway.clock import utcnow
@@ -157,6 +164,7 @@ class ConsentsController(Controller):
         description="Appends to the number's history; the current status follows the "
         "latest `timestamp`, so an old import never overrides a newer STOP. Any app may "
         "write; the app is recorded as the actor.",
+        responses=problem_responses(INVALID_FIELD),
     )
     async def put_consent(
         self, request: Request[Any, Any, Any], number: FromPath[str], data: JSONBody[ConsentWrite]
@@ -174,7 +182,11 @@ class ConsentsController(Controller):
         )
         return await _view(state, normalized, history_limit=100)
 
-    @get("/{number:str}", summary="A number's consent: current status and history")
+    @get(
+        "/{number:str}",
+        summary="A number's consent: current status and history",
+        responses=problem_responses(INVALID_FIELD),
+    )
     async def get_consent(
         self,
         request: Request[Any, Any, Any],
@@ -193,6 +205,11 @@ class OptOutsController(Controller):
         "/",
         status_code=HTTP_201_CREATED,
         summary="Opt a number out by hand (a call, an email, a complaint)",
+        response_headers=[
+            documented_header(
+                "Location", "The number's consent: `/v1/consents/{number}`", required=True
+            )
+        ],
     )
     async def add_opt_out(
         self, request: Request[Any, Any, Any], data: JSONBody[OptOutCreate]
@@ -220,6 +237,13 @@ class OptOutsController(Controller):
         "`?format=csv` exports the whole list as CSV (columns: "
         + ", ".join(CSV_COLUMNS)
         + "; an empty sender means every sender).",
+        responses={
+            200: ResponseSpec(OptOutPage, description="A page of the list", generate_examples=False)
+        },
+        operation_class=media_alternatives(
+            200,
+            {CSV_MEDIA_TYPE: {"schema": {"type": "string", "description": "CSV, header first"}}},
+        ),
     )
     async def list_opt_outs(
         self,
@@ -240,7 +264,7 @@ class OptOutsController(Controller):
         if wants_csv:
             return Stream(
                 _csv_rows(state, cursor),
-                media_type=f"{CSV_MEDIA_TYPE}; charset=utf-8",
+                media_type=CSV_MEDIA_TYPE,  # Litestar adds "; charset=utf-8" to text/*
                 headers={"Content-Disposition": 'attachment; filename="opt-outs.csv"'},
             )
         async with state.sessionmaker() as session:

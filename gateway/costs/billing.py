@@ -1,20 +1,24 @@
-"""The billing job: what each message was estimated to cost on the account that took it,
-and what the provider really billed. :func:`run_billing_round` runs on its own loop beside
-each dispatcher, every few seconds, so that price fetches never hold up a dispatch round.
+"""The billing job: what each send of a message was estimated to cost on the account that
+took it, and what the provider really billed for it. :func:`run_billing_round` runs on its
+own loop beside each dispatcher, every few seconds, so that price fetches never hold up a
+dispatch round.
 
 Every message is on the job's agenda from its accept (``price_check_at``, indexed), and
-leaves it once its billed cost is known or the job gives up. Per due message:
+leaves it once every send's bill is final or the job gives up; a new send (a failover on a
+delivery report) puts it back. Per due message:
 
-* **re-estimate**: once a provider has taken the message, the estimate is redone for the
-  account that took it (the 202's was for the route's first account; a failover or a
-  weighted pick may differ) and that account's daily spend counter is charged
-  (gateway/costs/spend.py); ``estimate_account`` records that this was done;
-* **billed cost**: Telnyx puts ``cost`` in ``message.finalized`` (applied by the webhook,
-  :func:`record_billed_cost`); Twilio never sends a price in a callback (PROTOCOLS.md C.2,
-  C.6): it appears on the Message resource some time after the final status. So once a
-  message is final (or ``sent`` for an hour: carriers without delivery reports), the job
-  fetches it from its provider, with backoff (:data:`PRICE_CHECK_DELAYS`), and stops after
-  that many checks. The same fetch serves a Telnyx message whose webhook never came.
+* **re-estimate**: the dispatcher estimates each send when it records it (the account and
+  sender that made it, gateway/costs/attempts.py); a send without an estimate (an unknown
+  outcome that a callback proved, or a price the tables lacked) is estimated here;
+* **billed cost**, per send: Telnyx puts ``cost`` in its send answer and in its webhooks
+  (provisional until ``message.finalized``, applied by the webhook route:
+  :func:`gateway.costs.attempts.record_reported_cost`); Twilio never sends a price in a
+  callback (PROTOCOLS.md C.2, C.6): it appears on the Message resource some time after the
+  final status. So once a message is final (or ``sent`` for an hour: carriers without
+  delivery reports), the job fetches every send whose bill is not final from its provider
+  (the first account's too, after a failover), with backoff (:data:`PRICE_CHECK_DELAYS`),
+  and stops after that many checks. The same fetch finalises a Telnyx send whose
+  ``message.finalized`` never came.
 
 Provider calls are made outside any transaction; a check is counted (and the next one
 scheduled) before the call, so two processes never fetch one message at the same moment
@@ -25,25 +29,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.costs.attempts import (
+    apply_totals,
+    is_final,
+    record_fetched_cost,
+    sends,
+    set_estimate,
+)
 from gateway.costs.estimate import estimate
-from gateway.costs.pricing import MessageType, PriceBook
-from gateway.db.models import Message
+from gateway.costs.number_types import sender_number_type
+from gateway.costs.pricing import MessageType, NumberType, PriceBook
+from gateway.db.models import Attempt, Message
 from gateway.routing.model import RoutingConfig
 from providers import DeliveryStatus, Money, Provider, ProviderError
+
+if TYPE_CHECKING:
+    from gateway.settings import Account
 
 __all__ = [
     "MAX_PRICE_CHECKS",
     "PRICE_CHECK_DELAYS",
     "BillingRound",
-    "record_billed_cost",
     "run_billing_round",
 ]
 
@@ -72,6 +87,7 @@ class BillingRound(msgspec.Struct):
 
 class _Fetch(msgspec.Struct, frozen=True):
     message_id: str
+    attempt_id: int
     account: str
     provider_message_id: str
 
@@ -83,21 +99,30 @@ async def run_billing_round(
     prices: PriceBook | None,
     *,
     now: datetime,
+    accounts: Mapping[str, Account] | None = None,
 ) -> BillingRound:
-    """One pass over the due messages. Never raises: billing must not stop dispatching."""
+    """One pass over the due messages. Never raises: billing must not stop dispatching.
+    ``accounts`` (the configured ones) tell the sender's number type of a send to estimate."""
     prices = prices or PriceBook()
     result = BillingRound()
     try:
         async with sessionmaker() as session, session.begin():
-            fetches = await _plan(session, config, prices, now, result)
+            fetches = await _plan(session, config, prices, accounts or {}, now, result)
         if fetches:
             costs = await _fetch_all(providers, fetches)
             result.fetched = len(fetches)
             async with sessionmaker() as session, session.begin():
                 for fetch in fetches:
-                    cost = costs.get(fetch.message_id)
-                    if cost is not None and await _store_fetched(session, fetch, cost):
+                    cost = costs.get(fetch.attempt_id)
+                    if cost is not None and await record_fetched_cost(
+                        session,
+                        message_id=fetch.message_id,
+                        attempt_id=fetch.attempt_id,
+                        provider_message_id=fetch.provider_message_id,
+                        cost=cost,
+                    ):
                         result.billed += 1
+                await _finish_billed(session, {f.message_id for f in fetches})
     except Exception:  # a database hiccup: the messages stay due, the next round retries
         logger.exception("billing round failed")
     return result
@@ -107,97 +132,122 @@ async def _plan(
     session: AsyncSession,
     config: RoutingConfig,
     prices: PriceBook,
+    accounts: Mapping[str, Account],
     now: datetime,
     result: BillingRound,
 ) -> list[_Fetch]:
-    rows = (
-        await session.execute(
-            select(Message)
-            .where(Message.price_check_at.is_not(None), Message.price_check_at <= now)
-            .order_by(Message.price_check_at)
-            .limit(BATCH)
-            .with_for_update(skip_locked=True)
+    rows = list(
+        (
+            await session.execute(
+                select(Message)
+                .where(Message.price_check_at.is_not(None), Message.price_check_at <= now)
+                .order_by(Message.price_check_at)
+                .limit(BATCH)
+                .with_for_update(skip_locked=True)
+            )
+        ).scalars()
+    )
+    attempts: dict[str, list[Attempt]] = defaultdict(list)
+    if rows:
+        found = await session.execute(
+            select(Attempt).where(Attempt.message_id.in_([row.message_id for row in rows]))
         )
-    ).scalars()
+        for attempt in found.scalars():
+            attempts[attempt.message_id].append(attempt)
     fetches: list[_Fetch] = []
     for row in rows:
-        taken = row.provider_message_id is not None and row.provider_account is not None
-        if taken and row.provider_account != row.estimate_account:
-            await _reestimate(session, row, config, prices, now)
+        own = attempts[row.message_id]
+        if any(send.estimated_cost is None for send in sends(own)):
+            _reestimate(row, own, config, prices, accounts)
             result.reestimated += 1
-        fetch = _next_step(row, now)
-        if fetch is not None:
-            fetches.append(fetch)
-        elif row.price_check_at is None:
+        planned = _next_step(row, own, now)
+        fetches += planned
+        if not planned and row.price_check_at is None:
             result.done += 1
     return fetches
 
 
-async def _reestimate(
-    session: AsyncSession, row: Message, config: RoutingConfig, prices: PriceBook, now: datetime
+def _reestimate(
+    row: Message,
+    attempts: Sequence[Attempt],
+    config: RoutingConfig,
+    prices: PriceBook,
+    accounts: Mapping[str, Account],
 ) -> None:
-    account = row.provider_account
-    assert account is not None
-    found = estimate(
-        prices,
-        config,
-        account,
-        country=row.country,
-        message_type=MessageType.MMS if row.media_urls else MessageType.SMS,
-        segments=row.segments,
-    )
-    row.estimate_account = account
-    if row.billed_cost is not None and found.currency != row.cost_currency:
-        row.estimated_cost = None  # not comparable with what was billed
-        return
-    row.estimated_cost = found.amount
-    if row.billed_cost is None:
-        row.cost_currency = found.currency
-    # The account's spend counter was charged when the send was recorded (dispatcher).
+    """Estimate the sends the dispatcher did not (an unknown outcome a callback proved)."""
+    for send in sends(attempts):
+        if send.estimated_cost is not None:
+            continue
+        account = accounts.get(send.provider_account)
+        number_type = (
+            NumberType(send.number_type)
+            if send.number_type
+            else sender_number_type(row.sender, account)
+        )
+        found = estimate(
+            prices,
+            config,
+            send.provider_account,
+            country=row.country,
+            message_type=MessageType.MMS if row.media_urls else MessageType.SMS,
+            segments=row.segments,
+            number_type=number_type,
+        )
+        set_estimate(send, found)
+    apply_totals(row, attempts)
+    row.estimate_account = row.provider_account
+    # Spend counters are charged when a send is recorded (dispatcher), not here.
 
 
-def _next_step(row: Message, now: datetime) -> _Fetch | None:
-    """Move ``row.price_check_at`` on; a fetch to make now, if any."""
+def _next_step(row: Message, attempts: Sequence[Attempt], now: datetime) -> list[_Fetch]:
+    """Move ``row.price_check_at`` on; the fetches to make now (one per send whose bill is
+    not final), if any."""
     status = DeliveryStatus(row.status)
-    if row.billed_cost is not None:
+    counted = sends(attempts)
+    if counted and all(is_final(send) for send in counted):
         row.price_check_at = None
-        return None
-    if row.provider_message_id is None or row.provider_account is None:
+        return []
+    if not counted:
         # Never handed to a provider: nothing will be billed once it is final.
         if status.is_terminal or now - row.created_at > GIVE_UP_AFTER:
             row.price_check_at = None
         else:
             row.price_check_at = now + PENDING_RECHECK
-        return None
+        return []
     settled = status.is_terminal or (
         status is DeliveryStatus.SENT
         and row.sent_at is not None
         and now - row.sent_at >= SENT_IS_FINAL_AFTER
     )
     if not settled:
-        row.price_check_at = None if now - row.created_at > GIVE_UP_AFTER else now + PENDING_RECHECK
-        return None
+        since = row.sent_at or row.created_at  # a scheduled message is sent days later
+        row.price_check_at = None if now - since > GIVE_UP_AFTER else now + PENDING_RECHECK
+        return []
     if row.price_checks >= MAX_PRICE_CHECKS:
-        row.price_check_at = None  # gave up: the report shows it as estimated only
-        return None
+        row.price_check_at = None  # gave up: unknown bills stay unknown (estimated only)
+        return []
     row.price_checks += 1
     row.price_check_at = (
         now + timedelta(seconds=PRICE_CHECK_DELAYS[row.price_checks])
         if row.price_checks < MAX_PRICE_CHECKS
         else None
     )
-    return _Fetch(row.message_id, row.provider_account, row.provider_message_id)
+    return [
+        _Fetch(row.message_id, send.attempt_id, send.provider_account, send.provider_message_id)
+        for send in counted
+        if not is_final(send) and send.provider_message_id is not None
+    ]
 
 
 async def _fetch_all(
     providers: Mapping[str, Provider], fetches: list[_Fetch]
-) -> dict[str, Money | None]:
+) -> dict[int, Money | None]:
     limit = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-    async def one(fetch: _Fetch) -> tuple[str, Money | None]:
+    async def one(fetch: _Fetch) -> tuple[int, Money | None]:
         provider = providers.get(fetch.account)
         if provider is None:
-            return fetch.message_id, None
+            return fetch.attempt_id, None
         async with limit:
             try:
                 receipt = await provider.fetch(fetch.provider_message_id)
@@ -210,41 +260,23 @@ async def _fetch_all(
                         "error_code": error.code,
                     },
                 )
-                return fetch.message_id, None
-        return fetch.message_id, receipt.cost
+                return fetch.attempt_id, None
+        return fetch.attempt_id, receipt.cost
 
     return dict(await asyncio.gather(*(one(f) for f in fetches)))
 
 
-async def _store_fetched(session: AsyncSession, fetch: _Fetch, cost: Money) -> bool:
-    row = (
+async def _finish_billed(session: AsyncSession, message_ids: set[str]) -> None:
+    """Messages whose every bill is now final leave the agenda at once."""
+    rows = (
         await session.execute(
-            select(Message).where(Message.message_id == fetch.message_id).with_for_update()
+            select(Message).where(Message.message_id.in_(message_ids)).with_for_update()
         )
-    ).scalar_one_or_none()
-    # The message may have moved on (a failover on a report sent it elsewhere): only the
-    # provider id that was asked about may set the bill.
-    if row is None or row.provider_message_id != fetch.provider_message_id:
-        return False
-    return record_billed_cost(row, cost, now=None)
-
-
-def record_billed_cost(message: Message, cost: Money | None, *, now: datetime | None) -> bool:
-    """Put what the provider billed on the (locked) message; True if it changed.
-
-    The provider's latest figure wins (Telnyx's ``message.finalized`` over its send-time
-    ``cost``); a message billed in another currency than its estimate keeps no estimate,
-    since the two could not be compared. With ``now`` (a webhook), the message is put
-    back on the billing job's agenda, which re-estimates it for the account that took it
-    if that is still to do, then takes it off.
-    """
-    if cost is None:
-        return False
-    if message.billed_cost == cost.amount and message.cost_currency == cost.currency:
-        return False
-    if message.estimated_cost is not None and message.cost_currency not in (None, cost.currency):
-        message.estimated_cost = None
-    message.billed_cost = cost.amount
-    message.cost_currency = cost.currency
-    message.price_check_at = now
-    return True
+    ).scalars()
+    for row in rows:
+        attempts = (
+            await session.execute(select(Attempt).where(Attempt.message_id == row.message_id))
+        ).scalars()
+        counted = sends(attempts)
+        if counted and all(is_final(send) for send in counted):
+            row.price_check_at = None

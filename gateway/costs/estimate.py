@@ -1,9 +1,12 @@
 """What a message should cost on a given account, from the list-price tables.
 
 An estimate is the account's price table figure for the destination country and message
-type, times the segments (SMS) or once (MMS). When the table cannot answer, the estimate
-has no amount and says why: an unknown price is never zero, because a report that summed
-unknown prices as zero would understate spend exactly where nobody checked the figures.
+type, times the segments (SMS) or once (MMS). Where the table prices the sender's number
+type differently (toll free, short code...; ``gateway.costs.number_types`` says which type
+a sender is), that type's figure is used, else the country's. When the table cannot
+answer, the estimate has no amount and says why: an unknown price is never zero, because a
+report that summed unknown prices as zero would understate spend exactly where nobody
+checked the figures.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from decimal import Decimal
 
 import msgspec
 
-from gateway.costs.pricing import Direction, MessageType, PriceBook
+from gateway.costs.pricing import Direction, MessageType, NumberType, PriceBook
 from gateway.routing.model import RoutingConfig
 
 __all__ = ["Estimate", "amount_text", "estimate", "price_table_of"]
@@ -29,6 +32,10 @@ class Estimate(msgspec.Struct, frozen=True, kw_only=True):
     price_table: str | None = None
     source: str | None = None
     is_estimate_figure: bool = False
+    #: The sender's number type as the gateway determined it (``None``: it cannot tell).
+    number_type: NumberType | None = None
+    #: The number type whose figure was used; ``None``: the country's figure.
+    priced_number_type: NumberType | None = None
 
 
 def price_table_of(config: RoutingConfig, account: str) -> str:
@@ -45,8 +52,10 @@ def estimate(
     country: str | None,
     message_type: MessageType | str,
     segments: int,
+    number_type: NumberType | None = None,
 ) -> Estimate:
-    """The list-price cost of one outbound message on ``account``."""
+    """The list-price cost of one outbound message on ``account``, sent from a number of
+    type ``number_type`` (``None``: unknown, the country's figure)."""
     table_name = price_table_of(config, account)
     if country is None:
         return Estimate(
@@ -55,6 +64,7 @@ def estimate(
             currency=None,
             reason="the number has no country, so no price table row applies",
             price_table=table_name,
+            number_type=number_type,
         )
     table = prices.table(table_name)
     if table is None:
@@ -64,16 +74,19 @@ def estimate(
             currency=None,
             reason=f"no price table {table_name!r} (config/pricing/{table_name}.toml)",
             price_table=table_name,
+            number_type=number_type,
         )
     kind = MessageType(message_type)
-    price = prices.price(table_name, country, kind, Direction.OUTBOUND)
+    price = prices.price(table_name, country, kind, Direction.OUTBOUND, number_type)
     if price is None:
+        typed = f" (nor for number type {number_type})" if number_type is not None else ""
         return Estimate(
             account=account,
             amount=None,
             currency=None,
-            reason=f"price table {table_name!r} has no price for {country}/{kind}/outbound",
+            reason=f"price table {table_name!r} has no price for {country}/{kind}/outbound{typed}",
             price_table=table_name,
+            number_type=number_type,
         )
     return Estimate(
         account=account,
@@ -82,6 +95,8 @@ def estimate(
         price_table=table_name,
         source=price.source,
         is_estimate_figure=price.is_estimate,
+        number_type=number_type,
+        priced_number_type=price.number_type,
     )
 
 

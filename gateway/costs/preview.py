@@ -29,6 +29,10 @@ class AccountEstimate(msgspec.Struct, frozen=True):
     unverified_estimate: bool
     #: True when the account's daily spend cap is reached: routing would not pick it.
     spend_cap_reached: bool
+    #: The type of the number the send would go out from (null: the gateway cannot tell),
+    #: and the number type whose figure was used (null: the country's figure).
+    number_type: str | None = None
+    priced_number_type: str | None = None
 
 
 class RoutePreview(msgspec.Struct, frozen=True):
@@ -87,6 +91,8 @@ async def build_preview(
                 source=e.source,
                 unverified_estimate=e.is_estimate_figure,
                 spend_cap_reached=e.account in quote.capped,
+                number_type=e.number_type,
+                priced_number_type=e.priced_number_type,
             )
             for e in quote.estimates
         ],

@@ -21,6 +21,18 @@ File shape::
     rate = { amount = "0.0083", source = "twilio-us" }
     carrier_fee = { amount = "0.0035", source = "textvolt-10dlc" }    # optional
 
+    [countries.US.mms.inbound.toll_free]   # optional: a number type where it differs
+    rate = { amount = "0.02", source = "twilio-us" }
+
+The country figures are the default. Where a provider charges differently by the type of
+**our** number (the sender of an outbound message, the receiving number of an inbound
+one: ``local``, ``mobile``, ``national``, ``toll_free``, ``short_code``,
+``alphanumeric``; Twilio's Pricing API ``number_type``), a sub-table under the direction
+gives that type's figures; a figure it does not give (``carrier_fee``, or ``rate``) is the
+country's. To say a type has no carrier fee where the country has one, write
+``carrier_fee = { amount = "0", source = "..." }``. A direction may list number types only
+(no country ``rate``): then a sender of another (or unknown) type has no price.
+
 Amounts are quoted decimal strings ("0.0083"), never bare TOML numbers: a TOML float is a
 binary double, 0.0083 has no exact binary form, and a price table is the one place where the
 fourth decimal matters. SMS figures are per segment; MMS figures are per message, which is how
@@ -45,6 +57,7 @@ __all__ = [
     "Direction",
     "Evidence",
     "MessageType",
+    "NumberType",
     "Price",
     "PriceBook",
     "PriceSource",
@@ -71,6 +84,22 @@ class Direction(StrEnum):
     INBOUND = "inbound"
 
 
+class NumberType(StrEnum):
+    """The type of our number (a sender, or a receiving number): prices may differ by it.
+
+    The vocabulary of Twilio's Pricing API ``number_type`` ("toll free", "shortcode" there;
+    see :data:`gateway.costs.sync.TWILIO_NUMBER_TYPES`), plus alphanumeric sender IDs.
+    ``local`` is a geographic long code (in the US and Canada, a 10DLC number).
+    """
+
+    LOCAL = "local"
+    MOBILE = "mobile"
+    NATIONAL = "national"
+    TOLL_FREE = "toll_free"
+    SHORT_CODE = "short_code"
+    ALPHANUMERIC = "alphanumeric"
+
+
 class Evidence(StrEnum):
     """How far a figure can be trusted."""
 
@@ -91,7 +120,12 @@ class PriceSource(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Price(msgspec.Struct, frozen=True, kw_only=True):
-    """The list price of one SMS segment (or one MMS) to one country, from one table."""
+    """The list price of one SMS segment (or one MMS) to one country, from one table.
+
+    ``number_type`` is ``None`` for the country's figure, else the number type this
+    figure is for (its figures not given in the table are the country's, already merged).
+    ``sources`` is (rate's source, carrier fee's source), one entry when they are the same.
+    """
 
     table: str
     country: str
@@ -101,6 +135,15 @@ class Price(msgspec.Struct, frozen=True, kw_only=True):
     carrier_fee: Decimal
     currency: str
     sources: tuple[PriceSource, ...]
+    number_type: NumberType | None = None
+
+    @property
+    def rate_source(self) -> PriceSource:
+        return self.sources[0]
+
+    @property
+    def fee_source(self) -> PriceSource:
+        return self.sources[-1]
 
     @property
     def amount(self) -> Decimal:
@@ -132,12 +175,19 @@ class Price(msgspec.Struct, frozen=True, kw_only=True):
         return self.amount * max(segments, 1)
 
 
-PriceKey = tuple[str, MessageType, Direction]
+PriceKey = tuple[str, MessageType, Direction, NumberType | None]
 
 
-def price_key(country: str, message_type: MessageType | str, direction: Direction | str) -> str:
-    """``"US/sms/outbound"``: a string key, so that a table encodes as JSON (for reports)."""
-    return f"{country}/{MessageType(message_type)}/{Direction(direction)}"
+def price_key(
+    country: str,
+    message_type: MessageType | str,
+    direction: Direction | str,
+    number_type: NumberType | str | None = None,
+) -> str:
+    """``"US/sms/outbound"`` (the country's figure) or ``"US/sms/outbound/toll_free"``: a
+    string key, so that a table encodes as JSON (for reports)."""
+    key = f"{country}/{MessageType(message_type)}/{Direction(direction)}"
+    return key if number_type is None else f"{key}/{NumberType(number_type)}"
 
 
 class PriceTable(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,14 +220,21 @@ class PriceBook(msgspec.Struct, frozen=True):
         country: str,
         message_type: MessageType | str,
         direction: Direction | str = Direction.OUTBOUND,
+        number_type: NumberType | str | None = None,
     ) -> Price | None:
-        """The price in ``table`` (a provider kind, or a negotiated table's stem).
+        """The price in ``table`` (a provider kind, or a negotiated table's stem): the
+        figure for ``number_type`` (our number's type) where the table has one, else the
+        country's (``Price.number_type`` says which was used).
 
         ``None`` when the table does not exist or does not list the country: unknown, not free.
         """
         found = self.tables.get(table)
         if found is None:
             return None
+        if number_type is not None:
+            typed = found.prices.get(price_key(country, message_type, direction, number_type))
+            if typed is not None:
+                return typed
         return found.prices.get(price_key(country, message_type, direction))
 
 
@@ -192,6 +249,7 @@ _SOURCE_KEYS = frozenset({"description", "evidence", "as_of", "url"})
 _MESSAGE_TYPES = frozenset(MessageType)
 _DIRECTIONS = frozenset(Direction)
 _FIGURE_NAMES = frozenset({"rate", "carrier_fee"})
+_DIRECTION_KEYS = _FIGURE_NAMES | frozenset(NumberType)
 _FIGURE_KEYS = frozenset({"amount", "source"})
 
 
@@ -230,14 +288,28 @@ def parse_price_table(document: Mapping[str, Any], *, name: str, source: str) ->
         for key, table in (read.table(document, "sources") or {}).items()
     }
     prices: dict[str, Price] = {}
-    for (country, message_type, direction), key, figures in read.price_entries(document):
-        rate, rate_source = read.figure(f"{key}.rate", figures.get("rate"), sources)
-        carrier_fee, fee_source = Decimal(0), rate_source
+    entries = list(read.price_entries(document))
+    # The country figures first: a number type's missing figures are the country's.
+    for (country, message_type, direction, number_type), key, figures in sorted(
+        entries, key=lambda entry: entry[0][3] is not None
+    ):
+        default = prices.get(price_key(country, message_type, direction))
+        if "rate" in figures:
+            rate, rate_source = read.figure(f"{key}.rate", figures["rate"], sources)
+        elif number_type is not None and default is not None:
+            rate, rate_source = default.rate, default.rate_source
+        else:
+            why = "is required" if number_type is None else "is required (no country rate)"
+            raise read.error(f"{key}.rate", why)
         if "carrier_fee" in figures:
             carrier_fee, fee_source = read.figure(
                 f"{key}.carrier_fee", figures["carrier_fee"], sources
             )
-        prices[price_key(country, message_type, direction)] = Price(
+        elif number_type is not None and default is not None and default.carrier_fee:
+            carrier_fee, fee_source = default.carrier_fee, default.fee_source
+        else:
+            carrier_fee, fee_source = Decimal(0), rate_source
+        prices[price_key(country, message_type, direction, number_type)] = Price(
             table=name,
             country=country,
             message_type=message_type,
@@ -246,6 +318,7 @@ def parse_price_table(document: Mapping[str, Any], *, name: str, source: str) ->
             carrier_fee=carrier_fee,
             currency=currency,
             sources=tuple(dict.fromkeys((rate_source, fee_source))),
+            number_type=number_type,
         )
     return PriceTable(name=name, kind=kind, currency=currency, path=source, prices=prices)
 
@@ -287,7 +360,8 @@ class _Reader:
     def price_entries(
         self, document: Mapping[str, Any]
     ) -> Iterator[tuple[PriceKey, str, dict[str, Any]]]:
-        """Each ``countries.CC.TYPE.DIRECTION`` table, with its key path."""
+        """Each ``countries.CC.TYPE.DIRECTION`` table (number type ``None``) and each
+        ``countries.CC.TYPE.DIRECTION.NUMBER_TYPE`` under it, with its key path and figures."""
         countries = self.table(document, "countries") or {}
         for country in countries:
             if country not in phonenumbers.SUPPORTED_REGIONS:
@@ -298,9 +372,26 @@ class _Reader:
                 by_direction = self.table(by_type, message_type, where, allowed=_DIRECTIONS) or {}
                 where = f"{where}.{message_type}"
                 for direction in Direction:
-                    figures = self.table(by_direction, direction, where, allowed=_FIGURE_NAMES)
-                    if figures is not None:
-                        yield (country, message_type, direction), f"{where}.{direction}", figures
+                    table = self.table(by_direction, direction, where, allowed=_DIRECTION_KEYS)
+                    if table is None:
+                        continue
+                    key = f"{where}.{direction}"
+                    figures = {k: v for k, v in table.items() if k in _FIGURE_NAMES}
+                    if figures or not set(table) & set(NumberType):
+                        yield (country, message_type, direction, None), key, figures
+                    for number_type in NumberType:
+                        typed = self.table(table, number_type, key, allowed=_FIGURE_NAMES)
+                        if typed is None:
+                            continue
+                        if not typed:
+                            raise self.error(
+                                f"{key}.{number_type}", "give a rate, a carrier_fee or both"
+                            )
+                        yield (
+                            (country, message_type, direction, number_type),
+                            f"{key}.{number_type}",
+                            typed,
+                        )
 
     def source(self, where: str, table: object) -> PriceSource:
         if not isinstance(table, dict):

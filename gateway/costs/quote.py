@@ -16,12 +16,15 @@ from decimal import Decimal
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.clock import new_id
 from gateway.costs.estimate import Estimate, estimate
+from gateway.costs.number_types import sender_number_type
 from gateway.costs.pricing import MessageType
 from gateway.costs.spend import account_caps_reached, spend_cap_problem
 from gateway.db.models import Message
-from gateway.dispatch.planning import RoutePlanner, preview_facts
+from gateway.dispatch.planning import RoutePlanner
 from gateway.messages.validation import ValidatedMessage
+from gateway.routing import MessageFacts
 from gateway.settings import Account, Settings, routing_config
 
 __all__ = ["Quoter", "RouteQuote"]
@@ -66,11 +69,16 @@ class Quoter:
         self._capped = await account_caps_reached(session, self._accounts, self._accounts, now)
 
     def quote(self, message: ValidatedMessage) -> RouteQuote:
-        facts = preview_facts(
-            message.to, body=message.body, has_media=bool(message.media_urls), app=self._app
+        # What validation found (country, the stored segment count): nothing parsed or
+        # counted twice, and the same figures the 202 shows.
+        facts = MessageFacts(
+            message_id=new_id("msg"),
+            to=message.to,
+            country=message.country,
+            message_type=MessageType.MMS if message.media_urls else MessageType.SMS,
+            app=self._app,
+            segments=message.segments,
         )
-        # The stored segment count, not a recount: the same number the 202 shows.
-        facts = msgspec.structs.replace(facts, segments=message.segments)
         if message.account is not None:  # forced: no routing, no failover
             rule: str | None = None
             strategy: str | None = None
@@ -91,6 +99,8 @@ class Quoter:
                 country=facts.country,
                 message_type=MessageType.MMS if message.media_urls else MessageType.SMS,
                 segments=message.segments,
+                # The app's ``from``, else what the account sends from (its pool, its number).
+                number_type=sender_number_type(message.sender, self._accounts.get(account)),
             )
             for account in accounts
         )

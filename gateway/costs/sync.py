@@ -10,12 +10,17 @@ auth token) answers::
      "inbound_sms_prices": [{"number_type": "local", "base_price": "0.0075",
                              "current_price": "0.0075"}], "url": "..."}
 
-(twilio-node's ``PricingV1MessagingMessagingCountryInstance``; prices are per segment.)
-One figure per country is kept: the **highest** ``current_price`` over the destination's
-carriers for the sender's number type (``local``, else any), because the gateway cannot
-tell the recipient's carrier before sending and an estimate that errs low would let a
-spend cap be passed. Carrier fees and MMS are not in this API: those rows of the table, and
-countries the API does not answer for, are kept as they were, with their own sources.
+(twilio-node's ``PricingV1MessagingMessagingCountryInstance``; prices are per segment.
+``number_type`` is the type of **our** number: the sender for outbound, the receiving number
+for inbound; recorded answers say ``local``, ``mobile``, ``shortcode``, ``toll free``, see
+:data:`TWILIO_NUMBER_TYPES`.) Per number type, the figure kept is the **highest**
+``current_price`` over the destination's carriers, because the gateway cannot tell the
+recipient's carrier before sending and an estimate that errs low would let a spend cap be
+passed. The country figure (the default) is the ``local`` one, else the highest of any
+type; a number type is written only where its figure differs from the country's. Carrier
+fees and MMS are not in this API: those rows of the table, number-type figures written by
+hand for types the API does not answer, and countries the API does not answer for, are
+kept as they were, with their own sources.
 
 The table is rewritten whole (comments are not kept: the file says it was generated) and
 re-read with the normal loader before it replaces the old one, so a sync never leaves an
@@ -38,19 +43,44 @@ from gateway.costs.pricing import (
     Direction,
     Evidence,
     MessageType,
+    NumberType,
     Price,
     PriceSource,
     PriceTable,
     PricingError,
     load_price_table,
     parse_price_table,
+    price_key,
 )
 
-__all__ = ["CountryPrices", "SyncError", "fetch_country", "render_table", "sync_twilio"]
+__all__ = [
+    "TWILIO_NUMBER_TYPES",
+    "CountryPrices",
+    "SyncError",
+    "fetch_country",
+    "render_table",
+    "sync_twilio",
+]
 
 PRICING_API = "https://pricing.twilio.com"
 SOURCE_KEY = "twilio-pricing-api"
-NUMBER_TYPE = "local"
+#: The number type whose figure is the country's (the default of the table).
+NUMBER_TYPE = NumberType.LOCAL
+
+#: Twilio's ``number_type`` words onto the table's. Spellings seen in recorded answers
+#: ("toll free", "shortcode") and in other Twilio resources ("tollfree"); a word not here
+#: still counts towards the country figure when there is no ``local`` one.
+TWILIO_NUMBER_TYPES: dict[str, NumberType] = {
+    "local": NumberType.LOCAL,
+    "mobile": NumberType.MOBILE,
+    "national": NumberType.NATIONAL,
+    "toll free": NumberType.TOLL_FREE,
+    "tollfree": NumberType.TOLL_FREE,
+    "toll_free": NumberType.TOLL_FREE,
+    "shortcode": NumberType.SHORT_CODE,
+    "short code": NumberType.SHORT_CODE,
+    "short_code": NumberType.SHORT_CODE,
+}
 
 
 class SyncError(Exception):
@@ -60,12 +90,18 @@ class SyncError(Exception):
 class CountryPrices(msgspec.Struct, frozen=True):
     iso: str
     currency: str
+    #: The country figures (``local``, else the highest of any type).
     outbound: Decimal | None
     inbound: Decimal | None
+    #: The highest figure per number type the answer names.
+    outbound_by_type: dict[NumberType, Decimal] = msgspec.field(default_factory=dict)
+    inbound_by_type: dict[NumberType, Decimal] = msgspec.field(default_factory=dict)
 
 
-def _price(entries: Iterable[Any], number_type: str = NUMBER_TYPE) -> Decimal | None:
-    figures: list[tuple[str, Decimal]] = []
+def _prices(entries: Iterable[Any]) -> tuple[Decimal | None, dict[NumberType, Decimal]]:
+    """(the country figure, the highest figure per number type) of price entries."""
+    every: list[Decimal] = []
+    by_type: dict[NumberType, Decimal] = {}
     for entry in entries:
         if not isinstance(entry, dict):
             continue
@@ -73,10 +109,15 @@ def _price(entries: Iterable[Any], number_type: str = NUMBER_TYPE) -> Decimal | 
             amount = Decimal(str(entry.get("current_price")))
         except InvalidOperation:
             continue
-        if amount.is_finite() and amount >= 0:
-            figures.append((str(entry.get("number_type")), amount))
-    preferred = [a for t, a in figures if t == number_type] or [a for _, a in figures]
-    return max(preferred) if preferred else None
+        if not (amount.is_finite() and amount >= 0):
+            continue
+        every.append(amount)
+        word = str(entry.get("number_type") or "").strip().lower()
+        number_type = TWILIO_NUMBER_TYPES.get(word)
+        if number_type is not None:
+            by_type[number_type] = max(amount, by_type.get(number_type, amount))
+    default = by_type.get(NUMBER_TYPE, max(every) if every else None)
+    return default, by_type
 
 
 def parse_country(document: dict[str, Any], iso: str) -> CountryPrices:
@@ -89,11 +130,15 @@ def parse_country(document: dict[str, Any], iso: str) -> CountryPrices:
         if isinstance(carrier, dict)
         for price in carrier.get("prices") or []
     ]
+    outbound, outbound_by_type = _prices(outbound_entries)
+    inbound, inbound_by_type = _prices(document.get("inbound_sms_prices") or [])
     return CountryPrices(
         iso=iso,
         currency=currency.upper(),
-        outbound=_price(outbound_entries),
-        inbound=_price(document.get("inbound_sms_prices") or []),
+        outbound=outbound,
+        inbound=inbound,
+        outbound_by_type=outbound_by_type,
+        inbound_by_type=inbound_by_type,
     )
 
 
@@ -147,9 +192,11 @@ async def sync_twilio(
         raise SyncError(f"{path}: kind is {table.kind!r}, not 'twilio'")
     wanted = sorted({c.upper() for c in countries} if countries else table.countries)
     source = PriceSource(
-        key=SOURCE_KEY,
-        description=f"Twilio Pricing API, {base_url}/v1/Messaging/Countries/<ISO>: highest "
-        f"current_price over the carriers for number type '{NUMBER_TYPE}'",
+        # Dated: figures of countries not refreshed today keep their own reading's date.
+        key=f"{SOURCE_KEY}-{today.isoformat()}",
+        description=f"Twilio Pricing API, {base_url}/v1/Messaging/Countries/<ISO>: per number "
+        "type, the highest current_price over the destination's carriers; the country figure "
+        f"is number type '{NUMBER_TYPE}' (else the highest of any type)",
         evidence=Evidence.PROVIDER_PAGE,
         as_of=today,
         url=f"{base_url}/v1/Messaging/Countries",
@@ -166,28 +213,92 @@ async def sync_twilio(
             continue
         if found.currency != table.currency:
             raise SyncError(f"{iso}: priced in {found.currency}, the table is in {table.currency}")
-        figures = ((Direction.OUTBOUND, found.outbound), (Direction.INBOUND, found.inbound))
-        for direction, amount in figures:
-            if amount is None:
-                continue
-            key = f"{iso}/{MessageType.SMS}/{direction}"
-            old = prices.get(key)
-            # The API's figure replaces the rate; a carrier fee from another source stays.
-            fee_source = old.sources[-1] if old is not None and old.carrier_fee else source
-            prices[key] = Price(
-                table=table.name,
-                country=iso,
-                message_type=MessageType.SMS,
-                direction=direction,
-                rate=amount,
-                carrier_fee=old.carrier_fee if old is not None else Decimal(0),
-                currency=table.currency,
-                sources=tuple(dict.fromkeys((source, fee_source))),
-            )
+        figures = (
+            (Direction.OUTBOUND, found.outbound, found.outbound_by_type),
+            (Direction.INBOUND, found.inbound, found.inbound_by_type),
+        )
+        for direction, amount, by_type in figures:
+            if amount is not None:
+                _merge(prices, table, iso, direction, amount, by_type, source)
         updated.append(iso)
     text = render_table(msgspec.structs.replace(table, prices=prices), today=today)
     _write_checked(path, text)
     return SyncResult(updated=updated, missing=missing, path=str(path))
+
+
+def _merge(
+    prices: dict[str, Price],
+    table: PriceTable,
+    iso: str,
+    direction: Direction,
+    amount: Decimal,
+    by_type: dict[NumberType, Decimal],
+    source: PriceSource,
+) -> None:
+    """Put the API's SMS figures for one country and direction into ``prices``.
+
+    The API's figure replaces a rate; a carrier fee from another source stays. A number
+    type's figure that was the country's (inherited) follows the new country figure; one
+    written by hand for a type the API does not answer is kept; a type whose figures end
+    up equal to the country's is dropped (it says nothing the country figure does not)."""
+    key = price_key(iso, MessageType.SMS, direction)
+    old = prices.get(key)
+    fee = (old.carrier_fee, old.fee_source) if old is not None and old.carrier_fee else None
+    default = _price(table, iso, direction, None, (amount, source), fee or (Decimal(0), source))
+    prices[key] = default
+    typed_keys = {t: price_key(iso, MessageType.SMS, direction, t) for t in NumberType}
+    for number_type, typed_key in typed_keys.items():
+        previous = prices.pop(typed_key, None)
+        if number_type in by_type:
+            rate = (by_type[number_type], source)
+        elif (
+            previous is not None
+            and not previous.rate_source.key.startswith(SOURCE_KEY)
+            and (old is None or not _same_rate(previous, old))
+        ):  # written by hand for a type the API does not answer: kept
+            rate = (previous.rate, previous.rate_source)
+        else:  # the country's, or an earlier sync's figure the API no longer gives
+            rate = (default.rate, default.rate_source)
+        if previous is not None and (old is None or not _same_fee(previous, old)):
+            typed_fee = (previous.carrier_fee, previous.fee_source)
+        else:
+            typed_fee = (default.carrier_fee, default.fee_source)
+        price = _price(table, iso, direction, number_type, rate, typed_fee)
+        if not (_same_rate(price, default) and _same_fee(price, default)):
+            prices[typed_key] = price
+
+
+def _price(
+    table: PriceTable,
+    iso: str,
+    direction: Direction,
+    number_type: NumberType | None,
+    rate: tuple[Decimal, PriceSource],
+    fee: tuple[Decimal, PriceSource],
+) -> Price:
+    fee_source = fee[1] if fee[0] else rate[1]
+    return Price(
+        table=table.name,
+        country=iso,
+        message_type=MessageType.SMS,
+        direction=direction,
+        rate=rate[0],
+        carrier_fee=fee[0],
+        currency=table.currency,
+        sources=tuple(dict.fromkeys((rate[1], fee_source))),
+        number_type=number_type,
+    )
+
+
+def _same_rate(price: Price, default: Price) -> bool:
+    return (price.rate, price.rate_source) == (default.rate, default.rate_source)
+
+
+def _same_fee(price: Price, default: Price) -> bool:
+    """No fee on either side is the same, whatever source the rate named."""
+    if not price.carrier_fee and not default.carrier_fee:
+        return True
+    return (price.carrier_fee, price.fee_source) == (default.carrier_fee, default.fee_source)
 
 
 def _write_checked(path: Path, text: str) -> None:
@@ -232,16 +343,22 @@ def render_table(table: PriceTable, *, today: date) -> str:
             lines.append(f"url = {_quote(source.url)}")
     for key in sorted(table.prices):
         price = table.prices[key]
-        rate_source = price.sources[0].key
-        fee_source = price.sources[-1].key
-        lines += [
-            "",
-            f"[countries.{price.country}.{price.message_type}.{price.direction}]",
-            f"rate = {{ amount = {_quote(str(price.rate))}, source = {_quote(rate_source)} }}",
-        ]
-        if price.carrier_fee:
-            lines.append(
-                f"carrier_fee = {{ amount = {_quote(str(price.carrier_fee))}, "
-                f"source = {_quote(fee_source)} }}"
-            )
+        default = None
+        if price.number_type is not None:
+            country_key = price_key(price.country, price.message_type, price.direction)
+            default = table.prices.get(country_key)
+        header = f"[countries.{price.country}.{price.message_type}.{price.direction}"
+        lines += ["", header + (f".{price.number_type}]" if price.number_type else "]")]
+        # A number type writes only what differs from the country's figures (the rest is
+        # inherited when the table is read); a country figure writes its fee when it has one.
+        if default is None or not _same_rate(price, default):
+            lines.append(_figure("rate", price.rate, price.rate_source))
+        if (default is None and price.carrier_fee) or (
+            default is not None and not _same_fee(price, default)
+        ):
+            lines.append(_figure("carrier_fee", price.carrier_fee, price.fee_source))
     return "\n".join(lines) + "\n"
+
+
+def _figure(name: str, amount: Decimal, source: PriceSource) -> str:
+    return f"{name} = {{ amount = {_quote(str(amount))}, source = {_quote(source.key)} }}"

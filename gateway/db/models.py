@@ -112,8 +112,10 @@ class Message(Base):
     excluded_accounts: Mapped[list[str] | None] = mapped_column(JsonB)
     #: While an unknown outcome is being reconciled: when to stop waiting for evidence.
     reconcile_until: Mapped[datetime | None]
-    #: Cost, as exact decimals in ``cost_currency`` (never floats): the list-price estimate
-    #: of the account that took the message, and what the provider billed (arrives late).
+    #: Cost, as exact decimals in ``cost_currency`` (never floats): before any send, the
+    #: 202's estimate; then the totals over the sends (attempts a provider took; a failover
+    #: on a report sends twice) of their estimates and of what the providers billed (late;
+    #: null while a send's bill is unknown or the sends are in several currencies).
     estimated_cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
     billed_cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
     cost_currency: Mapped[str | None] = mapped_column(String(3))
@@ -121,9 +123,8 @@ class Message(Base):
     #: how many times it has been asked.
     price_check_at: Mapped[datetime | None]
     price_checks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    #: The account that took the message, once the billing job has re-estimated the cost
-    #: for it and charged its daily spend counter (null before: the 202's estimate is for
-    #: the route's first account).
+    #: The account of the latest send whose estimate was made (null before any: the 202's
+    #: estimate is for the route's first account).
     estimate_account: Mapped[str | None] = mapped_column(String(64))
 
     attempts: Mapped[list[Attempt]] = relationship(
@@ -154,6 +155,18 @@ class Attempt(Base):
     provider_message_id: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    #: Cost of this send (0008), exact decimals in ``cost_currency``: the list-price
+    #: estimate for its account and sender, and what the provider billed for it. A
+    #: message's ``estimated_cost``/``billed_cost`` are the sums over its sends
+    #: (gateway/costs/attempts.py).
+    estimated_cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    billed_cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    cost_currency: Mapped[str | None] = mapped_column(String(3))
+    #: Where ``billed_cost`` came from: ``send`` or ``report`` (provisional: Telnyx's send
+    #: answer, ``message.sent``), ``final_report`` (``message.finalized``), ``fetch``.
+    billed_source: Mapped[str | None] = mapped_column(String(16))
+    #: The sender's number type the estimate used (null: unknown, the country figure).
+    number_type: Mapped[str | None] = mapped_column(String(16))
 
     message: Mapped[Message] = relationship(back_populates="attempts", lazy="raise")
 

@@ -32,6 +32,7 @@ from gateway.consent.guard import (
 from gateway.consent.ledger import record_provider_refusal
 from gateway.costs.billing import run_billing_round
 from gateway.costs.estimate import estimate
+from gateway.costs.number_types import sender_number_type
 from gateway.costs.pricing import MessageType, PriceBook
 from gateway.costs.spend import account_caps_reached, charge_account_for_send, day_start
 from gateway.db.engine import retrying_on_disconnect
@@ -133,6 +134,7 @@ class Dispatcher:
             self.planner.config,
             self.planner.prices,
             now=self._clock(),
+            accounts=self._accounts,
         )
 
     async def _idle(self, stop: asyncio.Event) -> None:
@@ -298,6 +300,17 @@ class Dispatcher:
                 return
         self.planner.record_success(account, self._clock())
         now = self._clock()
+        configured = self._accounts.get(account)
+        # This send's list price: its account, and the type of the number it went from.
+        cost = estimate(
+            self.planner.prices or PriceBook(),
+            self.planner.config,
+            account,
+            country=claim.country,
+            message_type=MessageType.MMS if claim.media_urls else MessageType.SMS,
+            segments=claim.segments,
+            number_type=sender_number_type(plan.sender, configured),
+        )
 
         async def record() -> None:
             async with self._sessionmaker() as session, session.begin():
@@ -309,19 +322,11 @@ class Dispatcher:
                     receipt=receipt,
                     now=now,
                     rerouter=self.planner.report_failover,
+                    estimate=cost,
                 )
                 if plan.pooled_sender and plan.sender is not None:
                     await remember_sender(session, account, claim.to, plan.sender, now)
-                configured = self._accounts.get(account)
-                if configured is not None and configured.spend_per_day is not None:
-                    cost = estimate(
-                        self.planner.prices or PriceBook(),
-                        self.planner.config,
-                        account,
-                        country=claim.country,
-                        message_type=MessageType.MMS if claim.media_urls else MessageType.SMS,
-                        segments=claim.segments,
-                    )
+                if configured is not None:  # charged only to an account with a cap
                     await charge_account_for_send(
                         session, configured, cost.amount, cost.currency, now=now
                     )

@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.db.dialect import insert
 from gateway.db.models import RateBucket
+from gateway.db.upsert import insert_ignoring
 
 
 def account_bucket(account: str) -> str:
@@ -35,17 +35,16 @@ def burst_for(rate: float) -> int:
     return max(1, math.floor(rate))
 
 
+_NEW_BUCKET = insert_ignoring(RateBucket, ("bucket", "theoretical_arrival"), ("bucket",))
+
+
 async def acquire(
     session: AsyncSession, bucket: str, *, rate: float, now: datetime
 ) -> datetime | None:
     """Take one send from ``bucket``: ``None`` if it may go now, else when to try again."""
     interval = timedelta(seconds=1 / rate)
     tolerance = interval * (burst_for(rate) - 1)
-    await session.execute(
-        insert(session, RateBucket)
-        .values(bucket=bucket, theoretical_arrival=now)
-        .on_conflict_do_nothing(index_elements=["bucket"])
-    )
+    await session.execute(_NEW_BUCKET, {"bucket": bucket, "theoretical_arrival": now})
     row = (
         await session.execute(
             select(RateBucket).where(RateBucket.bucket == bucket).with_for_update()

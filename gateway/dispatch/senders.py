@@ -13,8 +13,8 @@ import phonenumbers
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.db.dialect import insert
 from gateway.db.models import StickySender
+from gateway.db.upsert import insert_or_update
 
 
 def _parsed(number: str) -> phonenumbers.PhoneNumber | None:
@@ -65,15 +65,18 @@ async def sticky_sender(session: AsyncSession, account: str, recipient: str) -> 
     ).scalar_one_or_none()
 
 
+_REMEMBER = insert_or_update(
+    StickySender,
+    ("account", "recipient", "sender", "updated_at"),
+    ("account", "recipient"),
+    ("sender", "updated_at"),
+)
+
+
 async def remember_sender(
     session: AsyncSession, account: str, recipient: str, sender: str, now: datetime
 ) -> None:
-    statement = insert(session, StickySender).values(
-        account=account, recipient=recipient, sender=sender, updated_at=now
-    )
     await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["account", "recipient"],
-            set_={"sender": statement.excluded.sender, "updated_at": now},
-        )
+        _REMEMBER,
+        {"account": account, "recipient": recipient, "sender": sender, "updated_at": now},
     )

@@ -8,11 +8,14 @@ one writer at a time) runs it atomically, so no message is claimed twice.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import msgspec
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.costs.attempts import first_send, record_send_costs
+from gateway.costs.estimate import Estimate
 from gateway.db.models import Attempt, Message
 from gateway.events.record import message_status_changed
 from gateway.messages.delivery import (
@@ -154,11 +157,24 @@ async def record_sent(
     receipt: SendReceipt,
     now: datetime,
     rerouter: Rerouter | None = None,
+    estimate: Estimate | None = None,
 ) -> None:
+    """The provider took the message: close the attempt, move the message (while the claim
+    is still ours), apply reports that overtook this commit, and record the send's cost
+    (``estimate``: its list price for this account and sender; Telnyx's answer carries a
+    provisional bill) on the attempt, the message's cost being the total over its sends."""
     # First, before any row lock: the order every writer of this provider id follows.
     await lock_provider_message(session, kind, receipt.provider_message_id)
+    # A first attempt has no earlier send: its figures are the message's totals, written
+    # with the statements below. Later attempts add up under the row lock (record_send_costs).
+    first = first_send(estimate, receipt.cost) if claim.attempt_number == 1 else None
     await _finish_attempt(
-        session, claim, outcome="sent", now=now, provider_message_id=receipt.provider_message_id
+        session,
+        claim,
+        outcome="sent",
+        now=now,
+        provider_message_id=receipt.provider_message_id,
+        costs=first.attempt if first is not None else None,
     )
     values: dict[str, object] = {
         "status": receipt.status.value,
@@ -175,14 +191,30 @@ async def record_sent(
     }
     if receipt.status.is_terminal:
         values["completed_at"] = now
+    if first is not None:
+        values.update(first.message)
+        # On the billing job's agenda (a message scheduled days ahead may have left it).
+        when = literal(now, type_=Message.price_check_at.type)
+        values["price_check_at"] = func.coalesce(Message.price_check_at, when)
     # Still ours, or given up as unknown meanwhile (a slow call outlived its claim): the
     # provider's answer is the evidence reconciliation waits for. Taken over by another
     # process: the row is that process's now; only our attempt is recorded.
     still_ours = (Message.claimed_by == claim.worker) | (Message.status == UNKNOWN)
-    await session.execute(
+    moved: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
         update(Message).where(Message.message_id == claim.message_id, still_ours).values(**values)
     )
+    if first is None or not moved.rowcount:  # a later send, or the row is not ours
+        await record_send_costs(
+            session,
+            message_id=claim.message_id,
+            attempt_number=claim.attempt_number,
+            app=claim.app,
+            estimate=estimate,
+            billed=receipt.cost,
+            now=now,
+        )
     # A delivery report may have overtaken this commit; it was stored, waiting for us.
+    # After the send's own figures: a waiting report's bill is the later word.
     await apply_reports_waiting_for(
         session,
         provider_kind=kind,
@@ -253,6 +285,7 @@ async def _finish_attempt(
     error_code: str | None = None,
     error_class: str | None = None,
     error_detail: str | None = None,
+    costs: dict[str, object] | None = None,
 ) -> None:
     await session.execute(
         update(Attempt)
@@ -267,6 +300,7 @@ async def _finish_attempt(
             error_class=error_class,
             error_detail=error_detail,
             finished_at=now,
+            **(costs or {}),
         )
     )
 

@@ -33,13 +33,22 @@ INITIAL = frozenset({DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.val
 
 
 async def message_status_changed(
-    session: AsyncSession, message_ids: Iterable[str], *, now: datetime
+    session: AsyncSession,
+    message_ids: Iterable[str],
+    *,
+    now: datetime,
+    locked: Message | None = None,
 ) -> int:
     """Write an event for each of these messages whose status differs from its last
-    event's. Returns how many were written. Call it before the commit of the change."""
+    event's. Returns how many were written. Call it before the commit of the change.
+
+    ``locked``: the one message, already row-locked in this transaction and changed only
+    through this object (a delivery report's apply): it is not read again."""
     ids = sorted(set(message_ids))
     if not ids:
         return 0
+    if locked is not None and ids == [locked.message_id]:
+        return await _write_events(session, [locked], ids, now)
     # Lock the messages first (most are already ours: the caller just updated them), then
     # read their last events: a concurrent writer of one of them has committed both its
     # change and its event by then, so the diff never sees one without the other.
@@ -56,6 +65,12 @@ async def message_status_changed(
             )
         ).scalars()
     )
+    return await _write_events(session, messages, ids, now)
+
+
+async def _write_events(
+    session: AsyncSession, messages: list[Message], ids: list[str], now: datetime
+) -> int:
     last_seq = (
         select(AppEvent.subject_id, func.max(AppEvent.seq).label("seq"))
         .where(AppEvent.subject_id.in_(ids))

@@ -32,7 +32,7 @@ from gateway.settings import Settings
 MAX_BATCH = 1000
 
 
-class _Valid(msgspec.Struct):
+class ValidSend(msgspec.Struct):
     index: int
     message: ValidatedMessage
     key: str | None
@@ -64,7 +64,7 @@ def _duplicate_key(key: str) -> Problem:
 
 def validate_batch(
     items: list[BatchMessage], *, settings: Settings, now: datetime
-) -> tuple[list[_Valid], list[BatchItemResult]]:
+) -> tuple[list[ValidSend], list[BatchItemResult]]:
     if not items:
         raise Problem(422, "invalid-field", "A field is invalid", "messages: give 1 to 1000")
     if len(items) > MAX_BATCH:
@@ -74,7 +74,7 @@ def validate_batch(
             "Batch too large",
             f"messages: at most {MAX_BATCH} per batch (got {len(items)}); split it",
         )
-    valid: list[_Valid] = []
+    valid: list[ValidSend] = []
     rejected: list[BatchItemResult] = []
     seen_keys: set[str] = set()
     for index, item in enumerate(items):
@@ -90,20 +90,54 @@ def validate_batch(
             continue
         if key is not None:
             seen_keys.add(key)
-        valid.append(_Valid(index, validated, key, service.request_fingerprint(item)))
+        valid.append(ValidSend(index, validated, key, service.request_fingerprint(item)))
     return valid, rejected
+
+
+class Stored(msgspec.Struct):
+    """What became of one valid message: stored (or replayed), or refused with a problem."""
+
+    index: int
+    row: Message | None = None
+    replayed: bool = False
+    problem: Problem | None = None
+
+    def result(self) -> BatchItemResult:
+        if self.problem is not None:
+            return BatchItemResult(
+                index=self.index, status=self.problem.status, problem=self.problem.document()
+            )
+        assert self.row is not None
+        return BatchItemResult(
+            index=self.index, status=202, message=accepted_view(self.row), replayed=self.replayed
+        )
 
 
 async def store_batch(
     session: AsyncSession,
     app: str,
-    valid: list[_Valid],
+    valid: list[ValidSend],
     *,
     settings: Settings,
     now: datetime,
     quoter: Quoter | None = None,
 ) -> list[BatchItemResult]:
     """Store every valid message in one transaction; replays and key conflicts per item."""
+    stored = await store_valid(session, app, valid, settings=settings, now=now, quoter=quoter)
+    return [item.result() for item in stored]
+
+
+async def store_valid(
+    session: AsyncSession,
+    app: str,
+    valid: list[ValidSend],
+    *,
+    settings: Settings,
+    now: datetime,
+    quoter: Quoter | None = None,
+) -> list[Stored]:
+    """:func:`store_batch`'s work, with each refusal kept as the :class:`Problem` itself
+    (its headers too: a single send's 429 carries Retry-After)."""
     for _ in range(2):  # a concurrent batch with the same keys: the second pass replays
         try:
             return await _store_once(session, app, valid, settings=settings, now=now, quoter=quoter)
@@ -121,12 +155,12 @@ async def store_batch(
 async def _store_once(
     session: AsyncSession,
     app: str,
-    valid: list[_Valid],
+    valid: list[ValidSend],
     *,
     settings: Settings,
     now: datetime,
     quoter: Quoter | None = None,
-) -> list[BatchItemResult]:
+) -> list[Stored]:
     keys = [v.key for v in valid if v.key is not None]
     existing: dict[str, Message] = {}
     if keys:
@@ -134,7 +168,7 @@ async def _store_once(
             select(Message).where(Message.app == app, Message.idempotency_key.in_(keys))
         )
         existing = {row.idempotency_key: row for row in rows.scalars() if row.idempotency_key}
-    results: list[BatchItemResult] = []
+    results: list[Stored] = []
     new_rows: list[tuple[int, Message]] = []
     if quoter is not None:
         await quoter.load_caps(session, now)
@@ -145,34 +179,19 @@ async def _store_once(
             try:
                 row = service.replay(existing[item.key], item.fingerprint)
             except Problem as problem:
-                results.append(
-                    BatchItemResult(
-                        index=item.index, status=problem.status, problem=problem.document()
-                    )
-                )
+                results.append(Stored(item.index, problem=problem))
                 continue
-            results.append(
-                BatchItemResult(
-                    index=item.index, status=202, message=accepted_view(row), replayed=True
-                )
-            )
+            results.append(Stored(item.index, row=row, replayed=True))
             continue
         if state := blocked.get((item.message.to, item.message.sender)):
-            refusal = opted_out_problem(state)
-            results.append(
-                BatchItemResult(index=item.index, status=422, problem=refusal.document())
-            )
+            results.append(Stored(item.index, problem=opted_out_problem(state)))
             continue
         row = service.new_message_row(app, item.message, item.key, item.fingerprint, now)
         if quoter is not None:
             try:  # the 202's estimate; 429 for this item when every route account is capped
                 quoter.price(row, item.message, now)
             except Problem as problem:
-                results.append(
-                    BatchItemResult(
-                        index=item.index, status=problem.status, problem=problem.document()
-                    )
-                )
+                results.append(Stored(item.index, problem=problem))
                 continue
         new_rows.append((item.index, row))
     session.add_all([row for _, row in new_rows])
@@ -181,10 +200,7 @@ async def _store_once(
         await charge_quota(session, app, quota, count=len(new_rows), now=now)
     await _charge_spend(session, app, settings, [row for _, row in new_rows], now)
     await session.commit()
-    results.extend(
-        BatchItemResult(index=index, status=202, message=accepted_view(row))
-        for index, row in new_rows
-    )
+    results.extend(Stored(index, row=row) for index, row in new_rows)
     return results
 
 

@@ -9,15 +9,29 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
+from gateway.api.openapi import (
+    BATCH_TOO_LARGE,
+    CONCURRENT_BATCH,
+    IDEMPOTENCY_KEY_REUSED,
+    INVALID_IDEMPOTENCY_KEY,
+    NOT_CANCELABLE,
+    NOT_FOUND,
+    OPTED_OUT,
+    QUOTA_EXCEEDED,
+    SPEND_CAP_EXCEEDED,
+    documented_header,
+    problem_responses,
+)
 from gateway.api.problems import Problem, invalid_field, not_found
 from gateway.auth.guard import caller_app
 from gateway.clock import utcnow
+from gateway.costs.attempts import is_final, sends
 from gateway.costs.estimate import amount_text
 from gateway.costs.preview import MessagePreview, build_preview
 from gateway.costs.quote import Quoter
 from gateway.db.models import Attempt, Message
 from gateway.messages import service
-from gateway.messages.batch import accepted_view, store_batch, validate_batch
+from gateway.messages.batch import ValidSend, accepted_view, store_batch, validate_batch
 from gateway.messages.numbers import InvalidNumber, normalize_number
 from gateway.messages.schemas import (
     AttemptView,
@@ -46,6 +60,23 @@ class MessagesController(Controller):
         "/",
         status_code=HTTP_202_ACCEPTED,
         summary="Send a message",
+        responses=problem_responses(
+            INVALID_IDEMPOTENCY_KEY,
+            IDEMPOTENCY_KEY_REUSED,
+            OPTED_OUT,
+            QUOTA_EXCEEDED,
+            SPEND_CAP_EXCEEDED,
+        ),
+        response_headers=[
+            documented_header(
+                "Location", "The message: `/v1/messages/{message_id}`", required=True
+            ),
+            documented_header(
+                "Idempotent-Replayed",
+                "`true` when this is the message first stored for this `Idempotency-Key` "
+                "(nothing new was stored)",
+            ),
+        ],
         description="Stores the message and answers 202; the dispatcher sends it. "
         "Idempotency-Key: the same key and body give the same message; "
         "the same key with another body gives 409.",
@@ -63,17 +94,9 @@ class MessagesController(Controller):
         now = utcnow()
         key = service.check_idempotency_key(idempotency_key)
         validated = validate_send(data, settings=state.settings, now=now)
-        async with state.sessionmaker() as session:
-            row, replayed = await service.accept_message(
-                session,
-                app=app,
-                message=validated,
-                idempotency_key=key,
-                fingerprint=service.request_fingerprint(data),
-                now=now,
-                quota=state.settings.apps.get(app),
-                quoter=Quoter(state.settings, state.planner, app),
-            )
+        send = ValidSend(0, validated, key, service.request_fingerprint(data))
+        accepted = await state.accept_queue.accept(app, send, now)
+        row, replayed = accepted.row, accepted.replayed
         if not replayed:
             MESSAGES_ACCEPTED.labels(app=app).inc()
             state.dispatch_wakeup.set()
@@ -108,6 +131,9 @@ class MessagesController(Controller):
         # 1,000 messages of up to 1,600 characters do not fit the API's 64 KiB limit.
         request_max_body_size=MAX_BATCH_BODY,
         summary="Send up to 1,000 messages",
+        responses=problem_responses(
+            CONCURRENT_BATCH, BATCH_TOO_LARGE, QUOTA_EXCEEDED, SPEND_CAP_EXCEEDED
+        ),
         description="Each message is validated on its own (per-item status 202 or 4xx with a "
         "problem); every valid one is stored before the answer, in one transaction. Give "
         "each message its own `idempotency_key` to make a retried batch safe.",
@@ -141,6 +167,7 @@ class MessagesController(Controller):
         "/{message_id:str}",
         status_code=HTTP_200_OK,
         summary="Cancel a message that no provider has yet (scheduled or queued)",
+        responses=problem_responses(NOT_FOUND, NOT_CANCELABLE),
     )
     async def cancel_message(
         self, request: Request[Any, Any, Any], message_id: FromPath[str]
@@ -164,7 +191,11 @@ class MessagesController(Controller):
             raise not_found(f"message {message_id}")
         return _view(row)
 
-    @get("/{message_id:str}", summary="Look up a message with its provider attempts")
+    @get(
+        "/{message_id:str}",
+        summary="Look up a message with its provider attempts",
+        responses=problem_responses(NOT_FOUND),
+    )
     async def get_message(
         self, request: Request[Any, Any, Any], message_id: FromPath[str]
     ) -> MessageView:
@@ -237,6 +268,11 @@ def _attempt(row: Attempt) -> AttemptView:
         provider_message_id=row.provider_message_id,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        number_type=row.number_type,
+        estimated_cost=amount_text(row.estimated_cost),
+        billed_cost=amount_text(row.billed_cost),
+        cost_currency=row.cost_currency,
+        billed_final=is_final(row),
     )
 
 
@@ -269,6 +305,7 @@ def _view(row: Message) -> MessageView:
         estimated_cost=amount_text(row.estimated_cost),
         billed_cost=amount_text(row.billed_cost),
         cost_currency=row.cost_currency,
+        billed_final=row.billed_cost is not None and all(is_final(a) for a in sends(row.attempts)),
     )
 
 

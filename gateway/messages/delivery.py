@@ -15,6 +15,7 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.costs.attempts import record_stored_report_cost
 from gateway.db.models import Message, WebhookEvent
 from gateway.events.record import message_status_changed
 from providers import DeliveryStatus
@@ -91,7 +92,8 @@ async def apply_or_reroute(
             await message_status_changed(session, [message.message_id], now=now)
             return True
     moved = apply_report(message, event, now)
-    await message_status_changed(session, [message.message_id], now=now)  # the app's event
+    # The app's event; the message is locked and was changed only through this object.
+    await message_status_changed(session, [message.message_id], now=now, locked=message)
     return moved
 
 
@@ -118,7 +120,10 @@ async def message_for_update(
     session: AsyncSession, provider_kind: str, provider_message_id: str
 ) -> Message | None:
     """The message a provider id belongs to, row-locked on PostgreSQL so that concurrent
-    reports for one message apply one after the other (SQLite has a single writer)."""
+    reports for one message apply one after the other (SQLite has a single writer). Read
+    afresh even if the session holds it (populate_existing: a bulk UPDATE earlier in the
+    transaction, e.g. the send's record, is not in the session's copy), so that the apply
+    and its app event work on the row as it is."""
     return (
         await session.execute(
             select(Message)
@@ -127,6 +132,7 @@ async def message_for_update(
                 Message.provider_message_id == provider_message_id,
             )
             .with_for_update()
+            .execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()
 
@@ -155,6 +161,7 @@ async def apply_pending_reports(
         )
     ).all()
     for event, message in pending:
+        await record_stored_report_cost(session, message, event, now)
         await apply_or_reroute(session, message, event, now, rerouter)
     return len(pending)
 
@@ -188,5 +195,6 @@ async def apply_reports_waiting_for(
     if message is None:
         return 0
     for event in events:
+        await record_stored_report_cost(session, message, event, now)
         await apply_or_reroute(session, message, event, now, rerouter)
     return len(events)

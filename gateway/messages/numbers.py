@@ -20,6 +20,12 @@ _REASONS = {
 
 def normalize_number(raw: str, region: str | None) -> str:
     """E.164 for ``raw``; a national number needs ``region`` (ISO 3166 alpha-2)."""
+    return parse_recipient(raw, region)[0]
+
+
+def parse_recipient(raw: str, region: str | None) -> tuple[str, str | None]:
+    """E.164 for ``raw`` and the number's ISO country, from one parse (the accept path's
+    costliest step is phonenumbers' parse: it is done once per number)."""
     text = raw.strip()
     if not text:
         raise InvalidNumber("is required")
@@ -43,7 +49,8 @@ def normalize_number(raw: str, region: str | None) -> str:
     if not phonenumbers.is_valid_number(number):
         where = phonenumbers.region_code_for_number(number) or f"+{number.country_code}"
         raise InvalidNumber(f"is not a valid phone number in {where}")
-    return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    return e164, phonenumbers.region_code_for_number(number)
 
 
 def _parse_reason(exc: NumberParseException) -> str:

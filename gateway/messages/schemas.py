@@ -80,6 +80,14 @@ class AttemptView(msgspec.Struct, frozen=True):
     provider_message_id: str | None
     started_at: datetime
     finished_at: datetime | None
+    #: This send's cost (decimal strings in ``cost_currency``): its list-price estimate
+    #: (for the type of number it went from, ``number_type``) and what the provider billed,
+    #: ``billed_final`` false while that is a provisional figure (Telnyx's send answer).
+    number_type: str | None = None
+    estimated_cost: str | None = None
+    billed_cost: str | None = None
+    cost_currency: str | None = None
+    billed_final: bool = False
 
 
 class MessageView(msgspec.Struct, frozen=True):
@@ -107,11 +115,15 @@ class MessageView(msgspec.Struct, frozen=True):
     sent_at: datetime | None
     completed_at: datetime | None
     attempts: list[AttemptView]
-    #: Decimal strings in ``cost_currency``: the list-price estimate for the account that
-    #: took it, and what the provider billed (null until known; Twilio's arrives late).
+    #: Decimal strings in ``cost_currency``, totals over the message's sends (a failover on
+    #: a delivery report sends it twice; ``attempts`` has each send's figures): the
+    #: list-price estimate, and what the providers billed (null until every send's bill is
+    #: known; Twilio's arrives late; null too when the sends are in different currencies).
     estimated_cost: str | None = None
     billed_cost: str | None = None
     cost_currency: str | None = None
+    #: False while ``billed_cost`` includes a provisional figure (Telnyx's send answer).
+    billed_final: bool = False
 
 
 class MessageSummary(msgspec.Struct, frozen=True):

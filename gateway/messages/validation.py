@@ -11,7 +11,7 @@ import phonenumbers
 
 from gateway.api.problems import FieldError, Problem
 from gateway.costs.segments import count_segments
-from gateway.messages.numbers import InvalidNumber, normalize_number, region_of
+from gateway.messages.numbers import InvalidNumber, normalize_number, parse_recipient
 from gateway.messages.schemas import MAX_BODY_CHARACTERS, MAX_MEDIA_URLS, SendMessageRequest
 from gateway.settings import Settings, is_sender_id
 
@@ -56,9 +56,9 @@ def validate_send(
         else:
             region = request.country.upper()
 
-    to = ""
+    to, country = "", None
     try:
-        to = normalize_number(request.to, region)
+        to, country = parse_recipient(request.to, region)
     except InvalidNumber as exc:
         fail("to", str(exc))
 
@@ -129,7 +129,7 @@ def validate_send(
         callback_url=request.callback_url,
         encoding=str(count.encoding),
         segments=count.segments,
-        country=region_of(to),
+        country=country,
         validity_seconds=validity,
     )
 

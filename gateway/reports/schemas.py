@@ -73,7 +73,10 @@ class ScoreLine(msgspec.Struct, frozen=True):
     pending: int
     #: delivered / (delivered + not delivered), four decimals; ``null`` before any outcome.
     delivery_rate: str | None
-    #: Seconds from the provider taking the message to its delivery report's time.
+    #: Seconds from the provider taking the message to its delivery report's time, of the
+    #: delivered messages; ``null`` before any. Interpolated from a histogram of 1 %-wide
+    #: buckets: within 1 % of the exact percentile (within 1 ms under a millisecond), to
+    #: the millisecond.
     p50_seconds: float | None
     p95_seconds: float | None
 

@@ -11,12 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.costs.pricing import Direction, MessageType, PriceBook
 from gateway.reports.params import ReportParams
-from gateway.reports.queries import (
-    Percentiles,
-    TrafficRow,
-    delivery_percentiles,
-    traffic_rows,
-)
+from gateway.reports.queries import Delivery, TrafficRow, delivery, traffic_rows
 from gateway.reports.schemas import CostGroup, CostReport, CountryChoice, Money, ScoreLine
 from gateway.settings import Account
 
@@ -37,14 +32,14 @@ async def build_report(
     prices: PriceBook,
 ) -> CostReport:
     rows = await traffic_rows(session, params)
-    percentiles = await delivery_percentiles(session, params)
-    return assemble(params, rows, percentiles, accounts=accounts, prices=prices)
+    routes = await delivery(session, params)
+    return assemble(params, rows, routes, accounts=accounts, prices=prices)
 
 
 def assemble(
     params: ReportParams,
     rows: Sequence[TrafficRow],
-    percentiles: dict[tuple[str, str | None], Percentiles],
+    routes: dict[tuple[str, str | None], Delivery],
     *,
     accounts: Sequence[PricedAccount],
     prices: PriceBook,
@@ -78,7 +73,7 @@ def assemble(
         groups=groups,
         totals=totals[0] if len(totals) == 1 else _empty_totals(totals, what_if),
         countries=countries,
-        scorecard=_scorecard(rows, percentiles),
+        scorecard=_scorecard(routes),
     )
 
 
@@ -233,31 +228,25 @@ def _country_choice(
     )
 
 
-def _scorecard(
-    rows: Sequence[TrafficRow], percentiles: dict[tuple[str, str | None], Percentiles]
-) -> list[ScoreLine]:
+def _scorecard(routes: dict[tuple[str, str | None], Delivery]) -> list[ScoreLine]:
+    """Every (account, country) a provider accepted messages of, unknown country last."""
     lines = []
-    for key, members in _grouped(rows, lambda r: (r.provider, r.country)):
-        provider, country = str(key[0]), key[1]
-        handed = sum(row.handed for row in members)
-        if handed == 0:
-            continue  # never reached this provider's network: nothing to score
-        delivered = sum(row.delivered for row in members)
-        not_delivered = sum(row.not_delivered for row in members)
-        outcomes = delivered + not_delivered
-        rate = (Decimal(delivered) / outcomes).quantize(Decimal("0.0001")) if outcomes else None
-        timing = percentiles.get((provider, country), Percentiles(None, None))
+    for (provider, country), route in sorted(routes.items(), key=lambda item: _sort_key(item[0])):
+        outcomes = route.delivered + route.not_delivered
+        rate = (
+            (Decimal(route.delivered) / outcomes).quantize(Decimal("0.0001")) if outcomes else None
+        )
         lines.append(
             ScoreLine(
                 provider=provider,
                 country=country,
-                messages=handed,
-                delivered=delivered,
-                not_delivered=not_delivered,
-                pending=handed - outcomes,
+                messages=route.handed,
+                delivered=route.delivered,
+                not_delivered=route.not_delivered,
+                pending=route.handed - outcomes,
                 delivery_rate=str(rate) if rate is not None else None,
-                p50_seconds=timing.p50,
-                p95_seconds=timing.p95,
+                p50_seconds=route.p50,
+                p95_seconds=route.p95,
             )
         )
     return lines

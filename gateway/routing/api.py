@@ -10,6 +10,7 @@ from litestar import Request, post
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
+from gateway.api.openapi import ROUTING_UNAVAILABLE, problem_responses
 from gateway.api.problems import Problem, invalid_field
 from gateway.auth.guard import caller_app
 from gateway.dispatch.planning import preview_facts
@@ -37,7 +38,13 @@ class ResolvedRoute(msgspec.Struct, frozen=True):
     reasons: list[str]
 
 
-@post("/routes/resolve", status_code=HTTP_200_OK, tags=["routing"], summary="Explain a route")
+@post(
+    "/routes/resolve",
+    status_code=HTTP_200_OK,
+    tags=["routing"],
+    summary="Explain a route",
+    responses=problem_responses(ROUTING_UNAVAILABLE),
+)
 async def resolve_route(
     request: Request[Any, Any, Any], data: JSONBody[ResolveRequest]
 ) -> ResolvedRoute:

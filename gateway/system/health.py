@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
+from litestar.openapi import ResponseSpec
 from sqlalchemy import text
 
 from gateway.db.migrate import current_revision, head_revision
@@ -25,12 +26,22 @@ class Readiness(msgspec.Struct, frozen=True):
     breakers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-@get("/health", tags=["system"], summary="Liveness")
+@get("/health", tags=["system"], summary="Liveness", security=[{}])
 async def health() -> Health:
     return Health(status="ok")
 
 
-@get("/ready", tags=["system"], summary="Readiness: database, migrations, accounts")
+@get(
+    "/ready",
+    tags=["system"],
+    summary="Readiness: database, migrations, accounts",
+    security=[{}],
+    responses={
+        503: ResponseSpec(
+            Readiness, description="Not ready: `checks` says why", generate_examples=False
+        )
+    },
+)
 async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     state = GatewayState.of(request.app)
     checks: dict[str, str] = {}

@@ -25,7 +25,14 @@ from typing import Any, Final
 
 from litestar import Request, Response, get
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
@@ -49,6 +56,16 @@ WEBHOOK_EVENTS = Counter(
 )
 MESSAGES_ACCEPTED = Counter(
     "sms_gateway_messages_accepted_total", "Messages accepted by the send API", ["app"]
+)
+WEBHOOK_GROUP_SIZE = Histogram(
+    "sms_gateway_webhook_group_size",
+    "Verified callbacks recorded in one transaction (group commit)",
+    buckets=(1, 2, 5, 10, 25, 50, 100),
+)
+ACCEPT_GROUP_SIZE = Histogram(
+    "sms_gateway_accept_group_size",
+    "Single sends stored in one transaction (group commit)",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
 )
 PROVIDER_ATTEMPTS = Counter(
     "sms_gateway_provider_attempts_total",

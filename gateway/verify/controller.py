@@ -13,9 +13,20 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from gateway.api.openapi import (
+    NOT_FOUND,
+    OPTED_OUT,
+    QUOTA_EXCEEDED,
+    SPEND_CAP_EXCEEDED,
+    VERIFICATION_CLOSED,
+    VERIFICATION_RATE_LIMITED,
+    documented_header,
+    problem_responses,
+)
 from gateway.api.problems import invalid_field
 from gateway.auth.guard import caller_app
 from gateway.clock import utcnow
@@ -96,6 +107,24 @@ class VerificationsController(Controller):
         "ledger, quotas). 201 with a new verification; 200 with the same verification and a "
         "new code when one is already pending for this number (a resend). 429 problem+json "
         "with Retry-After beyond the per-number limit.",
+        responses={
+            200: ResponseSpec(
+                VerificationView,
+                description="A code was already pending for this number: the same "
+                "verification, with a new code",
+                generate_examples=False,
+            ),
+            **problem_responses(
+                OPTED_OUT, VERIFICATION_RATE_LIMITED, QUOTA_EXCEEDED, SPEND_CAP_EXCEEDED
+            ),
+        },
+        response_headers=[
+            documented_header(
+                "Location",
+                "The verification: `/v1/verifications/{verification_id}`",
+                required=True,
+            )
+        ],
     )
     async def start(
         self, request: Request[Any, Any, Any], data: JSONBody[StartVerificationRequest]
@@ -147,6 +176,7 @@ class VerificationsController(Controller):
         summary="Check a code: approved or denied",
         description="409 problem+json once the verification is approved, expired or locked "
         "(after `max_checks` wrong codes).",
+        responses=problem_responses(NOT_FOUND, VERIFICATION_CLOSED),
     )
     async def check(
         self,
@@ -188,7 +218,11 @@ class VerificationsController(Controller):
             data = await service.delivery_stats(session, caller_app(request), since)
         return DeliveryStats(since=since, data=data)
 
-    @get("/{verification_id:str}", summary="Look up a verification and its code's delivery")
+    @get(
+        "/{verification_id:str}",
+        summary="Look up a verification and its code's delivery",
+        responses=problem_responses(NOT_FOUND),
+    )
     async def get_verification(
         self, request: Request[Any, Any, Any], verification_id: FromPath[str]
     ) -> VerificationView:

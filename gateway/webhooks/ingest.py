@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from gateway.clock import new_id
 from gateway.consent.inbound import (
@@ -23,9 +24,10 @@ from gateway.consent.inbound import (
     queue_reply,
 )
 from gateway.consent.keywords import Keyword
-from gateway.costs.billing import record_billed_cost
+from gateway.costs.attempts import record_reported_cost
 from gateway.db.dialect import insert
 from gateway.db.models import InboundRecord, Message, WebhookEvent
+from gateway.db.upsert import insert_ignoring
 from gateway.dispatch.reconcile import adopt
 from gateway.events.record import inbound_received
 from gateway.messages.delivery import (
@@ -36,6 +38,34 @@ from gateway.messages.delivery import (
 )
 from gateway.settings import ConsentSettings
 from providers import DeliveryReport, DeliveryStatus, InboundMessage, ProviderEvent
+
+_EVENT_COLUMNS = (
+    "provider_kind",
+    "event_id",
+    "account",
+    "event_type",
+    "provider_message_id",
+    "status",
+    "provider_status",
+    "error_code",
+    "occurred_at",
+    "payload",
+    "received_at",
+    "applied_at",
+    "reference",
+)
+_INSERT_EVENT = insert_ignoring(
+    WebhookEvent, _EVENT_COLUMNS, ("provider_kind", "event_id"), returning="event_pk"
+)
+
+
+def _persistent(session: AsyncSession, event: WebhookEvent) -> WebhookEvent:
+    """The row just inserted, as the session's own object, without reading it back: it
+    holds exactly the values written (its key included), so later changes (``applied_at``)
+    are flushed as an UPDATE."""
+    make_transient_to_detached(event)
+    session.add(event)
+    return event
 
 
 class IngestResult(msgspec.Struct):
@@ -83,21 +113,14 @@ async def record_events(
             "applied_at": None,
             "reference": reference if is_report else None,
         }
-        inserted = (
-            await session.execute(
-                insert(session, WebhookEvent)
-                .values(**values)
-                .on_conflict_do_nothing(index_elements=["provider_kind", "event_id"])
-                .returning(WebhookEvent.event_pk)
-            )
-        ).scalar_one_or_none()
+        inserted = (await session.execute(_INSERT_EVENT, values)).scalar_one_or_none()
         if inserted is None:
             result.duplicates += 1
             if isinstance(event, InboundMessage) and consent is not None:
                 result.reply = _answer_again(event, provider_kind, consent) or result.reply
             continue
         result.recorded += 1
-        stored = await session.get_one(WebhookEvent, inserted)
+        stored = _persistent(session, WebhookEvent(event_pk=inserted, **values))
         if isinstance(event, DeliveryReport):
             await lock_provider_message(session, provider_kind, event.provider_message_id)
             message = await message_for_update(session, provider_kind, event.provider_message_id)
@@ -113,8 +136,15 @@ async def record_events(
             if message is None:
                 result.pending += 1  # applied when the message's send commit lands
                 continue
-            if message.provider_message_id == event.provider_message_id:  # Telnyx's cost
-                record_billed_cost(message, event.cost, now=now)
+            # Telnyx's cost, on the send the report is about (gateway/costs/attempts.py).
+            await record_reported_cost(
+                session,
+                message,
+                provider_message_id=event.provider_message_id,
+                cost=event.cost,
+                final=event.final,
+                now=now,
+            )
             status_before = message.status
             await apply_or_reroute(session, message, stored, now, rerouter)
             if message.status == DeliveryStatus.ACCEPTED and status_before != message.status:

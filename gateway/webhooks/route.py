@@ -1,7 +1,8 @@
 """``POST /webhooks/sms``: every provider calls back here.
 
 Only verify + persist + ack happen in the request, so the answer comes well inside
-Telnyx's 2 s and Twilio's 15 s (PROTOCOLS.md C.7, D.4). A request that cannot be proven
+Telnyx's 2 s and Twilio's 15 s (PROTOCOLS.md C.7, D.4). Callbacks that arrive together are
+persisted in one transaction (gateway/webhooks/group_commit.py). A request that cannot be proven
 authentic is refused (403) before its body is parsed and leaves only a log line and a
 metric behind.
 """
@@ -13,11 +14,20 @@ from typing import Any
 
 from litestar import Request, Response, post
 
+from gateway.api.openapi import (
+    BODY_TOO_LARGE,
+    DATABASE_UNAVAILABLE,
+    INVALID_SIGNATURE,
+    UNREADABLE_WEBHOOK,
+    UNRECOGNISED_WEBHOOK,
+    media_alternatives,
+    problem_responses,
+)
 from gateway.api.problems import Problem
 from gateway.clock import utcnow
 from gateway.state import GatewayState
 from gateway.system.metrics import WEBHOOK_EVENTS, WEBHOOK_VERIFICATIONS
-from gateway.webhooks.ingest import record_events
+from gateway.webhooks.group_commit import Verified
 from providers import SignatureError, WebhookParseError, WebhookRequest
 
 logger = logging.getLogger("gateway.webhooks")
@@ -39,6 +49,37 @@ def signed_url(public_url: str, request: Request[Any, Any, Any]) -> str:
     summary="Provider callbacks (Twilio, Telnyx): inbound messages and delivery reports",
     security=[{}],
     opt={"exclude_from_auth": True},
+    status_code=200,
+    responses=problem_responses(
+        UNRECOGNISED_WEBHOOK,
+        UNREADABLE_WEBHOOK,
+        INVALID_SIGNATURE,
+        BODY_TOO_LARGE,
+        DATABASE_UNAVAILABLE,
+    ),
+    # The body is read raw (its signature covers the bytes), and the answer is in the
+    # provider's dialect: Litestar can describe neither.
+    operation_class=media_alternatives(
+        200,
+        {
+            "text/xml": {
+                "schema": {"type": "string", "description": "Twilio: TwiML, `<Response/>`"}
+            },
+            "application/json": {"schema": {"type": "object", "description": "Telnyx: `{}`"}},
+        },
+        request_body={
+            "required": True,
+            "description": "A Twilio callback (form, signed with `X-Twilio-Signature`) or a "
+            "Telnyx webhook (JSON, signed with `telnyx-signature-ed25519` and "
+            "`telnyx-timestamp`); at most 64 KiB",
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+                },
+                "application/json": {"schema": {"type": "object"}},
+            },
+        },
+    ),
 )
 async def receive_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
     state = GatewayState.of(request.app)
@@ -82,18 +123,15 @@ async def receive_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
             "Webhook not understood",
             f"the {receiver.kind} callback was authentic but its content is not understood",
         ) from exc
-    async with state.sessionmaker() as session, session.begin():
-        result = await record_events(
-            session,
+    result = await state.ingest_queue.record(
+        Verified(
             provider_kind=receiver.kind,
             account=account,
             events=events,
-            inbound_numbers=state.settings.inbound_numbers,
             now=utcnow(),
             reference=request.query_params.get("ref"),
-            rerouter=state.planner.report_failover if state.planner else None,
-            consent=state.settings.consent,
         )
+    )
     if result.rerouted or result.queued_replies:  # due now: no need to wait for a poll
         state.dispatch_wakeup.set()
     for outcome in ("recorded", "duplicates", "applied", "pending"):

@@ -34,7 +34,8 @@ from providers.webhooks import (
 
 #: Events about an outbound message's progress (D.4): ``message.sent`` when a carrier took
 #: it, ``message.finalized`` with the final ``to[].status``.
-DELIVERY_EVENTS: Final = frozenset({"message.sent", "message.finalized"})
+FINALIZED_EVENT: Final = "message.finalized"
+DELIVERY_EVENTS: Final = frozenset({"message.sent", FINALIZED_EVENT})
 INBOUND_EVENT: Final = "message.received"
 
 
@@ -153,7 +154,22 @@ def delivery_report(data: Mapping[str, Any], *, raw: dict[str, Any]) -> Delivery
         segments=segments(payload.get("parts")),
         cost=cost(payload.get("cost")),
         raw=raw,
+        # message.finalized is Telnyx's last word on the message, with its final cost (D.4).
+        final=data.get("event_type") == FINALIZED_EVENT,
     )
+
+
+def stored_report(document: Mapping[str, Any]) -> DeliveryReport | None:
+    """A delivery report stored as received (the whole webhook document, ``raw``), parsed
+    again: for a report that arrived before its send was recorded, whose cost could only
+    be read once the send was there. ``None`` if the document is not a delivery event."""
+    data = _object(document, "data")
+    if data is None or data.get("event_type") not in DELIVERY_EVENTS:
+        return None
+    try:
+        return delivery_report(data, raw=dict(document))
+    except WebhookParseError:
+        return None
 
 
 def inbound_message(data: Mapping[str, Any], *, raw: dict[str, Any]) -> InboundMessage:

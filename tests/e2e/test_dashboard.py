@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from gateway.db.engine import create_engine, create_sessionmaker
+from gateway.reports.histogram import RESOLUTION
 from tests.e2e.conftest import ProcessGroup, RunningGateway, cli_env, run_cli, start_sandbox
 from tests.integration.test_reports import known_rows
 
@@ -150,8 +151,12 @@ def test_costs_command_prints_the_report(env: dict[str, str]) -> None:
     total = next(line for line in lines if line.startswith("TOTAL "))
     assert total.split()[:4] == ["TOTAL", "7", "11", "0.112600"]
     scored = next(line for line in lines if line.startswith("twilio-sandbox  US"))
-    # twilio US: 4 messages (billing 3, other 1) all delivered, in 2, 4, 10 and 1 s.
-    assert scored.split()[2:9] == ["4", "4", "0", "0", "1.0000", "3.000", "9.100"]
+    # twilio US: 4 messages (billing 3, other 1) all delivered, in 2, 4, 10 and 1 s: p50 3 s,
+    # p95 9.1 s, to the report's resolution (1 %: they come from a histogram).
+    assert scored.split()[2:7] == ["4", "4", "0", "0", "1.0000"]
+    p50, p95 = (float(cell) for cell in scored.split()[7:9])
+    assert p50 == pytest.approx(3.0, rel=RESOLUTION)
+    assert p95 == pytest.approx(9.1, rel=RESOLUTION)
 
     bad = run_cli("costs", "--group-by", "carrier", env=env)
     assert bad.returncode == 2

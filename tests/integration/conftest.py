@@ -116,15 +116,15 @@ async def running(app: Litestar) -> AsyncIterator[None]:
         await task
 
 
-def _in_process_client(app: Litestar) -> httpx.AsyncClient:
+def in_process_client(app: Litestar) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
 
 
 @pytest.fixture
 async def gateway(settings: Settings, sandbox: SandboxState) -> AsyncIterator[Gateway]:
-    app = create_app(settings, sandbox=sandbox, http_client_factory=_in_process_client)
+    app = create_app(settings, sandbox=sandbox, http_client_factory=in_process_client)
     clock = Clock()
-    async with running(app), _in_process_client(app) as client:
+    async with running(app), in_process_client(app) as client:
         state = GatewayState.of(app)
         dispatcher = Dispatcher(
             sessionmaker=state.sessionmaker,

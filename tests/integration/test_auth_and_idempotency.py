@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
-from gateway.auth.keys import revoke_key
-from tests.integration.conftest import Gateway
+from gateway.app import create_app
+from gateway.auth.keys import create_key, revoke_key
+from gateway.sandbox import SandboxState
+from gateway.settings import Settings
+from gateway.state import GatewayState
+from tests.integration.conftest import Gateway, in_process_client, running
 
 pytestmark = pytest.mark.asyncio
 
@@ -36,13 +41,36 @@ async def test_a_well_formed_key_with_a_wrong_secret_is_401(
     assert response.status_code == 401
 
 
-async def test_revoked_key_is_refused(gateway: Gateway, headers: dict[str, str]) -> None:
+async def test_revoked_key_is_refused_once_the_cache_lets_go(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
     assert (await gateway.client.get("/v1/messages", headers=headers)).status_code == 200
     lookup = headers["Authorization"].split("_")[1]
     async with gateway.state.sessionmaker() as session:
         assert await revoke_key(session, lookup)
         await session.commit()
+    # Verified a moment ago: trusted for GATEWAY_KEY_CACHE_SECONDS (documented), then asked
+    # of the database again, which refuses it.
+    assert (await gateway.client.get("/v1/messages", headers=headers)).status_code == 200
+    gateway.state.key_cache.forget_all()
     assert (await gateway.client.get("/v1/messages", headers=headers)).status_code == 401
+
+
+async def test_without_a_key_cache_revocation_is_immediate(
+    settings: Settings, sandbox: SandboxState
+) -> None:
+    app = create_app(msgspec.structs.replace(settings, key_cache_seconds=0), sandbox=sandbox)
+    async with running(app), in_process_client(app) as client:
+        state = GatewayState.of(app)
+        async with state.sessionmaker() as session:
+            issued = await create_key(session, "billing")
+            await session.commit()
+        headers = {"Authorization": f"Bearer {issued.key}"}
+        assert (await client.get("/v1/messages", headers=headers)).status_code == 200
+        async with state.sessionmaker() as session:
+            assert await revoke_key(session, issued.key_id)
+            await session.commit()
+        assert (await client.get("/v1/messages", headers=headers)).status_code == 401
 
 
 async def test_an_app_cannot_see_another_apps_messages(

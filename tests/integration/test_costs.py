@@ -10,10 +10,10 @@ from typing import Any
 
 import msgspec
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from gateway.costs.pricing import PriceBook, parse_price_table
-from gateway.db.models import Message, SpendCounter
+from gateway.db.models import Attempt, Message, SpendCounter
 from gateway.settings import AppQuota, Settings
 from tests.integration.conftest import Gateway, with_settings
 
@@ -261,6 +261,11 @@ async def test_twilio_price_is_checked_with_backoff_and_given_up(
     async with gateway.state.sessionmaker() as session, session.begin():
         row = await session.get_one(Message, message_id)
         row.billed_cost, row.price_checks, row.price_check_at = None, 0, row.created_at
+        await session.execute(
+            update(Attempt)
+            .where(Attempt.message_id == message_id)
+            .values(billed_cost=None, billed_source=None)
+        )
     checks_seen = []
     for _ in range(12):
         gateway.clock.advance(6 * 3600 + 1)
@@ -276,17 +281,19 @@ async def test_twilio_price_is_checked_with_backoff_and_given_up(
 # --- spend caps ------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def capped(gateway: Gateway) -> Gateway:
-    caps = {"billing": AppQuota(spend_per_day=Decimal("0.02"))}
-    gateway.state.settings = msgspec.structs.replace(gateway.state.settings, apps=caps)
-    return gateway
+class TestAppCap:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        # Configured before start-up: every part of the process reads the same caps.
+        return with_settings(settings, apps={"billing": AppQuota(spend_per_day=Decimal("0.02"))})
+
+    async def test_app_spend_cap_refuses_the_send_that_would_pass_it(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        await _app_cap_scenario(gateway, headers)
 
 
-async def test_app_spend_cap_refuses_the_send_that_would_pass_it(
-    capped: Gateway, headers: dict[str, str]
-) -> None:
-    gateway = capped
+async def _app_cap_scenario(gateway: Gateway, headers: dict[str, str]) -> None:
     first = await gateway.send(headers, to="+14155550100", body="a" * 200)  # 0.0166
     assert first.status_code == 202
     refused = await gateway.send(headers, to="+14155550101", body="b")  # +0.0083 > 0.02

@@ -4,17 +4,26 @@ report reads stored data, whoever wrote it."""
 
 from __future__ import annotations
 
+import math
+import random
+import shutil
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import insert, text
 
 from gateway.costs.pricing import PriceBook, parse_price_table
+from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.models import Message
-from gateway.reports.queries import percentile_cont
+from gateway.reports.histogram import RESOLUTION
+from gateway.reports.params import ReportParams
+from gateway.reports.queries import Delivery, delivery, delivery_counts_query, traffic_rows
 from gateway.settings import Settings
 from tests.integration.conftest import Gateway, with_settings
+from tests.support.postgres import PostgresServer
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 WINDOW = {"since": "2026-11-01", "until": "2026-11-02T00:00:00Z"}
@@ -261,16 +270,17 @@ async def test_scorecard_delivery_rate_and_percentiles(
     twilio_us = score[("twilio-sandbox", "US")]
     assert (twilio_us["messages"], twilio_us["delivered"], twilio_us["pending"]) == (3, 3, 0)
     assert twilio_us["delivery_rate"] == "1.0000"
-    # Durations 2, 4 and 10 s: p50 = 4; p95 interpolates at rank 1.9: 4 + 0.9 x 6 = 9.4.
-    assert twilio_us["p50_seconds"] == pytest.approx(4.0)
-    assert twilio_us["p95_seconds"] == pytest.approx(9.4)
+    # Durations 2, 4 and 10 s: p50 = 4; p95 interpolates at rank 1.9: 4 + 0.9 x 6 = 9.4;
+    # both to the report's resolution (1 %: they come from a histogram).
+    assert twilio_us["p50_seconds"] == pytest.approx(4.0, rel=RESOLUTION)
+    assert twilio_us["p95_seconds"] == pytest.approx(9.4, rel=RESOLUTION)
     telnyx_us = score[("telnyx-sandbox", "US")]
     assert (telnyx_us["delivered"], telnyx_us["not_delivered"]) == (0, 1)
     assert telnyx_us["delivery_rate"] == "0.0000"
     assert telnyx_us["p50_seconds"] is None
     twilio_gb = score[("twilio-sandbox", "GB")]
     assert (twilio_gb["pending"], twilio_gb["delivery_rate"]) == (1, None)
-    assert score[("telnyx-sandbox", "GB")]["p95_seconds"] == pytest.approx(6.0)
+    assert score[("telnyx-sandbox", "GB")]["p95_seconds"] == pytest.approx(6.0, rel=RESOLUTION)
 
 
 async def test_an_app_sees_only_its_own_traffic(gateway: Gateway) -> None:
@@ -322,8 +332,155 @@ async def test_the_report_needs_an_api_key(gateway: Gateway) -> None:
     assert response.status_code == 401
 
 
-def test_percentile_cont_matches_postgresql_interpolation() -> None:
-    assert percentile_cont([], 0.5) is None
-    assert percentile_cont([7.0], 0.95) == 7.0
-    assert percentile_cont([1.0, 2.0, 3.0, 4.0], 0.5) == pytest.approx(2.5)
-    assert percentile_cont([10.0, 0.0, 5.0], 0.95) == pytest.approx(9.5)
+def _delivered_rows(
+    durations: list[timedelta | None], status: str = "delivered"
+) -> list[dict[str, Any]]:
+    """Messages of two accounts and two countries, one per duration (``None``: none known)."""
+    rows = []
+    for n, elapsed in enumerate(durations):
+        created = T0 + timedelta(seconds=n)
+        rows.append(
+            {
+                "message_id": f"msg_t{n:06d}",
+                "app": "billing",
+                "to_number": "+14155550100",
+                "body": "x",
+                "media_urls": [],
+                "encoding": "GSM-7",
+                "segments": 1,
+                "status": status,
+                "provider_account": ("twilio-sandbox", "telnyx-sandbox")[n % 2],
+                "provider_kind": ("twilio", "telnyx")[n % 2],
+                "message_metadata": {},
+                "attempt_count": 1,
+                "created_at": created,
+                "updated_at": created,
+                "sent_at": created,
+                "completed_at": None if elapsed is None else created + elapsed,
+                "country": ("US", "GB")[n // 2 % 2],
+            }
+        )
+    return rows
+
+
+async def _delivery_on(url: str, rows: list[dict[str, Any]]) -> dict[Any, Delivery]:
+    engine = create_engine(url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            await session.execute(insert(Message), rows)
+            await session.commit()
+            return await delivery(session, _DAY)
+    finally:
+        await engine.dispose()
+
+
+_DAY = ReportParams(since=T0, until=T0 + timedelta(days=1), group_by=("provider", "country"))
+
+
+@pytest.mark.postgres
+async def test_both_engines_give_the_same_percentiles_within_one_percent(
+    postgres: PostgresServer, sqlite_template: Path, tmp_path: Path
+) -> None:
+    rng = random.Random(6)
+    durations: list[timedelta | None] = [
+        timedelta(microseconds=int(rng.lognormvariate(15.0, 1.5))) for _ in range(3000)
+    ]
+    # A provider clock behind ours, under a millisecond, over a day, bucket edges.
+    durations += [timedelta(seconds=-3), timedelta(microseconds=400), timedelta(days=1, hours=2)]
+    durations += [timedelta(microseconds=round(1000 * 1.01**k)) for k in range(0, 1200, 7)]
+    delivered = _delivered_rows(durations)
+    others = [
+        *_delivered_rows([None] * 5),  # delivered, no time reported: counted, not timed
+        *_delivered_rows([timedelta(seconds=3)] * 6, status="undelivered"),
+        *_delivered_rows([timedelta(seconds=3)] * 7, status="failed"),
+        *_delivered_rows([None] * 9, status="sent"),
+    ]
+    for n, row in enumerate(others):
+        row["message_id"] = f"msg_o{n:06d}"
+    rows = delivered + others
+    shutil.copyfile(sqlite_template, tmp_path / "same.db")
+    on_sqlite = await _delivery_on(f"sqlite+aiosqlite:///{tmp_path / 'same.db'}", rows)
+    on_postgresql = await _delivery_on(
+        postgres.create_database("report_same_figures", template="gateway_template"), rows
+    )
+    assert len(on_sqlite) == 4
+    assert on_postgresql == on_sqlite  # the same keys, the same interpolation
+    assert sum(d.handed for d in on_sqlite.values()) == len(rows)
+    assert sum(d.delivered for d in on_sqlite.values()) == len(delivered) + 5
+    assert sum(d.not_delivered for d in on_sqlite.values()) == 13
+
+    exact: dict[Any, list[float]] = {}
+    for row in delivered:
+        elapsed = (row["completed_at"] - row["sent_at"]).total_seconds()
+        exact.setdefault((row["provider_account"], row["country"]), []).append(elapsed)
+    for key, values in exact.items():
+        for fraction, figure in ((0.5, on_sqlite[key].p50), (0.95, on_sqlite[key].p95)):
+            truth = _percentile_cont(values, fraction)
+            assert figure is not None
+            # The report's promise, plus its rounding to milliseconds.
+            assert abs(figure - truth) <= RESOLUTION * truth + 0.0005, (key, fraction)
+
+
+def _percentile_cont(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    lower, upper = math.floor(position), math.ceil(position)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
+@pytest.mark.postgres
+async def test_the_planner_knows_the_bucket_count_from_migration_0009(
+    postgres: PostgresServer,
+) -> None:
+    """Without the statistics object the planner takes every delivered message for a group
+    of its own, and counts the buckets in one process instead of parallel workers. It only
+    helps while the migration's expression is the query's, constants included."""
+    # 2,000 messages over 40 buckets, in 4 (account, country) pairs: 160 groups.
+    rows = _delivered_rows([timedelta(seconds=1.01 ** (n % 40)) for n in range(2000)])
+    url = postgres.create_database("report_bucket_statistics", template="gateway_template")
+    engine = create_engine(url)
+    query = delivery_counts_query(_DAY).compile(
+        dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+    )
+
+    async def estimated_groups() -> int:
+        async with engine.begin() as connection:
+            await connection.execute(text("ANALYZE messages"))
+            plan = (await connection.execute(text(f"EXPLAIN (FORMAT JSON) {query}"))).scalar_one()
+        return int(plan[0]["Plan"]["Plan Rows"])
+
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(insert(Message), rows)
+        with_statistics = await estimated_groups()
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP STATISTICS st_messages_delivery_key"))
+        without = await estimated_groups()
+    finally:
+        await engine.dispose()
+    assert with_statistics <= 400
+    assert without >= 1000  # what the statistics are there to correct
+
+
+@pytest.mark.postgres
+async def test_the_report_is_planned_for_its_window_in_its_transaction_only(
+    postgres: PostgresServer,
+) -> None:
+    """A generic plan (PostgreSQL's choice after five runs of a prepared statement) does not
+    know the window and scans it serially through an index: each run is planned afresh."""
+    url = postgres.create_database("report_custom_plans", template="gateway_template")
+    engine = create_engine(url)
+    show = text("SHOW plan_cache_mode")
+    try:
+        async with create_sessionmaker(engine)() as session:
+            assert (await session.execute(show)).scalar_one() == "auto"
+            await traffic_rows(session, _DAY)
+            assert (await session.execute(show)).scalar_one() == "force_custom_plan"
+            await session.rollback()
+            await delivery(session, _DAY)
+            assert (await session.execute(show)).scalar_one() == "force_custom_plan"
+            await session.commit()
+            # SET LOCAL: the pooled connection is back to the server's default.
+            assert (await session.execute(show)).scalar_one() == "auto"
+    finally:
+        await engine.dispose()

@@ -3,6 +3,7 @@ sandbox's signed callbacks, and inbound messages."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -262,3 +263,40 @@ async def test_inbound_reply_goes_to_the_app_that_last_messaged_the_sender(
         "/v1/inbound", params={"from": "+14155550199"}, headers=headers
     )
     assert filtered.json()["data"] == []
+
+
+# --- callbacks arriving together (gateway/webhooks/group_commit.py) --------------------
+
+
+async def test_a_storm_of_reports_with_duplicates_is_recorded_once_each(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    """Twenty messages, each reported delivered twice, all forty callbacks at once in a
+    shuffled order: each message delivered, each report stored once, fewer transactions
+    than callbacks, and every callback answered 200 after its commit."""
+    sent = []
+    for n in range(20):
+        response = await gateway.send(
+            headers, to="+14155559007", body=f"storm {n}", provider="twilio-sandbox"
+        )
+        sent.append(response.json()["message_id"])
+    assert await gateway.dispatcher.run_once() == 20
+    await gateway.sandbox.drain_callbacks()
+    messages = [await gateway.message(headers, message_id) for message_id in sent]
+    assert {m["status"] for m in messages} == {"sent"}
+    credentials = gateway.sandbox.credentials
+    callbacks = []
+    for message in messages:
+        params = twilio_status(
+            credentials.twilio_account_sid, message["provider_message_id"], "delivered"
+        )
+        callbacks.append(twilio_form(WEBHOOK, params, credentials.twilio_auth_token))
+    storm = callbacks + callbacks[::-1]  # every report twice, the copies in reverse order
+    before, queue = await _events(gateway), gateway.state.ingest_queue
+    groups_before = queue.groups
+    answers = await asyncio.gather(*(_post(gateway, body, signed) for body, signed in storm))
+    assert [a.status_code for a in answers] == [200] * 40
+    assert await _events(gateway) == before + 20
+    assert queue.groups - groups_before < 40
+    for message_id in sent:
+        assert (await gateway.message(headers, message_id))["status"] == "delivered"

@@ -13,6 +13,7 @@ from gateway.costs.pricing import (
     Direction,
     Evidence,
     MessageType,
+    NumberType,
     PriceBook,
     PricingError,
     load_price_table,
@@ -195,7 +196,7 @@ SOURCE_PAGE = '[sources.page]\ndescription = "d"\nevidence = "provider-page"\nas
         pytest.param(
             HEADER + US_SMS.replace("carrier_fee", "carrierfee"),
             "countries.US.sms.outbound: unknown key 'carrierfee' (expected one of: "
-            "carrier_fee, rate)",
+            "alphanumeric, carrier_fee, local, mobile, national, rate, short_code, toll_free)",
             id="typo-in-figure-name",
         ),
         pytest.param(
@@ -290,3 +291,97 @@ def test_bad_file_name(tmp_path: Path) -> None:
     assert str(caught.value) == (
         f"{path}: (file name): 'Twilio Main' is not a table name (a-z, 0-9, '.', '_', '-')"
     )
+
+
+# --- figures by number type ------------------------------------------------------------
+
+BY_TYPE = """
+[countries.US.sms.outbound.toll_free]
+rate = { amount = "0.0079", source = "page" }
+
+[countries.US.sms.outbound.short_code]
+carrier_fee = { amount = "0", source = "fees" }
+"""
+
+
+def test_a_number_type_overrides_what_it_gives_and_inherits_the_rest(tmp_path: Path) -> None:
+    write(tmp_path, "twilio", HEADER + US_SMS + BY_TYPE)
+    book = load_price_tables(tmp_path)
+    toll_free = book.price("twilio", "US", "sms", Direction.OUTBOUND, NumberType.TOLL_FREE)
+    assert toll_free is not None
+    assert (toll_free.rate, toll_free.carrier_fee) == (Decimal("0.0079"), Decimal("0.0035"))
+    assert toll_free.amount == Decimal("0.0114")
+    assert toll_free.number_type is NumberType.TOLL_FREE
+    assert [s.key for s in toll_free.sources] == ["page", "fees"]
+    short_code = book.price("twilio", "US", "sms", Direction.OUTBOUND, "short_code")
+    assert short_code is not None
+    assert (short_code.rate, short_code.carrier_fee) == (Decimal("0.0083"), Decimal(0))
+    assert short_code.for_message(3) == Decimal("0.0249")
+    # A type the table does not list, or no type at all: the country's figure.
+    for number_type in (NumberType.MOBILE, None):
+        country = book.price("twilio", "US", "sms", Direction.OUTBOUND, number_type)
+        assert country is not None
+        assert (country.number_type, country.amount) == (None, Decimal("0.0118"))
+
+
+def test_a_direction_may_list_number_types_only(tmp_path: Path) -> None:
+    only_short_codes = """
+    [countries.US.sms.outbound.short_code]
+    rate = { amount = "0.0100", source = "page" }
+    """
+    write(tmp_path, "twilio", HEADER + only_short_codes)
+    book = load_price_tables(tmp_path)
+    short_code = book.price("twilio", "US", "sms", Direction.OUTBOUND, NumberType.SHORT_CODE)
+    assert short_code is not None
+    assert short_code.amount == Decimal("0.0100")
+    assert book.price("twilio", "US", "sms") is None  # another type: unknown, not free
+    assert book.price("twilio", "US", "sms", Direction.OUTBOUND, NumberType.LOCAL) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            HEADER + "\n[countries.US.sms.outbound.toll_free]\n",
+            "countries.US.sms.outbound.toll_free: give a rate, a carrier_fee or both",
+            id="empty-number-type",
+        ),
+        pytest.param(
+            HEADER + '\n[countries.US.sms.outbound.toll_free]\ncarrier_fee = { amount = "0",'
+            ' source = "fees" }\n',
+            "countries.US.sms.outbound.toll_free.rate: is required (no country rate)",
+            id="number-type-without-rate-to-inherit",
+        ),
+        pytest.param(
+            HEADER + US_SMS + '\n[countries.US.sms.outbound.tollfree]\nrate = { amount = "1",'
+            ' source = "page" }\n',
+            "countries.US.sms.outbound: unknown key 'tollfree'",
+            id="unknown-number-type",
+        ),
+        pytest.param(
+            HEADER + US_SMS + "\n[countries.US.sms.outbound.toll_free]\nrate = { amount = 0.01,"
+            ' source = "page" }\n',
+            "countries.US.sms.outbound.toll_free.rate.amount: must be a quoted decimal string",
+            id="number-type-float",
+        ),
+    ],
+)
+def test_number_type_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, "twilio", text)
+    with pytest.raises(PricingError) as caught:
+        load_price_table(path)
+    assert str(caught.value).startswith(f"{path}: {message}")
+
+
+def test_repo_table_prices_toll_free_inbound_mms_as_twilio_lists_it() -> None:
+    """PROTOCOLS.md E: inbound MMS $0.0165 on long codes and short codes, $0.02 toll-free;
+    US SMS is the same for every sender type, so it has no number-type rows."""
+    book = load_price_tables(REPO / "config" / "pricing")
+    toll_free = book.price("twilio", "US", "mms", Direction.INBOUND, NumberType.TOLL_FREE)
+    local = book.price("twilio", "US", "mms", Direction.INBOUND, NumberType.LOCAL)
+    assert toll_free is not None
+    assert local is not None
+    assert (toll_free.amount, local.amount) == (Decimal("0.02"), Decimal("0.0165"))
+    sms = book.price("twilio", "US", "sms", Direction.OUTBOUND, NumberType.SHORT_CODE)
+    assert sms is not None
+    assert (sms.number_type, sms.amount) == (None, Decimal("0.0118"))

@@ -25,6 +25,7 @@ from providers import (
 from providers.telnyx import TelnyxWebhookKey, TelnyxWebhooks
 from providers.telnyx.webhooks import occurred_at
 from tests.support.signing import telnyx_event, telnyx_json
+from tests.unit.providers.payloads import load_payload
 
 NOW = 1_795_000_000
 OLD_KEY = SigningKey(b"\x01" * 32)
@@ -231,6 +232,23 @@ def test_cost_and_first_error() -> None:
     assert isinstance(event, DeliveryReport)
     assert event.cost == Money(amount=Decimal("0.0040"), currency="USD")
     assert event.error_code == "40008"  # a number in the body, always text in the report
+
+
+@pytest.mark.parametrize(
+    ("recorded", "final", "cost"),
+    [
+        ("webhook_message_sent", False, "0.0051"),  # a provisional figure
+        ("webhook_message_finalized_delivered", True, "0.0102"),  # the bill
+        ("webhook_message_finalized_unconfirmed", True, "0.0051"),  # final, though ``sent``
+    ],
+)
+def test_only_message_finalized_is_the_last_word_on_cost(
+    recorded: str, final: bool, cost: str
+) -> None:
+    [event] = _receiver().parse(_unsigned(load_payload("telnyx", recorded)))
+    assert isinstance(event, DeliveryReport)
+    assert event.final is final
+    assert event.cost == Money(amount=Decimal(cost), currency="USD")
 
 
 @pytest.mark.parametrize(

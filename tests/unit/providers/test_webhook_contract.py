@@ -337,6 +337,7 @@ EXPECTED: dict[tuple[str, str], ProviderEvent] = {
         occurred_at=_utc(22, 10, 20, 14, 117000),
         segments=2,
         cost=_usd("0.0102"),
+        final=True,  # message.finalized: its cost is the bill
     ),
     ("telnyx", "webhook_message_finalized_delivery_failed"): DeliveryReport(
         event_id="e5a1f3b7-9c2d-4e8f-a0b1-c2d3e4f5a6b7",
@@ -347,6 +348,7 @@ EXPECTED: dict[tuple[str, str], ProviderEvent] = {
         error_code="40006",
         segments=1,
         cost=_usd("0.0051"),  # a JSON number in this body, still an exact Decimal
+        final=True,  # message.finalized: its cost is the bill
     ),
     ("telnyx", "webhook_message_finalized_unconfirmed"): DeliveryReport(
         event_id="0f9e8d7c-6b5a-4493-8271-605f4e3d2c1b",
@@ -356,6 +358,7 @@ EXPECTED: dict[tuple[str, str], ProviderEvent] = {
         occurred_at=_utc(23, 10, 20, 12, 3000),
         segments=1,
         cost=_usd("0.0051"),
+        final=True,  # message.finalized: its cost is the bill
     ),
     ("telnyx", "webhook_message_received"): InboundMessage(
         event_id="b301ed3f-1490-491f-995f-6e64e69674d4",
