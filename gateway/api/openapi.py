@@ -264,7 +264,11 @@ VERIFICATION_CLOSED = ProblemKind(
     example_members={"verification_status": "approved"},
 )
 ROUTING_UNAVAILABLE = ProblemKind(
-    "routing-unavailable", 503, "Routing unavailable", "the gateway is starting"
+    "routing-unavailable",
+    503,
+    "Routing unavailable",
+    "the gateway is starting; retry in a second",
+    headers=("Retry-After",),
 )
 UNRECOGNISED_WEBHOOK = ProblemKind(
     "unrecognised-webhook",

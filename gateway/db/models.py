@@ -14,12 +14,14 @@ from typing import Any
 
 from advanced_alchemy.types import DateTimeUTC, JsonB
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     Numeric,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -417,3 +419,70 @@ class ConsentState(Base):
     occurred_at: Mapped[datetime]
     #: The history record that set this state (sortable: the opt-out list's cursor).
     record_id: Mapped[str] = mapped_column(String(40))
+
+
+# --- the cost report's rollups (gateway/reports/rollup.py; PostgreSQL fills them) -------
+#
+# A report over a month of traffic must not scan a month of messages. On PostgreSQL,
+# triggers on ``messages`` (revision 0010) append each change of a row's report figures to
+# ``report_changes`` (the old figures with sign -1, the new with +1: insert-only, so writers
+# never contend on a total), and a report first folds those changes into per-UTC-day totals.
+# Unknown country and currency are stored as "" (key columns cannot be NULL). On SQLite,
+# the embedded engine for small volumes, the tables stay empty and reports scan messages.
+
+
+class ReportChange(Base):
+    """One message's report figures entering (+1) or leaving (-1) the totals."""
+
+    __tablename__ = "report_changes"
+
+    change_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
+    )
+    sign: Mapped[int] = mapped_column(SmallInteger)
+    day: Mapped[datetime]
+    provider_account: Mapped[str] = mapped_column(String(64))
+    country: Mapped[str] = mapped_column(String(2))
+    app: Mapped[str] = mapped_column(String(64))
+    cost_currency: Mapped[str] = mapped_column(String(3))
+    mms: Mapped[int] = mapped_column(SmallInteger)
+    #: The scorecard's delivery key (gateway/reports/queries.py); NULL: not sent yet.
+    delivery_key: Mapped[int | None] = mapped_column(Integer)
+    segments: Mapped[int] = mapped_column(Integer)
+    billed_cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    estimated_cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+
+
+class ReportTraffic(Base):
+    """Per UTC day of creation: the cost report's traffic figures (``traffic_rows``)."""
+
+    __tablename__ = "report_traffic"
+
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    provider_account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    country: Mapped[str] = mapped_column(String(2), primary_key=True)
+    app: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cost_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    mms: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    messages: Mapped[int] = mapped_column(BigInteger)
+    segments: Mapped[int] = mapped_column(BigInteger)
+    billed_messages: Mapped[int] = mapped_column(BigInteger)
+    billed_cost: Mapped[Decimal] = mapped_column(Numeric(20, 6))
+    estimated_messages: Mapped[int] = mapped_column(BigInteger)
+    estimated_cost: Mapped[Decimal] = mapped_column(Numeric(20, 6))
+    compared_messages: Mapped[int] = mapped_column(BigInteger)
+    difference: Mapped[Decimal] = mapped_column(Numeric(20, 6))
+    cost: Mapped[Decimal] = mapped_column(Numeric(20, 6))
+
+
+class ReportDelivery(Base):
+    """Per UTC day of creation: messages a provider took, by delivery key (the scorecard)."""
+
+    __tablename__ = "report_delivery"
+
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    provider_account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    country: Mapped[str] = mapped_column(String(2), primary_key=True)
+    app: Mapped[str] = mapped_column(String(64), primary_key=True)
+    delivery_key: Mapped[int] = mapped_column(Integer, primary_key=True)
+    messages: Mapped[int] = mapped_column(BigInteger)

@@ -49,6 +49,7 @@ from gateway.dispatch.planning import RoutePlanner
 from gateway.dispatch.ratelimit import account_bucket, acquire_all, sender_bucket
 from gateway.dispatch.senders import choose_sender, remember_sender, sticky_sender
 from gateway.messages.delivery import apply_pending_reports
+from gateway.reports.rollup import fold
 from gateway.settings import Account, DispatcherSettings
 from gateway.system.metrics import FAILOVERS, PROVIDER_ATTEMPTS
 from providers import DeliveryStatus, OptedOut, OutboundMessage, Provider, ProviderError
@@ -123,8 +124,19 @@ class Dispatcher:
         hold up a dispatch round (inline, they halved the scale-out test's rate)."""
         while not stop.is_set():
             await self.run_billing_once()
+            await self.fold_report_changes()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=BILLING_INTERVAL_SECONDS)
+
+    async def fold_report_changes(self) -> None:
+        """Keep the cost report's change log short (PostgreSQL): a report then folds only
+        the last seconds' changes (gateway/reports/rollup.py)."""
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                if session.bind.dialect.name == "postgresql":
+                    await fold(session)
+        except Exception:  # a passing database error: the next round or report folds
+            logger.exception("folding report changes failed", extra={"worker": self.worker})
 
     async def run_billing_once(self) -> None:
         """Cost: re-estimate for the account that took each message, fetch late prices."""

@@ -11,7 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.costs.pricing import Direction, MessageType, PriceBook
 from gateway.reports.params import ReportParams
-from gateway.reports.queries import Delivery, TrafficRow, delivery, traffic_rows
+from gateway.reports.queries import (
+    Delivery,
+    TrafficRow,
+    delivery_counts,
+    delivery_from_counts,
+    traffic_rows,
+)
+from gateway.reports.rollup import delivery_counts_from_totals, fold, traffic_from_totals
 from gateway.reports.schemas import CostGroup, CostReport, CountryChoice, Money, ScoreLine
 from gateway.settings import Account
 
@@ -31,8 +38,18 @@ async def build_report(
     accounts: Sequence[PricedAccount],
     prices: PriceBook,
 ) -> CostReport:
-    rows = await traffic_rows(session, params)
-    routes = await delivery(session, params)
+    """On PostgreSQL, the logged changes are folded into the totals first and committed
+    (the session's transaction ends), then the totals are read (gateway/reports/rollup.py);
+    on SQLite the window's messages are scanned."""
+    if session.bind.dialect.name == "postgresql":
+        await fold(session)
+        await session.commit()
+        rows = await traffic_from_totals(session, params)
+        counts = await delivery_counts_from_totals(session, params)
+    else:
+        rows = await traffic_rows(session, params)
+        counts = await delivery_counts(session, params)
+    routes = delivery_from_counts(counts)
     return assemble(params, rows, routes, accounts=accounts, prices=prices)
 
 

@@ -50,7 +50,13 @@ async def resolve_route(
 ) -> ResolvedRoute:
     state = GatewayState.of(request.app)
     if state.planner is None:
-        raise Problem(503, "routing-unavailable", "Routing unavailable", "the gateway is starting")
+        raise Problem(
+            503,
+            "routing-unavailable",
+            "Routing unavailable",
+            "the gateway is starting; retry in a second",
+            headers={"Retry-After": "1"},
+        )
     region = (data.country or state.settings.default_region or "").upper() or None
     try:
         to = normalize_number(data.to, region)

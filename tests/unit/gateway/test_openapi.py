@@ -166,7 +166,7 @@ def test_declared_and_common_problems_are_merged(document: dict[str, Any]) -> No
         "routing-unavailable",
         "database-unavailable",
     }
-    assert not resolve_route["503"]["headers"]["Retry-After"]["required"]  # only one has it
+    assert resolve_route["503"]["headers"]["Retry-After"]["required"]  # both carry it
     webhook = document["paths"]["/webhooks/sms"]["post"]
     assert set(webhook["responses"]["200"]["content"]) == {"text/xml", "application/json"}
     assert "422" not in webhook["responses"]  # the body is read raw, never validated
