@@ -19,6 +19,7 @@ which is what Jasmin's figure counts (its SMPP simulator receiving ``submit_sm``
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from bench.accept import accept_requests
 from bench.common import (
@@ -143,6 +144,9 @@ def measure(
             m=template,
         )
         delivered = [r for r in rows_out if r[0] == "delivered"]
+        others = Counter(str(r[0]) for r in rows_out if r[0] != "delivered")
+        if others:
+            report.say(f"   not delivered, by status: {dict(sorted(others.items()))}")
         first = min(r[1] for r in rows_out)
         span = (max(r[3] for r in delivered) - first).total_seconds()
         handed = [r[2] for r in rows_out if r[2] is not None]

@@ -48,6 +48,7 @@ from gateway.dispatch.decisions import (
 from gateway.dispatch.planning import RoutePlanner
 from gateway.dispatch.ratelimit import account_bucket, acquire_all, sender_bucket
 from gateway.dispatch.senders import choose_sender, remember_sender, sticky_sender
+from gateway.events.record import message_status_changed
 from gateway.messages.delivery import apply_pending_reports
 from gateway.reports.rollup import fold
 from gateway.settings import Account, DispatcherSettings
@@ -185,6 +186,8 @@ class Dispatcher:
                 ttl=timedelta(seconds=self._settings.claim_ttl_seconds),
             )
             plans = [p for claim in claims if (p := await self._plan(session, claim, now))]
+            # The round's ``sending`` events in one go (a statement pair, not one a message).
+            await message_status_changed(session, [p.claim.message_id for p in plans], now=now)
         if stale:
             logger.warning("claims expired mid-call", extra={"count": len(stale)})
         async with asyncio.TaskGroup() as group:
@@ -245,7 +248,9 @@ class Dispatcher:
         self.planner.take_probe(account)
         await store.set_route_rule(session, claim, rule)
         kind = self._providers[account].kind
-        await store.start_attempt(session, claim, account=account, kind=kind, now=now)
+        await store.start_attempt(
+            session, claim, account=account, kind=kind, now=now, announce=False
+        )
         return Plan(claim, account, candidates, sender, pooled)
 
     async def _sender(

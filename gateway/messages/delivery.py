@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.costs.attempts import record_stored_report_cost
@@ -97,6 +97,10 @@ async def apply_or_reroute(
     return moved
 
 
+#: Plain SQL, built once: this runs for every send recorded and every report applied.
+_LOCK_PROVIDER_ID = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
 async def lock_provider_message(
     session: AsyncSession, provider_kind: str, provider_message_id: str
 ) -> None:
@@ -107,13 +111,7 @@ async def lock_provider_message(
     advisory lock, taken first by both, closes that window (SQLite has one writer)."""
     if session.bind.dialect.name != "postgresql":
         return
-    await session.execute(
-        select(
-            func.pg_advisory_xact_lock(
-                func.hashtextextended(provider_kind + ":" + provider_message_id, 0)
-            )
-        )
-    )
+    await session.execute(_LOCK_PROVIDER_ID, {"key": f"{provider_kind}:{provider_message_id}"})
 
 
 async def message_for_update(
