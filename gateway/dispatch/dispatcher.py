@@ -132,10 +132,11 @@ class Dispatcher:
     async def fold_report_changes(self) -> None:
         """Keep the cost report's change log short (PostgreSQL): a report then folds only
         the last seconds' changes (gateway/reports/rollup.py)."""
+        if self._sessionmaker.kw["bind"].dialect.name != "postgresql":
+            return  # SQLite: no triggers, no log (reports scan)
         try:
             async with self._sessionmaker() as session, session.begin():
-                if session.bind.dialect.name == "postgresql":
-                    await fold(session)
+                await fold(session)
         except Exception:  # a passing database error: the next round or report folds
             logger.exception("folding report changes failed", extra={"worker": self.worker})
 

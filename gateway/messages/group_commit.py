@@ -5,8 +5,7 @@ a database round trip and a pass through the ORM; fifty sends in flight cost fif
 Here every validated send joins a queue, and one flusher stores whatever has queued up,
 per app, through the batch endpoint's own store (:func:`gateway.messages.batch.store_valid`:
 one idempotency look-up, one ledger query, one insert of all rows, one quota charge, one
-commit). No timer decides a batch: while a flush runs the next one fills up, so a lone
-request is stored at once and a crowd is stored in a few round trips.
+commit). The queue and its flushers are :class:`gateway.db.group_commit.GroupCommit`.
 
 The promise of a single send is unchanged: its 202 is sent only after its own row is
 committed, and each request gets its own answer (202, replay, 409, 422 or 429 with its
@@ -28,6 +27,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.api.problems import Problem
 from gateway.costs.quote import Quoter
+from gateway.db.group_commit import GroupCommit, new_answer
 from gateway.db.models import Message
 from gateway.messages import service
 from gateway.messages.batch import Stored, ValidSend, store_valid
@@ -61,7 +61,7 @@ class _Waiting(msgspec.Struct):
 QuoterFactory = Callable[[str], Quoter]
 
 
-class AcceptQueue:
+class AcceptQueue(GroupCommit[_Waiting, Accepted]):
     """One per process (in :class:`gateway.state.GatewayState`)."""
 
     def __init__(
@@ -70,12 +70,9 @@ class AcceptQueue:
         settings: Settings,
         quoter: QuoterFactory,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        super().__init__(sessionmaker, flushers=FLUSHERS, max_group=MAX_GROUP)
         self._settings = settings
         self._quoter = quoter
-        self._waiting: list[_Waiting] = []
-        self._flushers: set[asyncio.Task[None]] = set()
-        self._max_flushers = FLUSHERS.get(sessionmaker.kw["bind"].dialect.name, 1)
         #: Transactions made and sends stored through them (a group per app and flush).
         self.groups = 0
         self.sends = 0
@@ -83,25 +80,9 @@ class AcceptQueue:
     async def accept(self, app: str, send: ValidSend, now: datetime) -> Accepted:
         """Store one validated send; returns once it is committed (or raises its
         :class:`Problem`, or the database's error)."""
-        answer: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        answer.add_done_callback(_retrieve)
-        self._waiting.append(_Waiting(app, send, now, answer))
-        if len(self._flushers) < self._max_flushers:
-            # Not the request's task: a client that disconnects must not cancel the
-            # transaction that also holds other requests' messages.
-            flusher = asyncio.create_task(self._flush_all())
-            self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
-        # shield: the caller's cancellation leaves the future to the flusher.
-        return await asyncio.shield(answer)
+        return await self._enqueue(_Waiting(app, send, now, new_answer()))
 
-    async def _flush_all(self) -> None:
-        while self._waiting:
-            group, self._waiting = self._take(self._waiting)
-            await self._flush(group)
-
-    @staticmethod
-    def _take(waiting: list[_Waiting]) -> tuple[list[_Waiting], list[_Waiting]]:
+    def _take(self, waiting: list[_Waiting]) -> tuple[list[_Waiting], list[_Waiting]]:
         """This flush's sends, and those left for the next: beyond :data:`MAX_GROUP`, and a
         second send with an idempotency key already in this flush (it is answered as a
         replay of the first, once the first is committed; the same key in two concurrent
@@ -111,7 +92,7 @@ class AcceptQueue:
         keys: set[tuple[str, str]] = set()
         for item in waiting:
             key = item.send.key
-            if len(taken) >= MAX_GROUP or (key is not None and (item.app, key) in keys):
+            if len(taken) >= self.max_group or (key is not None and (item.app, key) in keys):
                 later.append(item)
                 continue
             if key is not None:
@@ -184,15 +165,3 @@ class AcceptQueue:
         else:
             assert outcome.row is not None
             item.answer.set_result(Accepted(outcome.row, outcome.replayed))
-
-    async def drain(self) -> None:
-        """Wait for the flushes in progress (at shutdown: every queued send is answered)."""
-        while self._flushers:
-            await asyncio.gather(*self._flushers, return_exceptions=True)
-
-
-def _retrieve(answer: asyncio.Future[Accepted]) -> None:
-    """A request that was cancelled (its client went away) no longer awaits its answer:
-    the error, if any, is taken here so that asyncio does not report it as lost."""
-    if not answer.cancelled():
-        answer.exception()

@@ -22,6 +22,7 @@ and summed as integers.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -72,6 +73,27 @@ class TrafficRow:
     difference: Decimal
     #: Billed where known, else estimated: the best word on what the traffic cost.
     cost: Decimal
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any], money: Callable[[Any], Decimal]) -> TrafficRow:
+        """A result row in the order of :func:`traffic_rows`' columns (the daily totals
+        of gateway/reports/rollup.py read the same); ``money`` reads an amount."""
+        return cls(
+            provider=row[0],
+            country=row[1],
+            app=row[2],
+            currency=row[3],
+            mms=bool(row[4]),
+            messages=int(row[5]),
+            segments=int(row[6]),
+            billed_messages=int(row[7]),
+            billed_cost=money(row[8]),
+            estimated_messages=int(row[9]),
+            estimated_cost=money(row[10]),
+            compared_messages=int(row[11]),
+            difference=money(row[12]),
+            cost=money(row[13]),
+        )
 
     @property
     def uncosted(self) -> int:
@@ -164,22 +186,7 @@ async def traffic_rows(session: AsyncSession, params: ReportParams) -> list[Traf
         )
     )
     return [
-        TrafficRow(
-            provider=row[0],
-            country=row[1],
-            app=row[2],
-            currency=row[3],
-            mms=bool(row[4]),
-            messages=int(row[5]),
-            segments=int(row[6]),
-            billed_messages=int(row[7]),
-            billed_cost=_money(session, row[8]),
-            estimated_messages=int(row[9]),
-            estimated_cost=_money(session, row[10]),
-            compared_messages=int(row[11]),
-            difference=_money(session, row[12]),
-            cost=_money(session, row[13]),
-        )
+        TrafficRow.from_row(row, lambda value: _money(session, value))
         for row in (await session.execute(query)).all()
     ]
 

@@ -140,22 +140,7 @@ async def traffic_from_totals(session: AsyncSession, params: ReportParams) -> li
         return await traffic_rows(session, params)
     query = _TRAFFIC.format(app="AND app = :app" if params.app is not None else "")
     found = [
-        TrafficRow(
-            provider=row[0],
-            country=row[1],
-            app=row[2],
-            currency=row[3],
-            mms=bool(row[4]),
-            messages=int(row[5]),
-            segments=int(row[6]),
-            billed_messages=int(row[7]),
-            billed_cost=Decimal(row[8]),
-            estimated_messages=int(row[9]),
-            estimated_cost=Decimal(row[10]),
-            compared_messages=int(row[11]),
-            difference=Decimal(row[12]),
-            cost=Decimal(row[13]),
-        )
+        TrafficRow.from_row(row, Decimal)
         for row in (await session.execute(text(query), _bounds(params, days))).all()
     ]
     for edge in _edges(params, days):

@@ -5,8 +5,8 @@ A provider's report storm is many small requests. Alone, each costs a connection
 checkout, ``BEGIN`` and ``COMMIT`` around its few statements; here every verified request
 joins a queue and a flusher records whatever has queued up, request after request, with
 the same :func:`gateway.webhooks.ingest.record_events` (so dedupe, ordering rules, app
-events and failover are exactly those of a request alone), then commits once. No timer
-decides a group: while one flush runs the next one fills up.
+events and failover are exactly those of a request alone), then commits once. The queue
+and its flushers are :class:`gateway.db.group_commit.GroupCommit`.
 
 Each request is answered only after the commit that holds its events, so a provider is
 never acknowledged for an event that is not stored. If a group fails (a deadlock between
@@ -25,6 +25,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.engine import is_connection_error
+from gateway.db.group_commit import GroupCommit, new_answer
 from gateway.messages.delivery import Rerouter
 from gateway.settings import ConsentSettings
 from gateway.system.metrics import WEBHOOK_GROUP_SIZE
@@ -56,7 +57,7 @@ class _Waiting(msgspec.Struct):
     answer: asyncio.Future[IngestResult]
 
 
-class IngestQueue:
+class IngestQueue(GroupCommit[_Waiting, IngestResult]):
     """One per process (in :class:`gateway.state.GatewayState`)."""
 
     def __init__(
@@ -67,36 +68,24 @@ class IngestQueue:
         rerouter: Rerouter | None,
         consent: ConsentSettings | None,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        super().__init__(sessionmaker, flushers=FLUSHERS, max_group=MAX_GROUP)
         self._inbound_numbers = inbound_numbers
         self._rerouter = rerouter
         self._consent = consent
-        self._waiting: list[_Waiting] = []
-        self._flushers: set[asyncio.Task[None]] = set()
-        self._max_flushers = FLUSHERS.get(sessionmaker.kw["bind"].dialect.name, 1)
         #: Transactions made, and callbacks recorded through them.
         self.groups = 0
         self.callbacks = 0
 
     async def record(self, callback: Verified) -> IngestResult:
         """Record one verified callback; returns once its events are committed."""
-        answer: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        answer.add_done_callback(_retrieve)
-        self._waiting.append(_Waiting(callback, answer))
-        if len(self._flushers) < self._max_flushers:
-            # Its own task: a provider that hangs up must not cancel other callbacks' commit.
-            flusher = asyncio.create_task(self._flush_all())
-            self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
-        return await asyncio.shield(answer)
+        return await self._enqueue(_Waiting(callback, new_answer()))
 
-    async def _flush_all(self) -> None:
-        while self._waiting:
-            group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
-            # One order for the locks every group takes (the provider's message ids), so
-            # that two groups in flight at once queue behind each other, not deadlock.
-            group.sort(key=_lock_order)
-            await self._flush(group)
+    def _take(self, waiting: list[_Waiting]) -> tuple[list[_Waiting], list[_Waiting]]:
+        group, later = super()._take(waiting)
+        # One order for the locks every group takes (the provider's message ids), so that
+        # two groups in flight at once queue behind each other, not deadlock.
+        group.sort(key=_lock_order)
+        return group, later
 
     async def _flush(self, group: list[_Waiting]) -> None:
         self.groups += 1
@@ -142,11 +131,6 @@ class IngestQueue:
             consent=self._consent,
         )
 
-    async def drain(self) -> None:
-        """Wait for the flushes in progress (at shutdown: every queued callback answered)."""
-        while self._flushers:
-            await asyncio.gather(*self._flushers, return_exceptions=True)
-
 
 def _lock_order(item: _Waiting) -> tuple[str, str]:
     events = item.callback.events
@@ -156,10 +140,3 @@ def _lock_order(item: _Waiting) -> tuple[str, str]:
 def _fail(item: _Waiting, error: BaseException) -> None:
     if not item.answer.done():
         item.answer.set_exception(error)
-
-
-def _retrieve(answer: asyncio.Future[IngestResult]) -> None:
-    """A provider that hung up no longer awaits its answer: its error, if any, is taken
-    here so that asyncio does not report it as lost."""
-    if not answer.cancelled():
-        answer.exception()
