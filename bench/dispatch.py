@@ -13,11 +13,13 @@ each attempt's (row written before the call to outcome recorded after it).
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 from datetime import datetime
 from urllib.parse import urlencode
 
 from bench.common import (
+    PROFILE_ENV,
     PYTHON,
     Check,
     Gateway,
@@ -35,7 +37,9 @@ from bench.common import (
     row_counts,
     send_batches,
     start_gateway,
+    start_profile,
     start_uvicorn,
+    stop_profile,
     wait_for,
     write_requests,
 )
@@ -125,8 +129,11 @@ def measure(report: Report, group: Processes, *, engine_kind: str, rows: int, n:
             return int(waiting) == 0
 
         cpu_before = worker.cpu_seconds()
+        spy = start_profile(worker) if os.environ.get(PROFILE_ENV) else None
         wait_for(done, timeout=1200, what="every stored message to be dispatched")
         cpu = worker.cpu_seconds() - cpu_before
+        if spy is not None:
+            stop_profile(*spy)
         group.stop(worker)
         rows_out = gateway.db.rows("SELECT started_at, finished_at, outcome FROM message_attempts")
         sent = sum(1 for row in rows_out if row[2] == "sent")

@@ -27,6 +27,7 @@ from bench.common import (
     PYTHON,
     Check,
     Gateway,
+    Launched,
     Processes,
     Report,
     base_parser,
@@ -75,6 +76,9 @@ def measure(
             seconds = fill_messages(gateway.db, rows, template)
             report.say(f"   {rows:,} filler rows inserted in {seconds:.1f} s")
         launched = [gateway.launched]
+        #: The provider simulator is not the gateway, but it shares the two cores: its CPU
+        #: is printed so a run can tell a saturated simulator from a slow gateway.
+        simulators: list[Launched] = []
         if engine_kind == "postgres":
             env = gateway_env(engine.url, gateway.seed)
             # The providers in a process of their own, as real ones are remote: the workers
@@ -82,6 +86,7 @@ def measure(
             simulator = start_uvicorn(
                 group, f"e2e-simulator-{rows}", "bench.simulator:with_callbacks", env
             )
+            simulators = [p for p in group.launched if p.name == f"e2e-simulator-{rows}"]
             env = {**env, "GATEWAY_PUBLIC_URL": gateway.base_url}
             for index in range(workers):
                 launched.append(
@@ -112,6 +117,7 @@ def measure(
             accept_requests(n, gateway.headers),
         )
         cpu_before = sum(p.cpu_seconds() for p in launched)
+        simulator_before = sum(p.cpu_seconds() for p in simulators)
         started = time.monotonic()
         accepted = load(gateway.base_url, requests, warmup=0, server=launched)
         measured = "message_id <> :m AND message_id NOT LIKE 'msg_fill_%'"
@@ -138,7 +144,9 @@ def measure(
                 report.say(f"   {left} messages not final after {STALL_SECONDS} s without change")
                 break
             time.sleep(0.5)  # polling a database from a benchmark, not a test
-        cpu = (sum(p.cpu_seconds() for p in launched) - cpu_before) / (time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        cpu = (sum(p.cpu_seconds() for p in launched) - cpu_before) / elapsed
+        simulator_cpu = (sum(p.cpu_seconds() for p in simulators) - simulator_before) / elapsed
         rows_out = gateway.db.rows(
             f"SELECT status, created_at, sent_at, updated_at FROM messages WHERE {measured}",
             m=template,
@@ -161,6 +169,7 @@ def measure(
             f"(send→delivered p50 {p50:.0f} ms, p99 {p99:.0f} ms, including the sandbox's 1 s "
             f"report delay); reached the simulator at {handed_rate:.0f} msg/s; "
             f"all gateway processes {cpu:.2f} cores"
+            + (f", the simulator {simulator_cpu:.2f} cores" if simulators else "")
         )
         report.data[label] = {
             "accept": accepted.raw,

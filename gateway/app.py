@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 import httpx
 from litestar import Litestar, Router
@@ -16,6 +17,7 @@ from gateway.accounts import build_providers, create_http_client
 from gateway.api.openapi import GatewayOpenAPIConfig
 from gateway.api.problems import EXCEPTION_HANDLERS
 from gateway.auth.guard import require_api_key
+from gateway.clock import utcnow
 from gateway.consent.api import ConsentsController, OptOutsController
 from gateway.dashboard import dashboard
 from gateway.db.engine import create_engine, create_sessionmaker
@@ -58,10 +60,12 @@ def create_app(
     *,
     sandbox: SandboxState | None = None,
     http_client_factory: HttpClientFactory | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Litestar:
     """Build the application. ``sandbox`` is a :class:`gateway.sandbox.SandboxState` to
     mount the simulators; ``http_client_factory`` lets tests route provider calls
-    in-process (the default is the real aiohttp-backed client)."""
+    in-process (the default is the real aiohttp-backed client); ``clock`` is "now" for the
+    API, the dispatcher and event delivery (tests hold it still or move it)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -82,6 +86,7 @@ def create_app(
                 providers=build_providers(settings, http_client),
                 receivers=build_receivers(settings),
                 planner=build_planner(settings),
+                clock=clock,
             )
             if sandbox is not None:
                 # The simulators call the gateway back through the same client.
@@ -101,6 +106,7 @@ def create_app(
                     planner=state.planner,
                     accounts={a.name: a for a in settings.accounts},
                     consent_scope=settings.consent.scope,
+                    clock=state.clock,
                 )
                 dispatcher_task = asyncio.create_task(dispatcher.run(stop))
             events_task: asyncio.Task[None] | None = None
@@ -108,7 +114,10 @@ def create_app(
             if settings.events.enabled and settings.dispatcher.enabled:
                 # Its own client and sessions: a slow app never holds up webhooks or sends.
                 delivery = EventDelivery(
-                    sessionmaker=state.sessionmaker, http_client=events_client, settings=settings
+                    sessionmaker=state.sessionmaker,
+                    http_client=events_client,
+                    settings=settings,
+                    clock=state.clock,
                 )
                 events_task = asyncio.create_task(delivery.run(stop))
             try:

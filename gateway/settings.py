@@ -112,6 +112,12 @@ class DispatcherSettings(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_seconds: float = 300.0
     #: Then: "resend" (no evidence that the provider has it) or "fail".
     unknown_outcome: str = "resend"
+    #: A message a provider took (``queued``/``sending``/``sent``) with no status change
+    #: for this long after its send is looked up at the provider, its final report being
+    #: presumably lost; then again with backoff (gateway/dispatch/status_poll.py). 0: never.
+    status_poll_after_seconds: float = 600.0
+    #: ... until this long after its send: then it is left as it is (logged once).
+    status_poll_max_age_seconds: float = 259200.0
 
 
 class AppQuota(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -434,6 +440,7 @@ def _validate(settings: Settings) -> None:
             "GATEWAY_DISPATCHER_UNKNOWN_OUTCOME: 'resend' or 'fail' "
             f"(got {settings.dispatcher.unknown_outcome!r})"
         )
+    _validate_status_poll(settings.dispatcher)
     for number, app in settings.inbound_numbers.items():
         if not number.startswith("+") or not is_sender_id(number):
             raise ConfigError(f"[inbound_numbers]: {number!r} is not an E.164 number")
@@ -467,6 +474,18 @@ def _validate_spend_cap(where: str, cap: Decimal | None, currency: str) -> None:
         raise ConfigError(f'{where} spend_per_day: a positive amount such as "25.00" (got {cap})')
     if not re.fullmatch(r"[A-Z]{3}", currency):
         raise ConfigError(f"{where} spend_currency: an ISO 4217 code such as 'USD'")
+
+
+def _validate_status_poll(dispatcher: DispatcherSettings) -> None:
+    after, max_age = dispatcher.status_poll_after_seconds, dispatcher.status_poll_max_age_seconds
+    if after < 0:
+        raise ConfigError(
+            "GATEWAY_DISPATCHER_STATUS_POLL_AFTER_SECONDS: 0 (no status poll) or more"
+        )
+    if after > 0 and max_age <= after:
+        raise ConfigError(
+            "GATEWAY_DISPATCHER_STATUS_POLL_MAX_AGE_SECONDS: more than status_poll_after_seconds"
+        )
 
 
 def _validate_consent(consent: ConsentSettings) -> None:

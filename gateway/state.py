@@ -1,17 +1,20 @@
 """What one gateway process holds while it runs: settings, the database, providers, the
-shared HTTP client, the dispatcher's wake-up signal, the accept queue and the key cache.
-Built in the app's lifespan."""
+shared HTTP client, the clock, the dispatcher's wake-up signal, the accept queue and the
+key cache. Built in the app's lifespan."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from gateway.auth.cache import KeyCache
+from gateway.clock import utcnow
 from gateway.costs.quote import Quoter
 from gateway.dispatch.planning import RoutePlanner
 from gateway.messages.group_commit import AcceptQueue
@@ -29,6 +32,10 @@ class GatewayState:
     receivers: list[WebhookReceiver] = field(default_factory=list)
     #: Routing rules, prices and this process's circuit breakers (``None`` only in tools).
     planner: RoutePlanner | None = None
+    #: "Now" for every request (and this process's dispatcher): one clock, so that the
+    #: time a send is stamped and quota-charged with is the time it is scheduled by, and
+    #: so that tests can hold it still or move it.
+    clock: Callable[[], datetime] = utcnow
     #: Set after a commit that made a message due, so the dispatcher need not wait to poll.
     dispatch_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     #: Concurrent single sends, stored together (gateway/messages/group_commit.py).

@@ -125,6 +125,15 @@ class SendReceipt(msgspec.Struct, frozen=True):
     cost: Money | None = None
     error_code: str | None = None
     raw: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: The provider's own word for the status (Twilio ``status``, Telnyx ``to[].status``).
+    provider_status: str = ""
+    #: When the provider says the message reached ``status``, where it says so (Twilio's
+    #: ``date_updated``, Telnyx's ``completed_at`` or ``sent_at``): a fetched status is
+    #: ordered against delivery reports by it.
+    occurred_at: datetime | None = None
+    #: The provider will not change this status any more: a terminal status, or a final one
+    #: without a delivery receipt (Telnyx ``delivery_unconfirmed``, shown as ``sent``).
+    final: bool = False
 
 
 class WebhookRequest(msgspec.Struct, frozen=True):

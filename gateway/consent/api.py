@@ -29,7 +29,6 @@ from gateway.api.openapi import (
 )
 from gateway.api.problems import invalid_field
 from gateway.auth.guard import caller_app
-from gateway.clock import utcnow
 from gateway.consent import ledger
 from gateway.consent.schemas import (
     ConsentView,
@@ -138,7 +137,7 @@ async def _write(
     sender: str | None,
 ) -> None:
     state = GatewayState.of(request.app)
-    now = utcnow()
+    now = state.clock()
     entry = ledger.Entry(
         number=number,
         scope=_sender(sender, state),

@@ -40,12 +40,13 @@ async def ensure_may_send(session: AsyncSession, to: str, sender: str | None) ->
         raise opted_out_problem(state)
 
 
-async def blocks_claim(session: AsyncSession, *, app: str, to: str, sender: str | None) -> bool:
-    """The dispatcher's last look before the provider call. The gateway's own keyword
-    answers pass: a STOP confirmation and a HELP answer are owed to opted-out people."""
+def blocks_claim(opt_outs: ledger.OptOuts, *, app: str, to: str, sender: str | None) -> bool:
+    """The dispatcher's last look before the provider call (``opt_outs``: read for the
+    round's recipients at once). The gateway's own keyword answers pass: a STOP
+    confirmation and a HELP answer are owed to opted-out people."""
     if app == KEYWORD_REPLY_APP:
         return False
-    return await ledger.opted_out(session, to, sender) is not None
+    return opt_outs.forbidding(to, sender) is not None
 
 
 def effective_sender(sender: str | None, account: Account | None) -> str | None:

@@ -131,35 +131,46 @@ async def _identical(session: AsyncSession, entry: Entry) -> ConsentRecord | Non
     ).scalar_one_or_none()
 
 
+class OptOuts:
+    """The opt-outs recorded for some numbers, read at once: which send each forbids."""
+
+    def __init__(self, states: Iterable[ConsentState]) -> None:
+        self._by_key = {(s.number, s.scope): s for s in states}
+
+    def forbidding(self, number: str, sender: str | None) -> ConsentState | None:
+        """The state that forbids sending to ``number`` from ``sender`` (``*`` first)."""
+        return self._by_key.get((number, ALL_SENDERS)) or (
+            self._by_key.get((number, sender)) if sender else None
+        )
+
+
+async def opt_outs_of(session: AsyncSession, numbers: Iterable[str]) -> OptOuts:
+    """Every opt-out recorded for these numbers: one query for a batch or a dispatch round."""
+    wanted = set(numbers)
+    if not wanted:
+        return OptOuts(())
+    states = (
+        await session.execute(
+            select(ConsentState).where(
+                ConsentState.number.in_(sorted(wanted)), ConsentState.opted_out.is_(True)
+            )
+        )
+    ).scalars()
+    return OptOuts(states)
+
+
 async def blocking(
     session: AsyncSession, recipients: Iterable[tuple[str, str | None]]
 ) -> dict[tuple[str, str | None], ConsentState]:
     """For each ``(number, sender)`` that may not be sent to, the state that forbids it
     (``*`` first). One query for any number of recipients (a batch)."""
     wanted = list(dict.fromkeys(recipients))
-    numbers = {number for number, _ in wanted}
-    if not numbers:
-        return {}
-    states = (
-        (
-            await session.execute(
-                select(ConsentState).where(
-                    ConsentState.number.in_(numbers), ConsentState.opted_out.is_(True)
-                )
-            )
-        )
-        .scalars()
-        .all()
-    )
-    by_key = {(s.number, s.scope): s for s in states}
-    found: dict[tuple[str, str | None], ConsentState] = {}
-    for number, sender in wanted:
-        state = by_key.get((number, ALL_SENDERS)) or (
-            by_key.get((number, sender)) if sender else None
-        )
-        if state is not None:
-            found[(number, sender)] = state
-    return found
+    opt_outs = await opt_outs_of(session, (number for number, _ in wanted))
+    return {
+        (number, sender): state
+        for number, sender in wanted
+        if (state := opt_outs.forbidding(number, sender)) is not None
+    }
 
 
 async def opted_out(session: AsyncSession, number: str, sender: str | None) -> ConsentState | None:

@@ -68,7 +68,7 @@ async def dashboard(
             headers=_CHALLENGE,
         )
     try:
-        params = parse_params(since or None, until or None, "provider,country")
+        params = parse_params(since or None, until or None, "provider,country", now=state.clock())
     except ReportParamError as exc:
         raise invalid_field(exc.field, exc.detail) from exc
     async with state.sessionmaker() as session:

@@ -4,19 +4,26 @@ tasks store whatever has queued up, and each request is answered once its own co
 done. No timer decides a group: while one flush runs the next one fills up, so a lone
 request is stored at once and a crowd in a few transactions.
 
-A subclass says what a group is (:meth:`GroupCommit._take`) and how it is stored
-(:meth:`GroupCommit._flush`, which must answer every item it is given).
+A subclass says what a group is (:meth:`GroupCommit._take`) and how it is stored: in one
+transaction (:meth:`GroupCommit._commit`), redone item by item when the group fails (the
+default :meth:`GroupCommit._flush`), or entirely its own way (a :meth:`GroupCommit._flush`
+of its own, which must answer every item it is given).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from gateway.db.engine import is_connection_error
+
 __all__ = ["GroupCommit", "Waiting", "new_answer"]
+
+logger = logging.getLogger("gateway.db")
 
 R = TypeVar("R")
 
@@ -86,9 +93,50 @@ class GroupCommit(Generic[W, R]):
         return waiting[: self.max_group], waiting[self.max_group :]
 
     async def _flush(self, group: list[W]) -> None:
+        """By default: :meth:`_commit` the group; if it fails (a deadlock between two
+        processes' groups, a statement error of one item), it was rolled back whole, and each
+        item is committed again on its own, so one bad item never takes the others down. A
+        lost database fails them all at once (each caller learns it)."""
+        try:
+            results = await self._commit(group)
+        except Exception as error:
+            if len(group) == 1 or is_connection_error(error):
+                for item in group:  # nothing more to separate, or the database is away
+                    _fail(item, error)
+                return
+            logger.warning(
+                "group commit failed: committing its items one by one",
+                extra={
+                    "queue": type(self).__name__,
+                    "items": len(group),
+                    "error": type(error).__name__,
+                },
+            )
+            for item in group:
+                await self._flush_one(item)
+            return
+        for item, result in zip(group, results, strict=True):
+            item.answer.set_result(result)
+
+    async def _flush_one(self, item: W) -> None:
+        try:
+            [result] = await self._commit([item])
+        except Exception as error:
+            _fail(item, error)
+            return
+        item.answer.set_result(result)
+
+    async def _commit(self, group: list[W]) -> list[R]:
+        """Store ``group`` in one transaction; one result per item, in order (for the
+        default :meth:`_flush`)."""
         raise NotImplementedError
 
     async def drain(self) -> None:
         """Wait for the flushes in progress (at shutdown: every queued request answered)."""
         while self._flushers:
             await asyncio.gather(*self._flushers, return_exceptions=True)
+
+
+def _fail(item: Waiting[Any], error: BaseException) -> None:
+    if not item.answer.done():
+        item.answer.set_exception(error)

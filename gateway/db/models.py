@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -35,6 +36,13 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+#: The statuses a provider took a message in and may still move it from (a report, or the
+#: status poll, will): the predicate of ``ix_messages_status_check``, written out once so
+#: that the poll's queries repeat it word for word (a partial index serves a query whose
+#: WHERE visibly implies its predicate). Revision 0011 holds a copy.
+STATUS_POLL_PREDICATE = "status IN ('queued', 'sending', 'sent')"
 
 
 class Base(DeclarativeBase):
@@ -72,6 +80,14 @@ class Message(Base):
         Index("ix_messages_created_at", "created_at"),
         Index("ix_messages_app_created_at", "app", "created_at"),
         Index("ix_messages_price_check_at", "price_check_at"),
+        #: The status poll's agenda (0011): only messages a provider may still move.
+        Index(
+            "ix_messages_status_check",
+            "status_check_at",
+            "sent_at",
+            postgresql_where=text(STATUS_POLL_PREDICATE),
+            sqlite_where=text(STATUS_POLL_PREDICATE),
+        ),
     )
 
     message_id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -128,6 +144,10 @@ class Message(Base):
     #: The account of the latest send whose estimate was made (null before any: the 202's
     #: estimate is for the route's first account).
     estimate_account: Mapped[str | None] = mapped_column(String(64))
+    #: The status poll (gateway/dispatch/status_poll.py): when to ask the provider next
+    #: for the status of a message whose final report has not come; null before the first
+    #: look and after the last.
+    status_check_at: Mapped[datetime | None]
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="message", order_by="Attempt.attempt_number", lazy="raise"

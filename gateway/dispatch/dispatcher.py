@@ -3,8 +3,10 @@
 One round, in one transaction: take over expired claims, apply reports that were waiting
 for their message, settle unknown outcomes whose reconciliation window has passed, claim a
 batch of due messages and plan each one (validity, route, sender, rate limits). Then the
-provider calls run concurrently, and each outcome is recorded in its own transaction.
-Between rounds the loop waits for the poll interval or the API's wake-up signal.
+provider calls run concurrently (at most ``concurrency``), and their outcomes are recorded
+together as they come back (gateway/dispatch/recording.py). The next round's claim does not
+wait for the last round's calls: it runs as soon as a slot is free. With nothing due, the
+loop waits for the poll interval or the API's wake-up signal.
 """
 
 from __future__ import annotations
@@ -29,13 +31,12 @@ from gateway.consent.guard import (
     blocks_claim,
     effective_sender,
 )
-from gateway.consent.ledger import record_provider_refusal
+from gateway.consent.ledger import OptOuts, opt_outs_of, record_provider_refusal
 from gateway.costs.billing import run_billing_round
 from gateway.costs.estimate import estimate
 from gateway.costs.number_types import sender_number_type
 from gateway.costs.pricing import MessageType, PriceBook
-from gateway.costs.spend import account_caps_reached, charge_account_for_send, day_start
-from gateway.db.engine import retrying_on_disconnect
+from gateway.costs.spend import account_caps_reached, day_start
 from gateway.dispatch import reconcile, store
 from gateway.dispatch.decisions import (
     Decision,
@@ -47,7 +48,9 @@ from gateway.dispatch.decisions import (
 )
 from gateway.dispatch.planning import RoutePlanner
 from gateway.dispatch.ratelimit import account_bucket, acquire_all, sender_bucket
-from gateway.dispatch.senders import choose_sender, remember_sender, sticky_sender
+from gateway.dispatch.recording import SendRecorder
+from gateway.dispatch.senders import choose_sender, sticky_sender
+from gateway.dispatch.status_poll import run_status_poll
 from gateway.events.record import message_status_changed
 from gateway.messages.delivery import apply_pending_reports
 from gateway.reports.rollup import fold
@@ -74,6 +77,8 @@ class Plan(msgspec.Struct, frozen=True):
     candidates: tuple[str, ...]
     sender: str | None
     pooled_sender: bool
+    #: The routing rule that chose the candidates (``None``: the app forced an account).
+    rule: str | None = None
 
 
 class Dispatcher:
@@ -102,23 +107,56 @@ class Dispatcher:
         self._accounts = dict(accounts or {})
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._consent_scope = consent_scope  # how a provider's opt-out refusal is recorded
+        self.recorder = SendRecorder(
+            sessionmaker,
+            accounts=self._accounts,
+            rerouter=lambda: self.planner.report_failover,
+            patience_seconds=settings.claim_ttl_seconds,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Loop until ``stop`` is set; a round in progress is finished first, so in-flight
-        sends complete and their claims are released (graceful shutdown)."""
+        """Loop until ``stop`` is set; sends in flight are finished first, so their outcomes
+        are recorded and their claims released (graceful shutdown).
+
+        Pipelined: the next claim round runs while the last round's provider calls are in
+        flight, as soon as fewer than ``concurrency`` are. A round waiting for its slowest
+        call before claiming again left the provider idle through every claim transaction
+        (planning is a few statements a message), and halved the rate."""
         logger.info("dispatcher started", extra={"worker": self.worker})
         billing = asyncio.create_task(self._bill(stop))
+        in_flight: set[asyncio.Task[None]] = set()
+        concurrency = self._settings.concurrency
         while not stop.is_set():
+            while len(in_flight) >= concurrency:  # no free slot: claiming more would queue
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            # Enough to fill the free slots and the next ones, not more: a claim held in
+            # the queue is a message no other worker can take meanwhile.
+            limit = min(self._settings.batch_size, 2 * concurrency - len(in_flight))
             try:
-                handled = await self.run_once()
+                handled, plans = await self._claim_round(limit)
             except Exception:  # keep dispatching through a passing database error
                 logger.exception("dispatch round failed", extra={"worker": self.worker})
-                handled = 0
-            if handled >= self._settings.batch_size:
+                handled, plans = 0, []
+            for plan in plans:
+                task = asyncio.create_task(self._deliver_logged(plan))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if handled >= limit:
                 continue  # more may be due right now
             await self._idle(stop)
+        if in_flight:
+            await asyncio.wait(in_flight)
         await billing
         logger.info("dispatcher stopped", extra={"worker": self.worker})
+
+    async def _deliver_logged(self, plan: Plan) -> None:
+        try:
+            await self._deliver(plan)
+        except Exception:  # the claim expires and reconciliation takes the message over
+            logger.exception(
+                "recording a provider call failed",
+                extra={"worker": self.worker, "message_id": plan.claim.message_id},
+            )
 
     async def _bill(self, stop: asyncio.Event) -> None:
         """The billing job on its own loop: its price fetches and re-estimates must never
@@ -126,8 +164,23 @@ class Dispatcher:
         while not stop.is_set():
             await self.run_billing_once()
             await self.fold_report_changes()
+            await self.poll_statuses_once()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=BILLING_INTERVAL_SECONDS)
+
+    async def poll_statuses_once(self) -> None:
+        """Messages whose final report never came: ask their providers (status_poll.py)."""
+        try:
+            await run_status_poll(
+                self._sessionmaker,
+                self._providers,
+                settings=self._settings,
+                now=self._clock(),
+                rerouter=self.planner.report_failover,
+                consent_scope=self._consent_scope,
+            )
+        except Exception:  # it logs its own failures; nothing may stop this loop
+            logger.exception("status poll failed", extra={"worker": self.worker})
 
     async def fold_report_changes(self) -> None:
         """Keep the cost report's change log short (PostgreSQL): a report then folds only
@@ -163,7 +216,17 @@ class Dispatcher:
             task.cancel()
 
     async def run_once(self) -> int:
-        """One round; returns how many messages it claimed."""
+        """One round, its provider calls finished and recorded; returns how many messages
+        it claimed."""
+        claimed, plans = await self._claim_round(self._settings.batch_size)
+        async with asyncio.TaskGroup() as group:
+            for plan in plans:
+                group.create_task(self._deliver(plan))
+        return claimed
+
+    async def _claim_round(self, limit: int) -> tuple[int, list[Plan]]:
+        """The round's transaction: housekeeping, then claim up to ``limit`` due messages
+        and plan each. Returns how many were claimed and the plans to call providers for."""
         now = self._clock()
         reconcile_window = timedelta(seconds=self._settings.reconcile_seconds)
         async with self._sessionmaker() as session, session.begin():
@@ -183,23 +246,27 @@ class Dispatcher:
                 session,
                 worker=self.worker,
                 now=now,
-                limit=self._settings.batch_size,
+                limit=limit,
                 ttl=timedelta(seconds=self._settings.claim_ttl_seconds),
             )
-            plans = [p for claim in claims if (p := await self._plan(session, claim, now))]
+            # The ledger for every recipient of the round in one read (checked per message).
+            opt_outs = await opt_outs_of(session, (claim.to for claim in claims))
+            plans = [
+                plan
+                for claim in claims
+                if (plan := await self._plan(session, claim, opt_outs, now))
+            ]
+            await store.set_route_rules(session, [(p.claim, p.rule) for p in plans])
             # The round's ``sending`` events in one go (a statement pair, not one a message).
             await message_status_changed(session, [p.claim.message_id for p in plans], now=now)
         if stale:
             logger.warning("claims expired mid-call", extra={"count": len(stale)})
-        async with asyncio.TaskGroup() as group:
-            for plan in plans:
-                group.create_task(self._deliver(plan))
-        return len(claims)
+        return len(claims), plans
 
     # --- planning (inside the claim transaction) -------------------------------------
 
     async def _plan(
-        self, session: AsyncSession, claim: store.Claimed, now: datetime
+        self, session: AsyncSession, claim: store.Claimed, opt_outs: OptOuts, now: datetime
     ) -> Plan | None:
         if claim.valid_until is not None and now > claim.valid_until:
             await store.record_failure_without_attempt(
@@ -237,7 +304,7 @@ class Dispatcher:
         candidates = (account, *(c for c in candidates if c != account))
         sender, pooled = await self._sender(session, claim, account)
         from_number = effective_sender(sender, self._accounts.get(account))
-        if await blocks_claim(session, app=claim.app, to=claim.to, sender=from_number):
+        if blocks_claim(opt_outs, app=claim.app, to=claim.to, sender=from_number):
             await store.record_failure_without_attempt(  # STOP after accept: no call, no failover
                 session, claim, detail=OPTED_OUT_DETAIL, error_code=OPTED_OUT_ERROR, now=now
             )
@@ -247,12 +314,11 @@ class Dispatcher:
             await store.release_claim(session, claim, next_attempt_at=retry_at, now=now)
             return None
         self.planner.take_probe(account)
-        await store.set_route_rule(session, claim, rule)
         kind = self._providers[account].kind
         await store.start_attempt(
             session, claim, account=account, kind=kind, now=now, announce=False
         )
-        return Plan(claim, account, candidates, sender, pooled)
+        return Plan(claim, account, candidates, sender, pooled, rule)
 
     async def _sender(
         self, session: AsyncSession, claim: store.Claimed, account: str
@@ -330,29 +396,14 @@ class Dispatcher:
             number_type=sender_number_type(plan.sender, configured),
         )
 
-        async def record() -> None:
-            async with self._sessionmaker() as session, session.begin():
-                await store.record_sent(
-                    session,
-                    claim,
-                    account=account,
-                    kind=provider.kind,
-                    receipt=receipt,
-                    now=now,
-                    rerouter=self.planner.report_failover,
-                    estimate=cost,
-                )
-                if plan.pooled_sender and plan.sender is not None:
-                    await remember_sender(session, account, claim.to, plan.sender, now)
-                if configured is not None:  # charged only to an account with a cap
-                    await charge_account_for_send(
-                        session, configured, cost.amount, cost.currency, now=now
-                    )
-
-        # The provider has the message and only this process knows it: with the database
-        # unreachable, wait for it (while the claim lasts) rather than drop the answer,
-        # which would leave the send unknown and, if its callbacks were lost too, resent.
-        await retrying_on_disconnect(record, within=self._settings.claim_ttl_seconds)
+        # Recorded with the other answers of the round (gateway/dispatch/recording.py);
+        # with the database unreachable, it waits for it while the claim lasts rather than
+        # drop the answer, which would leave the send unknown and, if its callbacks were
+        # lost too, resent.
+        await self.recorder.record(
+            store.Sent(claim, account, provider.kind, receipt, now, cost),
+            pooled_sender=plan.sender if plan.pooled_sender else None,
+        )
         PROVIDER_ATTEMPTS.labels(account=account, outcome="sent").inc()
         logger.info(
             "message handed to provider", extra={"message_id": claim.message_id, "account": account}

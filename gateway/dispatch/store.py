@@ -7,21 +7,23 @@ one writer at a time) runs it atomically, so no message is claimed twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import CursorResult, Table, bindparam, func, literal, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.costs.attempts import first_send, record_send_costs
+from gateway.costs.attempts import FirstSend, first_send, record_send_costs
 from gateway.costs.estimate import Estimate
 from gateway.db.models import Attempt, Message
 from gateway.events.record import message_status_changed
 from gateway.messages.delivery import (
     Rerouter,
     apply_reports_waiting_for,
-    lock_provider_message,
+    lock_provider_messages,
+    with_waiting_reports,
 )
 from providers import DeliveryStatus, SendReceipt
 
@@ -137,8 +139,15 @@ async def release_claim(
     )
 
 
-async def set_route_rule(session: AsyncSession, claim: Claimed, rule: str | None) -> None:
-    await session.execute(_SET_ROUTE_RULE, {"of_message": claim.message_id, "rule": rule})
+async def set_route_rules(
+    session: AsyncSession, rules: Sequence[tuple[Claimed, str | None]]
+) -> None:
+    """The routing rule that chose each claimed message's account (one executemany)."""
+    if rules:
+        await session.execute(
+            _SET_ROUTE_RULE,
+            [{"of_message": claim.message_id, "rule": rule} for claim, rule in rules],
+        )
 
 
 async def start_attempt(
@@ -168,6 +177,22 @@ async def start_attempt(
         await message_status_changed(session, [claim.message_id], now=now)
 
 
+class Sent(msgspec.Struct, frozen=True):
+    """A provider took a claimed message: what :func:`record_sends` writes about it.
+    ``estimate``: this send's list price for its account and sender."""
+
+    claim: Claimed
+    account: str
+    kind: str
+    receipt: SendReceipt
+    now: datetime
+    estimate: Estimate | None = None
+
+    @property
+    def lock_key(self) -> tuple[str, str]:
+        return (self.kind, self.receipt.provider_message_id)
+
+
 async def record_sent(
     session: AsyncSession,
     claim: Claimed,
@@ -179,27 +204,119 @@ async def record_sent(
     rerouter: Rerouter | None = None,
     estimate: Estimate | None = None,
 ) -> None:
-    """The provider took the message: close the attempt, move the message (while the claim
-    is still ours), apply reports that overtook this commit, and record the send's cost
-    (``estimate``: its list price for this account and sender; Telnyx's answer carries a
-    provisional bill) on the attempt, the message's cost being the total over its sends."""
-    # First, before any row lock: the order every writer of this provider id follows.
-    await lock_provider_message(session, kind, receipt.provider_message_id)
+    """:func:`record_sends` for one send."""
+    await record_sends(
+        session, [Sent(claim, account, kind, receipt, now, estimate)], rerouter=rerouter
+    )
+
+
+async def record_sends(
+    session: AsyncSession, sends: Sequence[Sent], *, rerouter: Rerouter | None = None
+) -> None:
+    """Providers took these messages: close each attempt, move each message (while the
+    claim is still ours), apply reports that overtook these commits, and record each
+    send's cost (Telnyx's answer carries a provisional bill) on its attempt, the message's
+    cost being the total over its sends. A dispatch round's concurrent sends are recorded
+    together (gateway/dispatch/recording.py): one transaction, one lock statement, one
+    look for waiting reports, one pass of app events."""
+    ordered = sorted(sends, key=lambda sent: sent.lock_key)
+    # First, before any row lock: the order every writer of these provider ids follows
+    # (webhook groups sort the same way), so two groups queue rather than deadlock.
+    await lock_provider_messages(session, [sent.lock_key for sent in ordered])
+    ours = await _rows_still_ours(session, ordered)
     # A first attempt has no earlier send: its figures are the message's totals, written
     # with the statements below. Later attempts add up under the row lock (record_send_costs).
-    first = first_send(estimate, receipt.cost) if claim.attempt_number == 1 else None
-    await _finish_attempt(
+    firsts = {
+        sent.claim.message_id: first_send(sent.estimate, sent.receipt.cost)
+        for sent in ordered
+        if sent.claim.attempt_number == 1 and sent.claim.message_id in ours
+    }
+    await _update_each(
         session,
-        claim,
-        outcome="sent",
-        now=now,
-        provider_message_id=receipt.provider_message_id,
-        costs=first.attempt if first is not None else None,
+        _ATTEMPTS,
+        ["message_id", "attempt_number"],
+        [_closed_attempt(s, firsts) for s in ordered],
     )
+    await _update_each(
+        session,
+        _MESSAGES,
+        ["message_id"],
+        [_sent_message(s, firsts) for s in ordered if s.claim.message_id in ours],
+    )
+    for sent in ordered:
+        if sent.claim.message_id not in firsts:  # a later send, or the row is not ours
+            await record_send_costs(
+                session,
+                message_id=sent.claim.message_id,
+                attempt_number=sent.claim.attempt_number,
+                app=sent.claim.app,
+                estimate=sent.estimate,
+                billed=sent.receipt.cost,
+                now=sent.now,
+            )
+    # A delivery report may have overtaken a send's commit; it was stored, waiting for it.
+    # After the sends' own figures: a waiting report's bill is the later word.
+    waiting = await with_waiting_reports(session, [sent.lock_key for sent in ordered])
+    for sent in ordered:
+        if sent.lock_key in waiting:
+            await apply_reports_waiting_for(
+                session,
+                provider_kind=sent.kind,
+                provider_message_id=sent.receipt.provider_message_id,
+                now=sent.now,
+                rerouter=rerouter,
+            )
+    if ordered:
+        latest = max(sent.now for sent in ordered)
+        await message_status_changed(session, [s.claim.message_id for s in ordered], now=latest)
+
+
+async def _rows_still_ours(session: AsyncSession, sends: Sequence[Sent]) -> set[str]:
+    """The messages these sends may move, row-locked: still claimed by their sender, or
+    given up as unknown meanwhile (a slow call outlived its claim: the provider's answer is
+    the evidence reconciliation waits for). Taken over by another process: the row is that
+    process's now; only the attempt is recorded."""
+    if not sends:
+        return set()
+    rows = await session.execute(
+        select(_MESSAGES.c.message_id, _MESSAGES.c.claimed_by, _MESSAGES.c.status)
+        .where(_MESSAGES.c.message_id.in_(sorted({s.claim.message_id for s in sends})))
+        .order_by(_MESSAGES.c.message_id)
+        .with_for_update()
+    )
+    holders = {s.claim.message_id: s.claim.worker for s in sends}
+    return {
+        message_id
+        for message_id, claimed_by, status in rows.tuples()
+        if claimed_by == holders[message_id] or status == UNKNOWN
+    }
+
+
+def _closed_attempt(sent: Sent, firsts: dict[str, FirstSend]) -> dict[str, object]:
+    first = firsts.get(sent.claim.message_id)
+    return {
+        "message_id": sent.claim.message_id,
+        "attempt_number": sent.claim.attempt_number,
+        "outcome": "sent",
+        "provider_message_id": sent.receipt.provider_message_id,
+        "error_code": None,
+        "error_class": None,
+        "error_detail": None,
+        "finished_at": sent.now,
+        **(first.attempt if first is not None else {}),
+    }
+
+
+def _sent_message(sent: Sent, firsts: dict[str, FirstSend]) -> dict[str, object]:
+    receipt, now = sent.receipt, sent.now
+    status = receipt.status
+    if status.value in DUE_STATUSES:  # the provider holds it: never due with us again
+        status = DeliveryStatus.QUEUED
     values: dict[str, object] = {
-        "status": receipt.status.value,
-        "provider_account": account,
-        "provider_kind": kind,
+        "message_id": sent.claim.message_id,
+        "status": status.value,
+        "provider_account": sent.account,
+        "provider_kind": sent.kind,
         "provider_message_id": receipt.provider_message_id,
         "error_code": receipt.error_code,
         "error_detail": None,
@@ -211,40 +328,52 @@ async def record_sent(
     }
     if receipt.status.is_terminal:
         values["completed_at"] = now
+    first = firsts.get(sent.claim.message_id)
     if first is not None:
         values.update(first.message)
-        # On the billing job's agenda (a message scheduled days ahead may have left it).
-        when = literal(now, type_=_MESSAGES.c.price_check_at.type)
-        values["price_check_at"] = func.coalesce(_MESSAGES.c.price_check_at, when)
-    # Still ours, or given up as unknown meanwhile (a slow call outlived its claim): the
-    # provider's answer is the evidence reconciliation waits for. Taken over by another
-    # process: the row is that process's now; only our attempt is recorded.
-    still_ours = (_MESSAGES.c.claimed_by == claim.worker) | (_MESSAGES.c.status == UNKNOWN)
-    moved: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
-        update(_MESSAGES)
-        .where(_MESSAGES.c.message_id == claim.message_id, still_ours)
-        .values(**values)
-    )
-    if first is None or not moved.rowcount:  # a later send, or the row is not ours
-        await record_send_costs(
-            session,
-            message_id=claim.message_id,
-            attempt_number=claim.attempt_number,
-            app=claim.app,
-            estimate=estimate,
-            billed=receipt.cost,
-            now=now,
+        # On the billing job's agenda (a message scheduled days ahead may have left it):
+        # written only where the row has no date yet (see _update_each).
+        values[_IF_UNSET + "price_check_at"] = now
+    return values
+
+
+#: A value named with this prefix is written only where the column is still null.
+_IF_UNSET = "if_unset:"
+
+
+async def _update_each(
+    session: AsyncSession, table: Table, key: list[str], rows: list[dict[str, object]]
+) -> None:
+    """``UPDATE table SET … WHERE key = …`` for each row: one executemany per shape of row
+    (the columns it sets), so a group of sends costs a statement or two, not one a send."""
+    shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for row in rows:
+        shapes.setdefault(tuple(sorted(row)), []).append(row)
+    for shape, same in shapes.items():
+        values: dict[str, Any] = {}
+        for name in shape:
+            if name in key:
+                continue
+            if name.startswith(_IF_UNSET):
+                column = table.c[name.removeprefix(_IF_UNSET)]
+                values[column.name] = func.coalesce(
+                    column, bindparam(_param(name), type_=column.type)
+                )
+            else:
+                values[name] = bindparam(_param(name), type_=table.c[name].type)
+        statement = (
+            update(table)
+            .where(*(table.c[name] == bindparam(_param(name)) for name in key))
+            .values(values)
         )
-    # A delivery report may have overtaken this commit; it was stored, waiting for us.
-    # After the send's own figures: a waiting report's bill is the later word.
-    await apply_reports_waiting_for(
-        session,
-        provider_kind=kind,
-        provider_message_id=receipt.provider_message_id,
-        now=now,
-        rerouter=rerouter,
-    )
-    await message_status_changed(session, [claim.message_id], now=now)
+        await session.execute(
+            statement, [{_param(name): value for name, value in row.items()} for row in same]
+        )
+
+
+def _param(name: str) -> str:
+    """Bound parameters may not share a column's name in an UPDATE."""
+    return "p_" + name.removeprefix(_IF_UNSET)
 
 
 async def record_failure(

@@ -17,7 +17,8 @@ in the 202 answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +33,26 @@ PENDING = "pending"
 INITIAL = frozenset({DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.value})
 
 
+#: ``session.info`` key of the ids noted while :func:`status_events_at_end` is active.
+_NOTED = "gateway.events.noted_status_changes"
+
+
+@contextlib.asynccontextmanager
+async def status_events_at_end(session: AsyncSession, *, now: datetime) -> AsyncIterator[None]:
+    """Within: :func:`message_status_changed` only notes the messages; at the end, one
+    pass writes the events of all of them (one locked read, one look at the last events,
+    one insert), for the status each message has then. For a group commit of many
+    changes (webhook callbacks): what it saves is a few statements a change. As in any
+    one transaction, a message moved twice in it gets one event, for its last status."""
+    session.info[_NOTED] = set()
+    try:
+        yield
+        noted: set[str] = session.info.pop(_NOTED)
+        await message_status_changed(session, noted, now=now)
+    finally:
+        session.info.pop(_NOTED, None)
+
+
 async def message_status_changed(
     session: AsyncSession,
     message_ids: Iterable[str],
@@ -44,6 +65,10 @@ async def message_status_changed(
 
     ``locked``: the one message, already row-locked in this transaction and changed only
     through this object (a delivery report's apply): it is not read again."""
+    noted: set[str] | None = session.info.get(_NOTED)
+    if noted is not None:  # inside status_events_at_end: written at its end
+        noted.update(message_ids)
+        return 0
     ids = sorted(set(message_ids))
     if not ids:
         return 0

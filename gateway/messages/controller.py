@@ -24,7 +24,6 @@ from gateway.api.openapi import (
 )
 from gateway.api.problems import Problem, invalid_field, not_found
 from gateway.auth.guard import caller_app
-from gateway.clock import utcnow
 from gateway.costs.attempts import is_final, sends
 from gateway.costs.estimate import amount_text
 from gateway.costs.preview import MessagePreview, build_preview
@@ -91,7 +90,7 @@ class MessagesController(Controller):
     ) -> Response[MessageAccepted]:
         state = GatewayState.of(request.app)
         app = caller_app(request)
-        now = utcnow()
+        now = state.clock()
         key = service.check_idempotency_key(idempotency_key)
         validated = validate_send(data, settings=state.settings, now=now)
         send = ValidSend(0, validated, key, service.request_fingerprint(data))
@@ -118,7 +117,7 @@ class MessagesController(Controller):
     ) -> MessagePreview:
         state = GatewayState.of(request.app)
         app = caller_app(request)
-        now = utcnow()
+        now = state.clock()
         validated = validate_send(data, settings=state.settings, now=now)
         async with state.sessionmaker() as session:
             return await build_preview(
@@ -143,7 +142,7 @@ class MessagesController(Controller):
     ) -> BatchResult:
         state = GatewayState.of(request.app)
         app = caller_app(request)
-        now = utcnow()
+        now = state.clock()
         valid, results = validate_batch(data.messages, settings=state.settings, now=now)
         if valid:
             async with state.sessionmaker() as session:
@@ -176,7 +175,7 @@ class MessagesController(Controller):
         async with state.sessionmaker() as session:
             try:
                 row = await service.cancel_message(
-                    session, caller_app(request), message_id, utcnow()
+                    session, caller_app(request), message_id, state.clock()
                 )
             except service.NotCancelable as exc:
                 raise Problem(

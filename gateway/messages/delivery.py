@@ -9,10 +9,11 @@ the status already applied. Every report stays in ``webhook_events`` either way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.costs.attempts import record_stored_report_cost
@@ -114,6 +115,23 @@ async def lock_provider_message(
     await session.execute(_LOCK_PROVIDER_ID, {"key": f"{provider_kind}:{provider_message_id}"})
 
 
+#: The same lock for many provider ids in one statement, taken in the order given (the
+#: ordinality, not the database's collation, decides: callers sort in Python).
+_LOCK_PROVIDER_IDS = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(key, 0))"
+    " FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS wanted(key, position)"
+    " ORDER BY position"
+)
+
+
+async def lock_provider_messages(session: AsyncSession, keys: Sequence[tuple[str, str]]) -> None:
+    """:func:`lock_provider_message` for ``(provider_kind, provider_message_id)`` pairs,
+    in the order given: the order every group of writers follows (sorted pairs)."""
+    if session.bind.dialect.name != "postgresql" or not keys:
+        return
+    await session.execute(_LOCK_PROVIDER_IDS, {"keys": [f"{kind}:{pid}" for kind, pid in keys]})
+
+
 async def message_for_update(
     session: AsyncSession, provider_kind: str, provider_message_id: str
 ) -> Message | None:
@@ -162,6 +180,26 @@ async def apply_pending_reports(
         await record_stored_report_cost(session, message, event, now)
         await apply_or_reroute(session, message, event, now, rerouter)
     return len(pending)
+
+
+async def with_waiting_reports(
+    session: AsyncSession, keys: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of these ``(provider_kind, provider_message_id)`` have a delivery report
+    stored and not applied yet (it overtook the send's commit): one query for a group of
+    sends, where almost always none has."""
+    if not keys:
+        return set()
+    rows = await session.execute(
+        select(WebhookEvent.provider_kind, WebhookEvent.provider_message_id)
+        .where(
+            tuple_(WebhookEvent.provider_kind, WebhookEvent.provider_message_id).in_(keys),
+            WebhookEvent.event_type == "delivery",
+            WebhookEvent.applied_at.is_(None),
+        )
+        .distinct()
+    )
+    return {(kind, pid) for kind, pid in rows.tuples() if pid is not None}
 
 
 async def apply_reports_waiting_for(

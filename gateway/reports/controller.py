@@ -33,7 +33,7 @@ async def cost_report(
 ) -> CostReport:
     state = GatewayState.of(request.app)
     try:
-        params = parse_params(since, until, group_by, app=caller_app(request))
+        params = parse_params(since, until, group_by, app=caller_app(request), now=state.clock())
     except ReportParamError as exc:
         raise invalid_field(exc.field, exc.detail) from exc
     async with state.sessionmaker() as session:

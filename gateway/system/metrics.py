@@ -62,6 +62,11 @@ WEBHOOK_GROUP_SIZE = Histogram(
     "Verified callbacks recorded in one transaction (group commit)",
     buckets=(1, 2, 5, 10, 25, 50, 100),
 )
+DISPATCH_GROUP_SIZE = Histogram(
+    "sms_gateway_dispatch_group_size",
+    "Provider answers (sends) recorded in one transaction (group commit)",
+    buckets=(1, 2, 5, 10, 25, 50, 100),
+)
 ACCEPT_GROUP_SIZE = Histogram(
     "sms_gateway_accept_group_size",
     "Single sends stored in one transaction (group commit)",
@@ -76,6 +81,12 @@ FAILOVERS = Counter(
     "sms_gateway_failovers_total",
     "Messages moved from one provider account to the next",
     ["from_account", "to_account"],
+)
+STATUS_POLLS = Counter(
+    "sms_gateway_status_polls_total",
+    "Messages whose final report did not come, looked up at their provider, by account and "
+    "result (moved, unchanged, error, gave_up)",
+    ["account", "result"],
 )
 
 #: Statuses of a message the gateway still has to hand over (or is handing over).
@@ -207,7 +218,7 @@ class MetricsController(PrometheusController):
     async def get(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         state = getattr(request.app.state, "gateway", None)
         if state is not None:
-            await refresh_from_database(state.engine)
+            await refresh_from_database(state.engine, state.clock())
         return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -29,7 +29,6 @@ from gateway.api.openapi import (
 )
 from gateway.api.problems import invalid_field
 from gateway.auth.guard import caller_app
-from gateway.clock import utcnow
 from gateway.costs.quote import Quoter
 from gateway.db.models import Message, Verification
 from gateway.messages.schemas import SendMessageRequest
@@ -131,7 +130,7 @@ class VerificationsController(Controller):
     ) -> Response[VerificationView]:
         state = GatewayState.of(request.app)
         app = caller_app(request)
-        now = utcnow()
+        now = state.clock()
         if not codes.MIN_LENGTH <= data.code_length <= codes.MAX_LENGTH:
             raise invalid_field(
                 "code_length", f"between {codes.MIN_LENGTH} and {codes.MAX_LENGTH} digits"
@@ -193,7 +192,7 @@ class VerificationsController(Controller):
                 verification_id=verification_id,
                 code=data.code.strip(),
                 max_checks=max_checks,
-                now=utcnow(),
+                now=state.clock(),
             )
         return CheckResult(
             verification_id=verification.verification_id,
@@ -213,7 +212,7 @@ class VerificationsController(Controller):
         if not 1 <= days <= 90:
             raise invalid_field("days", "between 1 and 90")
         state = GatewayState.of(request.app)
-        since = utcnow() - timedelta(days=days)
+        since = state.clock() - timedelta(days=days)
         async with state.sessionmaker() as session:
             data = await service.delivery_stats(session, caller_app(request), since)
         return DeliveryStats(since=since, data=data)
@@ -229,7 +228,7 @@ class VerificationsController(Controller):
         state = GatewayState.of(request.app)
         async with state.sessionmaker() as session:
             verification, message = await service.get_verification(
-                session, caller_app(request), verification_id, utcnow()
+                session, caller_app(request), verification_id, state.clock()
             )
         return _view(verification, state.settings.verifications.max_checks, message)
 

@@ -24,8 +24,8 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.db.engine import is_connection_error
 from gateway.db.group_commit import GroupCommit, new_answer
+from gateway.events.record import status_events_at_end
 from gateway.messages.delivery import Rerouter
 from gateway.settings import ConsentSettings
 from gateway.system.metrics import WEBHOOK_GROUP_SIZE
@@ -91,32 +91,16 @@ class IngestQueue(GroupCommit[_Waiting, IngestResult]):
         self.groups += 1
         self.callbacks += len(group)
         WEBHOOK_GROUP_SIZE.observe(len(group))
-        try:
-            async with self._sessionmaker() as session, session.begin():
-                results = [await self._record(session, item.callback) for item in group]
-        except Exception as error:
-            if len(group) == 1 or is_connection_error(error):
-                for item in group:  # nothing more to separate, or the database is away
-                    _fail(item, error)
-                return
-            logger.warning(
-                "webhook group failed: recording its callbacks one by one",
-                extra={"callbacks": len(group), "error": type(error).__name__},
-            )
-            for item in group:
-                await self._flush_one(item)
-            return
-        for item, result in zip(group, results, strict=True):
-            item.answer.set_result(result)
+        await super()._flush(group)
 
-    async def _flush_one(self, item: _Waiting) -> None:
-        try:
-            async with self._sessionmaker() as session, session.begin():
-                result = await self._record(session, item.callback)
-        except Exception as error:
-            _fail(item, error)
-            return
-        item.answer.set_result(result)
+    async def _commit(self, group: list[_Waiting]) -> list[IngestResult]:
+        latest = max(item.callback.now for item in group)
+        async with (
+            self._sessionmaker() as session,
+            session.begin(),
+            status_events_at_end(session, now=latest),  # one pass for the group
+        ):
+            return [await self._record(session, item.callback) for item in group]
 
     async def _record(self, session: AsyncSession, callback: Verified) -> IngestResult:
         return await record_events(
@@ -135,8 +119,3 @@ class IngestQueue(GroupCommit[_Waiting, IngestResult]):
 def _lock_order(item: _Waiting) -> tuple[str, str]:
     events = item.callback.events
     return (item.callback.provider_kind, events[0].provider_message_id if events else "")
-
-
-def _fail(item: _Waiting, error: BaseException) -> None:
-    if not item.answer.done():
-        item.answer.set_exception(error)

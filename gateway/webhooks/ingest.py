@@ -59,10 +59,16 @@ _INSERT_EVENT = insert_ignoring(
 )
 
 
-def _persistent(session: AsyncSession, event: WebhookEvent) -> WebhookEvent:
-    """The row just inserted, as the session's own object, without reading it back: it
-    holds exactly the values written (its key included), so later changes (``applied_at``)
-    are flushed as an UPDATE."""
+async def insert_event(session: AsyncSession, values: dict[str, Any]) -> WebhookEvent | None:
+    """Store one provider event (``values``: every column of :data:`_EVENT_COLUMNS`) unless
+    its ``(provider_kind, event_id)`` is on record already (then ``None``). Returns the row
+    just inserted as the session's own object, without reading it back: it holds exactly
+    the values written (its key included), so later changes (``applied_at``) are flushed as
+    an UPDATE."""
+    inserted = (await session.execute(_INSERT_EVENT, values)).scalar_one_or_none()
+    if inserted is None:
+        return None
+    event = WebhookEvent(event_pk=inserted, **values)
     make_transient_to_detached(event)
     session.add(event)
     return event
@@ -113,14 +119,13 @@ async def record_events(
             "applied_at": None,
             "reference": reference if is_report else None,
         }
-        inserted = (await session.execute(_INSERT_EVENT, values)).scalar_one_or_none()
-        if inserted is None:
+        stored = await insert_event(session, values)
+        if stored is None:
             result.duplicates += 1
             if isinstance(event, InboundMessage) and consent is not None:
                 result.reply = _answer_again(event, provider_kind, consent) or result.reply
             continue
         result.recorded += 1
-        stored = _persistent(session, WebhookEvent(event_pk=inserted, **values))
         if isinstance(event, DeliveryReport):
             await lock_provider_message(session, provider_kind, event.provider_message_id)
             message = await message_for_update(session, provider_kind, event.provider_message_id)

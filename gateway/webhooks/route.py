@@ -24,7 +24,6 @@ from gateway.api.openapi import (
     problem_responses,
 )
 from gateway.api.problems import Problem
-from gateway.clock import utcnow
 from gateway.state import GatewayState
 from gateway.system.metrics import WEBHOOK_EVENTS, WEBHOOK_VERIFICATIONS
 from gateway.webhooks.group_commit import Verified
@@ -128,7 +127,7 @@ async def receive_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
             provider_kind=receiver.kind,
             account=account,
             events=events,
-            now=utcnow(),
+            now=state.clock(),
             reference=request.query_params.get("ref"),
         )
     )

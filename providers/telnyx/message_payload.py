@@ -7,6 +7,7 @@ The same object is the ``data`` of a send/retrieve answer and the ``data.payload
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from decimal import InvalidOperation
 from typing import Any, Final
 
@@ -43,12 +44,39 @@ def delivery_status(telnyx_status: object) -> DeliveryStatus:
     return STATUS_MAP.get(telnyx_status.lower(), DeliveryStatus.UNKNOWN)
 
 
+#: The statuses of ``message.finalized`` (D.4): Telnyx will not change them any more.
+FINAL_STATUSES: Final = frozenset(
+    {"delivered", "delivery_failed", "sending_failed", "delivery_unconfirmed", "expired"}
+)
+
+
 def recipient_status(message: Mapping[str, Any]) -> DeliveryStatus:
     """Status of the (single) recipient: ``to`` is a list even for a one-number send."""
+    return delivery_status(provider_status(message))
+
+
+def provider_status(message: Mapping[str, Any]) -> str:
+    """Telnyx's own word for the (single) recipient's status; ``""`` when absent."""
     recipients = message.get("to")
     if isinstance(recipients, list) and recipients and isinstance(recipients[0], Mapping):
-        return delivery_status(recipients[0].get("status"))
-    return DeliveryStatus.UNKNOWN
+        status = recipients[0].get("status")
+        return status.lower() if isinstance(status, str) else ""
+    return ""
+
+
+def status_time(message: Mapping[str, Any]) -> datetime | None:
+    """When the message reached its status: ``completed_at`` once final, else ``sent_at``
+    (D.2, ISO 8601); ``None`` when absent or unreadable (a fetch is not failed for it)."""
+    for field in ("completed_at", "sent_at"):
+        value = message.get(field)
+        if not isinstance(value, str):
+            continue
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return None
 
 
 def segments(parts: object) -> int | None:
@@ -87,13 +115,17 @@ def receipt_from_message(
     message_id = message.get("id")
     if not isinstance(message_id, str) or not message_id:
         raise UnexpectedResponse("message without an id", provider="telnyx")
+    word = provider_status(message)
     return SendReceipt(
         provider_message_id=message_id,
-        status=recipient_status(message),
+        status=delivery_status(word),
         segments=segments(message.get("parts")),
         cost=cost(message.get("cost")),
         error_code=first_error_code(message),
         raw=dict(raw if raw is not None else message),
+        provider_status=word,
+        occurred_at=status_time(message),
+        final=word in FINAL_STATUSES,
     )
 
 

@@ -36,8 +36,9 @@ from providers.webhooks import (
 #: send path, an unknown word is an error here: mapping it to ``unknown`` would let a word we
 #: do not understand move a message's status.
 CALLBACK_STATUSES: Final[Mapping[str, DeliveryStatus]] = {
-    "accepted": DeliveryStatus.ACCEPTED,
-    "scheduled": DeliveryStatus.SCHEDULED,
+    # Twilio holds the message (as on the send path, providers/twilio/message_resource.py).
+    "accepted": DeliveryStatus.QUEUED,
+    "scheduled": DeliveryStatus.QUEUED,
     "queued": DeliveryStatus.QUEUED,
     "sending": DeliveryStatus.SENDING,
     # May be final: carriers that return no delivery receipt leave a message ``sent`` (C.3).

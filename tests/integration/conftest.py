@@ -3,7 +3,8 @@ simulators mounted on it, and the providers' HTTP client routed back into the sa
 (httpx's ASGI transport), so a send crosses the real SDKs and the real wire formats.
 
 The dispatcher is not started in the background: tests call ``run_once()`` so that every
-step is deterministic, with a clock they control.
+step is deterministic, with a clock they control: the API and the dispatcher share one
+:class:`SettableClock`, which stands still until the test moves it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,27 +22,14 @@ from litestar import Litestar
 
 from gateway.app import create_app
 from gateway.auth.keys import create_key
-from gateway.clock import utcnow
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.sandbox import SandboxState
 from gateway.sandbox_setup import sandbox_settings
 from gateway.settings import DispatcherSettings, Settings, TwilioAccount, webhook_url
 from gateway.state import GatewayState
+from tests.support.clock import SettableClock
 
 BASE_URL = "http://gateway.test"
-
-
-@dataclass
-class Clock:
-    """Real time plus an offset the test moves forward (the API stamps real time)."""
-
-    offset: timedelta = field(default_factory=timedelta)
-
-    def __call__(self) -> datetime:
-        return utcnow() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
 
 
 @dataclass
@@ -50,7 +37,7 @@ class Gateway:
     client: httpx.AsyncClient
     state: GatewayState
     sandbox: SandboxState
-    clock: Clock
+    clock: SettableClock
     dispatcher: Dispatcher
     dispatcher_settings: DispatcherSettings
 
@@ -122,8 +109,8 @@ def in_process_client(app: Litestar) -> httpx.AsyncClient:
 
 @pytest.fixture
 async def gateway(settings: Settings, sandbox: SandboxState) -> AsyncIterator[Gateway]:
-    app = create_app(settings, sandbox=sandbox, http_client_factory=in_process_client)
-    clock = Clock()
+    clock = SettableClock()
+    app = create_app(settings, sandbox=sandbox, http_client_factory=in_process_client, clock=clock)
     async with running(app), in_process_client(app) as client:
         state = GatewayState.of(app)
         dispatcher = Dispatcher(

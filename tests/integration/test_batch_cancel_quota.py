@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -185,8 +185,14 @@ async def test_message_past_its_validity_fails_without_a_provider_call(
 # --- quotas ---------------------------------------------------------------------------
 
 
+def _today_at(gateway: Gateway, hour: int, minute: int, second: int) -> datetime:
+    """An instant of the test clock's UTC day (the gateway's "now" stands still there)."""
+    return gateway.clock().replace(hour=hour, minute=minute, second=second, microsecond=0)
+
+
 class TestQuotas:
-    """The app `billing` may send 3 messages a minute."""
+    """The app `billing` may send 3 messages a minute. The quota's window is the minute of
+    the gateway's clock, which the test holds: the sends cannot straddle two minutes."""
 
     @pytest.fixture
     def settings(self, settings: Settings) -> Settings:
@@ -195,17 +201,34 @@ class TestQuotas:
     async def test_quota_answers_429_with_retry_after_and_stores_nothing(
         self, gateway: Gateway, headers: dict[str, str]
     ) -> None:
+        gateway.clock.set(_today_at(gateway, 12, 0, 20))
         for n in range(3):
             assert (await gateway.send(headers, to="+14155550100", body=f"{n}")).status_code == 202
         refused = await gateway.send(headers, to="+14155550100", body="one too many")
         assert refused.status_code == 429
         assert refused.headers["content-type"].startswith(PROBLEM)
-        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert refused.headers["retry-after"] == "40"  # the minute ends at 12:01:00
         assert refused.json()["quota"] == "minute"
         assert await _count_messages(gateway) == 3
         # Other apps have no quota configured.
         other = await gateway.key_for("marketing")
         assert (await gateway.send(other, to="+14155550100", body="fine")).status_code == 202
+
+    async def test_the_window_resets_when_the_clock_enters_the_next_minute(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        gateway.clock.set(_today_at(gateway, 12, 0, 59))
+        for n in range(3):
+            assert (await gateway.send(headers, to="+14155550100", body=f"{n}")).status_code == 202
+        refused = await gateway.send(headers, to="+14155550100", body="still 12:00")
+        assert (refused.status_code, refused.headers["retry-after"]) == (429, "1")
+        gateway.clock.advance(0.5)  # 12:00:59.5: the same window, still refused
+        assert (await gateway.send(headers, to="+14155550100", body="x")).status_code == 429
+        gateway.clock.advance(0.5)  # 12:01:00: a new window, three more
+        for n in range(3):
+            assert (await gateway.send(headers, to="+14155550100", body=f"{n}")).status_code == 202
+        assert (await gateway.send(headers, to="+14155550100", body="x")).status_code == 429
+        assert await _count_messages(gateway) == 6
 
     async def test_batch_over_quota_is_refused_whole(
         self, gateway: Gateway, headers: dict[str, str]
@@ -215,6 +238,28 @@ class TestQuotas:
         )
         assert response.status_code == 429
         assert await _count_messages(gateway) == 0
+
+
+class TestDailyQuota:
+    """The app `billing` may send 2 messages a UTC day (of the gateway's clock)."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return with_settings(settings, apps={"billing": AppQuota(messages_per_day=2)})
+
+    async def test_the_day_resets_at_midnight_utc(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        gateway.clock.set(_today_at(gateway, 23, 59, 30))
+        for n in range(2):
+            assert (await gateway.send(headers, to="+14155550100", body=f"{n}")).status_code == 202
+        refused = await gateway.send(headers, to="+14155550100", body="one too many")
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "30"
+        assert refused.json()["quota"] == "day"
+        gateway.clock.advance(30)  # 00:00:00 the next day
+        assert (await gateway.send(headers, to="+14155550100", body="new day")).status_code == 202
+        assert await _count_messages(gateway) == 3
 
 
 def _soon() -> str:

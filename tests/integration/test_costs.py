@@ -292,6 +292,20 @@ class TestAppCap:
     ) -> None:
         await _app_cap_scenario(gateway, headers)
 
+    async def test_the_cap_is_per_utc_day_of_the_gateways_clock(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        gateway.clock.set(gateway.clock().replace(hour=23, minute=59, second=50, microsecond=0))
+        assert (await gateway.send(headers, to="+14155550100", body="a" * 200)).status_code == 202
+        refused = await gateway.send(headers, to="+14155550101", body="b")
+        assert (refused.status_code, refused.headers["Retry-After"]) == (429, "10")
+        gateway.clock.advance(10)  # midnight UTC: a new day's counter
+        assert (await gateway.send(headers, to="+14155550101", body="b")).status_code == 202
+        async with gateway.state.sessionmaker() as session:
+            days = (await session.execute(select(SpendCounter.day, SpendCounter.amount))).all()
+        assert sorted(amount for _, amount in days) == [Decimal("0.0083"), Decimal("0.0166")]
+        assert len({day for day, _ in days}) == 2  # one counter a day
+
 
 async def _app_cap_scenario(gateway: Gateway, headers: dict[str, str]) -> None:
     first = await gateway.send(headers, to="+14155550100", body="a" * 200)  # 0.0166

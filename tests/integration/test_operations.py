@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from gateway.clock import utcnow
 from gateway.db.engine import is_connection_error, retrying_on_disconnect
 from gateway.db.models import Message, SpendCounter
 from gateway.dispatch.planning import build_planner
@@ -66,13 +65,13 @@ async def test_metrics_count_sends_and_read_the_queue_from_the_database(
         await session.execute(
             update(Message)
             .where(Message.message_id == ids[0])
-            .values(next_attempt_at=utcnow() - timedelta(seconds=120))
+            .values(next_attempt_at=gateway.clock() - timedelta(seconds=120))
         )
         session.add(
             SpendCounter(
                 scope="app",
                 name="ops-probe",
-                day=utcnow().replace(hour=0, minute=0, second=0, microsecond=0),
+                day=gateway.clock().replace(hour=0, minute=0, second=0, microsecond=0),
                 currency="USD",
                 amount=Decimal("0.0237"),
             )

@@ -9,7 +9,9 @@ from typing import Any
 
 import msgspec
 import pytest
+from sqlalchemy import func, select
 
+from gateway.db.models import Message
 from gateway.dispatch import store
 from gateway.settings import DispatcherSettings, Settings
 from providers import DeliveryStatus
@@ -366,3 +368,27 @@ async def test_routes_resolve_explains_and_validates(
     assert bad.json()["errors"][0]["field"] == "to"
     unauthenticated = await gateway.client.post("/v1/routes/resolve", json={"to": "+1"})
     assert unauthenticated.status_code == 401
+
+
+async def test_routes_resolve_without_a_planner_is_503_with_retry_after(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    """The planner is absent (a state built without one, as tools build it): the route
+    cannot be explained yet, so the answer says to come back, and nothing is stored."""
+    planner, gateway.state.planner = gateway.state.planner, None
+    try:
+        response = await gateway.client.post(
+            "/v1/routes/resolve", json={"to": "+14155550100", "body": "hi"}, headers=headers
+        )
+    finally:  # before the lifespan ends: it unregisters this planner's breakers
+        gateway.state.planner = planner
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["retry-after"] == "1"
+    problem = response.json()
+    assert problem["type"] == "/problems/routing-unavailable"
+    assert problem["title"] == "Routing unavailable"
+    assert problem["detail"] == "the gateway is starting; retry in a second"
+    assert problem["status"] == 503
+    async with gateway.state.sessionmaker() as session:
+        assert (await session.execute(select(func.count(Message.message_id)))).scalar_one() == 0

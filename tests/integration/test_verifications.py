@@ -10,18 +10,11 @@ from typing import Any
 
 import pytest
 
-from gateway.verify import controller as verify_controller
 from tests.integration.conftest import Gateway
 
 pytestmark = pytest.mark.asyncio
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(autouse=True)
-def api_clock(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The verification API reads the test's clock, so expiry needs no waiting."""
-    monkeypatch.setattr(verify_controller, "utcnow", gateway.clock)
 
 
 async def _start(gateway: Gateway, headers: dict[str, str], **body: Any) -> Any:

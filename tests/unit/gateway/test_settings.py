@@ -217,3 +217,11 @@ def test_quotas_and_traffic_settings_are_validated(tmp_path: Path) -> None:
     config.write_text('[dispatcher]\nunknown_outcome = "guess"\n')
     with pytest.raises(ConfigError, match="UNKNOWN_OUTCOME"):
         load_settings(config, environ={})
+    config.write_text("[dispatcher]\nstatus_poll_after_seconds = 3600\n")
+    with pytest.raises(ConfigError, match="STATUS_POLL_MAX_AGE_SECONDS"):
+        load_settings(config, environ={"GATEWAY_DISPATCHER_STATUS_POLL_MAX_AGE_SECONDS": "60"})
+    config.write_text("[dispatcher]\nstatus_poll_after_seconds = -1\n")
+    with pytest.raises(ConfigError, match="STATUS_POLL_AFTER_SECONDS"):
+        load_settings(config, environ={})
+    config.write_text("[dispatcher]\nstatus_poll_after_seconds = 0\n")  # 0: no poll
+    assert load_settings(config, environ={}).dispatcher.status_poll_after_seconds == 0

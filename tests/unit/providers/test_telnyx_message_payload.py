@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -69,3 +70,34 @@ def test_a_message_without_recipients_has_an_unknown_status() -> None:
 def test_an_answer_without_a_message_is_unexpected(body: object) -> None:
     with pytest.raises(UnexpectedResponse):
         receipt_from_response(body)
+
+
+@pytest.mark.parametrize(
+    ("word", "status", "final"),
+    [
+        ("sent", DeliveryStatus.SENT, False),
+        ("delivered", DeliveryStatus.DELIVERED, True),
+        ("delivery_failed", DeliveryStatus.UNDELIVERED, True),
+        # Final at Telnyx without a carrier receipt: shown as sent, never looked up again.
+        ("delivery_unconfirmed", DeliveryStatus.SENT, True),
+    ],
+)
+def test_a_fetched_message_says_when_and_whether_its_status_is_final(
+    word: str, status: DeliveryStatus, final: bool
+) -> None:
+    completed = "2026-11-23T10:00:05.123Z" if final else None
+    receipt = receipt_from_message(
+        {
+            "id": "m-1",
+            "to": [{"status": word}],
+            "sent_at": "2026-11-23T10:00:01Z",
+            "completed_at": completed,
+        }
+    )
+    assert (receipt.status, receipt.provider_status, receipt.final) == (status, word, final)
+    expected = (
+        datetime(2026, 11, 23, 10, 0, 5, 123000, tzinfo=UTC)
+        if final
+        else datetime(2026, 11, 23, 10, 0, 1, tzinfo=UTC)
+    )
+    assert receipt.occurred_at == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -56,3 +57,14 @@ def test_cost_is_the_absolute_price(price: object, unit: object, expected: Money
 def test_a_resource_without_a_sid_is_unexpected() -> None:
     with pytest.raises(UnexpectedResponse):
         receipt_from_resource({"status": "queued"})
+
+
+def test_a_fetched_resource_says_when_and_whether_its_status_is_final() -> None:
+    delivered = receipt_from_resource(
+        {"sid": "SM1", "status": "delivered", "date_updated": "Mon, 06 Jan 2014 04:54:34 +0000"}
+    )
+    assert (delivered.provider_status, delivered.final) == ("delivered", True)
+    assert delivered.occurred_at == datetime(2014, 1, 6, 4, 54, 34, tzinfo=UTC)
+    # ``sent`` may be final for a carrier without receipts, but Twilio does not say so.
+    sent = receipt_from_resource({"sid": "SM1", "status": "sent", "date_updated": "garbage"})
+    assert (sent.status, sent.final, sent.occurred_at) == (DeliveryStatus.SENT, False, None)

@@ -213,7 +213,8 @@ async def test_messaging_service_create_has_unknown_segments(
 ) -> None:
     twilio_api.post(MESSAGES_PATH).mock(return_value=created("create_201_accepted_service"))
     receipt = await provider.send(MESSAGE)
-    assert receipt.status is DeliveryStatus.ACCEPTED
+    assert receipt.status is DeliveryStatus.QUEUED  # Twilio's ``accepted``: Twilio has it
+    assert receipt.provider_status == "accepted"
     assert receipt.segments is None  # "0": no sender picked yet, not zero segments
 
 
