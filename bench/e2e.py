@@ -152,6 +152,7 @@ def measure(
             m=template,
         )
         delivered = [r for r in rows_out if r[0] == "delivered"]
+        report.say(_callback_timeline(gateway, template))
         others = Counter(str(r[0]) for r in rows_out if r[0] != "delivered")
         if others:
             report.say(f"   not delivered, by status: {dict(sorted(others.items()))}")
@@ -194,6 +195,29 @@ def measure(
         for p in reversed(group.launched):
             group.stop(p)
         engine.drop()
+
+
+def _callback_timeline(gateway: Gateway, template: str) -> str:
+    """Where a message's time goes after the provider took it: from the send's record
+    (``sent_at``) to the gateway receiving each of its reports (``received_at``, read when
+    the webhook route runs, before the group commit). The sandbox sends ``sent`` at once and
+    the final report 1 s later, so anything beyond that is queueing: in the simulator, on
+    the way, or before the route runs."""
+    rows = gateway.db.rows(
+        "SELECT w.status, m.sent_at, w.received_at FROM webhook_events w "
+        "JOIN messages m ON m.provider_kind = w.provider_kind "
+        "AND m.provider_message_id = w.provider_message_id "
+        "WHERE w.event_type = 'delivery' AND m.message_id <> :m "
+        "AND m.message_id NOT LIKE 'msg_fill_%'",
+        m=template,
+    )
+    lines = ["   reports received after the send was recorded:"]
+    for status in ("sent", "delivered"):
+        waits = [(r[2] - r[1]).total_seconds() * 1000 for r in rows if r[0] == status and r[1]]
+        if waits:
+            p50, p99 = percentiles(waits)
+            lines.append(f"     {status:>9}: p50 {p50:8.0f} ms  p99 {p99:8.0f} ms  ({len(waits)})")
+    return "\n".join(lines)
 
 
 def run(argv: list[str] | None = None, jasmin_e2e: float | None = None) -> Report:

@@ -22,7 +22,7 @@ import httpx
 from litestar import Litestar
 
 from gateway.sandbox import SandboxCredentials, SandboxState, create_sandbox_router
-from gateway.sandbox_setup import SANDBOX_CALLBACK_DELAY
+from gateway.sandbox_setup import SANDBOX_CALLBACK_CONCURRENCY, SANDBOX_CALLBACK_DELAY
 
 
 def _credentials() -> SandboxCredentials:
@@ -36,6 +36,7 @@ calling_back = SandboxState(
     credentials=_credentials(),
     settle_after_seconds=SANDBOX_CALLBACK_DELAY,
     callback_delay_seconds=SANDBOX_CALLBACK_DELAY,
+    callback_concurrency=SANDBOX_CALLBACK_CONCURRENCY,
 )
 
 

@@ -40,6 +40,10 @@ SANDBOX_PROVIDER_TIMEOUT = 3.0
 TIMEOUT_ENV: Final = "GATEWAY_SANDBOX_TIMEOUT"
 #: Between a message's "sent" and final status callbacks, so that a demo shows both steps.
 SANDBOX_CALLBACK_DELAY = 1.0
+#: Callback requests in flight at once (gateway.sandbox.state.SandboxState). Few: httpx's
+#: pool checks every open connection's socket for each request it places, so its cost grows
+#: with the connections open (with 200, the bench simulator spent most of its CPU there).
+SANDBOX_CALLBACK_CONCURRENCY = 32
 
 
 def sandbox_credentials(environ: Mapping[str, str] | None = None) -> SandboxCredentials:
@@ -103,6 +107,7 @@ def sandbox_settings(
         # callbacks tell the same story in a demo.
         settle_after_seconds=SANDBOX_CALLBACK_DELAY,
         callback_delay_seconds=SANDBOX_CALLBACK_DELAY,
+        callback_concurrency=SANDBOX_CALLBACK_CONCURRENCY,
     )
     # The simulators call the gateway back at ``state.inbound_url`` (set below), signed with
     # these same credentials (Telnyx: the public half of ``telnyx_signing_key``).

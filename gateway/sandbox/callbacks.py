@@ -203,7 +203,8 @@ async def post_once(
         error = "no http_client"
     else:
         try:
-            response = await client.post(url, content=body, headers=headers, timeout=timeout)
+            async with state.callback_slot():
+                response = await client.post(url, content=body, headers=headers, timeout=timeout)
         except Exception as exc:
             # Whatever prevents an answer (transport error, unusable URL, a client closed by
             # the app's shutdown) is a failed attempt, retried, never a crashed delivery.

@@ -8,6 +8,7 @@ demonstration and test double, not a store, and it is lost on restart.
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -281,9 +282,24 @@ class SandboxState:
     callback_delay_seconds: float = 0.0
     # Pause before the first retry of a failed callback, doubled for each later one.
     callback_retry_backoff_seconds: float = 0.5
+    # At most this many callback requests in flight at once (0: no limit), as a real
+    # provider throttles its calls to one receiver. Without it a burst of thousands of
+    # callbacks queues inside httpx's connection pool, whose bookkeeping grows with the
+    # queue (the simulator then spent its CPU there, and queued callbacks ran out of their
+    # timeout waiting for a connection and were lost).
+    callback_concurrency: int = 0
     # Every request made to the gateway, in order (for tests and demos).
     callback_attempts: list[CallbackAttempt] = field(default_factory=list)
     callbacks: CallbackTasks = field(default_factory=CallbackTasks)
+    _callback_slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+
+    def callback_slot(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Held around one callback request (see ``callback_concurrency``)."""
+        if self.callback_concurrency <= 0:
+            return contextlib.nullcontext()
+        if self._callback_slots is None:
+            self._callback_slots = asyncio.Semaphore(self.callback_concurrency)
+        return self._callback_slots
 
     def now(self) -> float:
         return self.clock()
