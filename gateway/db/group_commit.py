@@ -17,11 +17,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
+from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.db.engine import is_connection_error
 
-__all__ = ["GroupCommit", "Waiting", "new_answer"]
+__all__ = ["GroupCommit", "Waiting", "fail", "new_answer"]
 
 logger = logging.getLogger("gateway.db")
 
@@ -61,8 +62,13 @@ class GroupCommit(Generic[W, R]):
         *,
         flushers: Mapping[str, int],
         max_group: int,
+        group_size: Histogram,
     ) -> None:
         self._sessionmaker = sessionmaker
+        #: Transactions made (groups), and the items stored through them.
+        self.groups = 0
+        self.items = 0
+        self._group_size = group_size
         self._waiting: list[W] = []
         self._flushers: set[asyncio.Task[None]] = set()
         #: Flushes at once, each on its own connection (per engine: SQLite has one writer).
@@ -97,12 +103,13 @@ class GroupCommit(Generic[W, R]):
         processes' groups, a statement error of one item), it was rolled back whole, and each
         item is committed again on its own, so one bad item never takes the others down. A
         lost database fails them all at once (each caller learns it)."""
+        self._count(group)
         try:
             results = await self._commit(group)
         except Exception as error:
             if len(group) == 1 or is_connection_error(error):
                 for item in group:  # nothing more to separate, or the database is away
-                    _fail(item, error)
+                    fail(item, error)
                 return
             logger.warning(
                 "group commit failed: committing its items one by one",
@@ -118,11 +125,17 @@ class GroupCommit(Generic[W, R]):
         for item, result in zip(group, results, strict=True):
             item.answer.set_result(result)
 
+    def _count(self, group: list[W]) -> None:
+        """One more group of this size (the ``*_group_size`` histogram on /metrics)."""
+        self.groups += 1
+        self.items += len(group)
+        self._group_size.observe(len(group))
+
     async def _flush_one(self, item: W) -> None:
         try:
             [result] = await self._commit([item])
         except Exception as error:
-            _fail(item, error)
+            fail(item, error)
             return
         item.answer.set_result(result)
 
@@ -137,6 +150,7 @@ class GroupCommit(Generic[W, R]):
             await asyncio.gather(*self._flushers, return_exceptions=True)
 
 
-def _fail(item: Waiting[Any], error: BaseException) -> None:
+def fail(item: Waiting[Any], error: BaseException) -> None:
+    """Answer ``item`` with ``error``, unless it has its answer already."""
     if not item.answer.done():
         item.answer.set_exception(error)

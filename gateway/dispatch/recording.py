@@ -18,7 +18,6 @@ dropped: the provider has the message and only this process knows it.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,7 +35,6 @@ from gateway.system.metrics import DISPATCH_GROUP_SIZE
 
 __all__ = ["SendRecorder"]
 
-logger = logging.getLogger("gateway.dispatch")
 
 #: At most this many sends in one transaction (a round has ``concurrency`` calls in flight).
 MAX_GROUP = 100
@@ -62,24 +60,17 @@ class SendRecorder(GroupCommit[_Waiting, None]):
         rerouter: Callable[[], Rerouter | None],
         patience_seconds: float,
     ) -> None:
-        super().__init__(sessionmaker, flushers=FLUSHERS, max_group=MAX_GROUP)
+        super().__init__(
+            sessionmaker, flushers=FLUSHERS, max_group=MAX_GROUP, group_size=DISPATCH_GROUP_SIZE
+        )
         self._accounts = accounts
         #: Read at each commit: the dispatcher's planner (and its failover) may be replaced.
         self._rerouter = rerouter
         self._patience = patience_seconds
-        #: Transactions made, and sends recorded through them.
-        self.groups = 0
-        self.sends = 0
 
     async def record(self, sent: store.Sent, *, pooled_sender: str | None = None) -> None:
         """Record one send; returns once it is committed (raises if it could not be)."""
         await self._enqueue(_Waiting(sent, pooled_sender, new_answer()))
-
-    async def _flush(self, group: list[_Waiting]) -> None:
-        self.groups += 1
-        self.sends += len(group)
-        DISPATCH_GROUP_SIZE.observe(len(group))
-        await super()._flush(group)
 
     async def _commit(self, group: list[_Waiting]) -> list[None]:
         """One transaction; while the database is unreachable, tried again (while the

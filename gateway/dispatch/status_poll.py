@@ -44,7 +44,7 @@ from gateway.db.models import STATUS_POLL_PREDICATE, Attempt, Message, WebhookEv
 from gateway.messages.delivery import (
     Rerouter,
     apply_or_reroute,
-    lock_provider_message,
+    lock_provider_messages,
     message_for_update,
     takes_precedence,
 )
@@ -149,8 +149,9 @@ async def run_status_poll(
             consent = ConsentSettings(scope=consent_scope)
             async with sessionmaker() as session, session.begin():
                 # Provider-id locks first, in the order every report writer takes them.
-                for look, _receipt in receipts:
-                    await lock_provider_message(session, look.kind, look.provider_message_id)
+                await lock_provider_messages(
+                    session, [(look.kind, look.provider_message_id) for look, _ in receipts]
+                )
                 for look, receipt in receipts:
                     outcome = await _apply(session, look, receipt, schedule, now, rerouter, consent)
                     outcomes.append((look, outcome))

@@ -242,6 +242,7 @@ async def record_sends(
         _MESSAGES,
         ["message_id"],
         [_sent_message(s, firsts) for s in ordered if s.claim.message_id in ours],
+        kept_if_set=_KEPT_IF_SET,
     )
     for sent in ordered:
         if sent.claim.message_id not in firsts:  # a later send, or the row is not ours
@@ -332,20 +333,26 @@ def _sent_message(sent: Sent, firsts: dict[str, FirstSend]) -> dict[str, object]
     if first is not None:
         values.update(first.message)
         # On the billing job's agenda (a message scheduled days ahead may have left it):
-        # written only where the row has no date yet (see _update_each).
-        values[_IF_UNSET + "price_check_at"] = now
+        # written only where the row has no date yet (_KEPT_IF_SET).
+        values["price_check_at"] = now
     return values
 
 
-#: A value named with this prefix is written only where the column is still null.
-_IF_UNSET = "if_unset:"
+#: Columns of a sent message that the send writes only where they are still null.
+_KEPT_IF_SET = frozenset({"price_check_at"})
 
 
 async def _update_each(
-    session: AsyncSession, table: Table, key: list[str], rows: list[dict[str, object]]
+    session: AsyncSession,
+    table: Table,
+    key: list[str],
+    rows: list[dict[str, object]],
+    *,
+    kept_if_set: frozenset[str] = frozenset(),
 ) -> None:
     """``UPDATE table SET … WHERE key = …`` for each row: one executemany per shape of row
-    (the columns it sets), so a group of sends costs a statement or two, not one a send."""
+    (the columns it sets), so a group of sends costs a statement or two, not one a send.
+    A column in ``kept_if_set`` keeps the value it has; the row's value fills it if null."""
     shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
     for row in rows:
         shapes.setdefault(tuple(sorted(row)), []).append(row)
@@ -354,13 +361,9 @@ async def _update_each(
         for name in shape:
             if name in key:
                 continue
-            if name.startswith(_IF_UNSET):
-                column = table.c[name.removeprefix(_IF_UNSET)]
-                values[column.name] = func.coalesce(
-                    column, bindparam(_param(name), type_=column.type)
-                )
-            else:
-                values[name] = bindparam(_param(name), type_=table.c[name].type)
+            column = table.c[name]
+            given = bindparam(_param(name), type_=column.type)
+            values[name] = func.coalesce(column, given) if name in kept_if_set else given
         statement = (
             update(table)
             .where(*(table.c[name] == bindparam(_param(name)) for name in key))
@@ -373,7 +376,7 @@ async def _update_each(
 
 def _param(name: str) -> str:
     """Bound parameters may not share a column's name in an UPDATE."""
-    return "p_" + name.removeprefix(_IF_UNSET)
+    return "p_" + name
 
 
 async def record_failure(
@@ -432,12 +435,11 @@ async def _finish_attempt(
     *,
     outcome: str,
     now: datetime,
-    provider_message_id: str | None = None,
-    error_code: str | None = None,
-    error_class: str | None = None,
-    error_detail: str | None = None,
-    costs: dict[str, object] | None = None,
+    error_code: str | None,
+    error_class: str,
+    error_detail: str,
 ) -> None:
+    """Close an attempt the provider did not take (a sent one: :func:`record_sends`)."""
     await session.execute(
         update(_ATTEMPTS)
         .where(
@@ -446,12 +448,11 @@ async def _finish_attempt(
         )
         .values(
             outcome=outcome,
-            provider_message_id=provider_message_id,
+            provider_message_id=None,
             error_code=error_code,
             error_class=error_class,
             error_detail=error_detail,
             finished_at=now,
-            **(costs or {}),
         )
     )
 

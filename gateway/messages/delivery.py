@@ -98,10 +98,6 @@ async def apply_or_reroute(
     return moved
 
 
-#: Plain SQL, built once: this runs for every send recorded and every report applied.
-_LOCK_PROVIDER_ID = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-
-
 async def lock_provider_message(
     session: AsyncSession, provider_kind: str, provider_message_id: str
 ) -> None:
@@ -110,13 +106,12 @@ async def lock_provider_message(
     message just before the send commits, while the send looks for waiting reports just
     before the report commits, and neither would see the other. A transaction-scoped
     advisory lock, taken first by both, closes that window (SQLite has one writer)."""
-    if session.bind.dialect.name != "postgresql":
-        return
-    await session.execute(_LOCK_PROVIDER_ID, {"key": f"{provider_kind}:{provider_message_id}"})
+    await lock_provider_messages(session, [(provider_kind, provider_message_id)])
 
 
-#: The same lock for many provider ids in one statement, taken in the order given (the
-#: ordinality, not the database's collation, decides: callers sort in Python).
+#: Plain SQL, built once (it runs for every send recorded and every report applied): the
+#: lock for many provider ids in one statement, taken in the order given (the ordinality,
+#: not the database's collation, decides: callers sort in Python).
 _LOCK_PROVIDER_IDS = text(
     "SELECT pg_advisory_xact_lock(hashtextextended(key, 0))"
     " FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS wanted(key, position)"

@@ -17,7 +17,6 @@ stored again one send at a time, exactly as before.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -27,7 +26,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.api.problems import Problem
 from gateway.costs.quote import Quoter
-from gateway.db.group_commit import GroupCommit, new_answer
+from gateway.db.group_commit import GroupCommit, fail, new_answer
 from gateway.db.models import Message
 from gateway.messages import service
 from gateway.messages.batch import Stored, ValidSend, store_valid
@@ -36,7 +35,6 @@ from gateway.system.metrics import ACCEPT_GROUP_SIZE
 
 __all__ = ["AcceptQueue", "Accepted"]
 
-logger = logging.getLogger("gateway.messages")
 
 #: At most this many sends in one transaction (a burst beyond it waits for the next flush).
 MAX_GROUP = 500
@@ -70,12 +68,12 @@ class AcceptQueue(GroupCommit[_Waiting, Accepted]):
         settings: Settings,
         quoter: QuoterFactory,
     ) -> None:
-        super().__init__(sessionmaker, flushers=FLUSHERS, max_group=MAX_GROUP)
+        # A group per app and flush (``groups``/``items``: see _store_group).
+        super().__init__(
+            sessionmaker, flushers=FLUSHERS, max_group=MAX_GROUP, group_size=ACCEPT_GROUP_SIZE
+        )
         self._settings = settings
         self._quoter = quoter
-        #: Transactions made and sends stored through them (a group per app and flush).
-        self.groups = 0
-        self.sends = 0
 
     async def accept(self, app: str, send: ValidSend, now: datetime) -> Accepted:
         """Store one validated send; returns once it is committed (or raises its
@@ -109,14 +107,11 @@ class AcceptQueue(GroupCommit[_Waiting, Accepted]):
                 await self._store_group(app, items)
             except Exception as error:  # the database: every send of the group learns it
                 for item in items:
-                    if not item.answer.done():
-                        item.answer.set_exception(error)
+                    fail(item, error)
 
     async def _store_group(self, app: str, items: list[_Waiting]) -> None:
         now = max(item.now for item in items)
-        self.groups += 1
-        self.sends += len(items)
-        ACCEPT_GROUP_SIZE.observe(len(items))
+        self._count(items)
         sends = [msgspec.structs.replace(item.send, index=i) for i, item in enumerate(items)]
         try:
             async with self._sessionmaker() as session:
@@ -136,8 +131,7 @@ class AcceptQueue(GroupCommit[_Waiting, Accepted]):
         for outcome in stored:
             self._answer(items[outcome.index], outcome)
         for item in items:  # never a request left waiting for ever
-            if not item.answer.done():
-                item.answer.set_exception(RuntimeError("a send was left out of its group"))
+            fail(item, RuntimeError("a send was left out of its group"))
 
     async def _one_by_one(self, app: str, items: list[_Waiting]) -> None:
         for item in items:

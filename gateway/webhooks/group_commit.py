@@ -17,7 +17,6 @@ recorded again in its own transaction, as before.
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +33,6 @@ from providers import ProviderEvent
 
 __all__ = ["IngestQueue", "Verified"]
 
-logger = logging.getLogger("gateway.webhooks")
 
 #: At most this many callbacks in one transaction.
 MAX_GROUP = 100
@@ -68,13 +66,12 @@ class IngestQueue(GroupCommit[_Waiting, IngestResult]):
         rerouter: Rerouter | None,
         consent: ConsentSettings | None,
     ) -> None:
-        super().__init__(sessionmaker, flushers=FLUSHERS, max_group=MAX_GROUP)
+        super().__init__(
+            sessionmaker, flushers=FLUSHERS, max_group=MAX_GROUP, group_size=WEBHOOK_GROUP_SIZE
+        )
         self._inbound_numbers = inbound_numbers
         self._rerouter = rerouter
         self._consent = consent
-        #: Transactions made, and callbacks recorded through them.
-        self.groups = 0
-        self.callbacks = 0
 
     async def record(self, callback: Verified) -> IngestResult:
         """Record one verified callback; returns once its events are committed."""
@@ -86,12 +83,6 @@ class IngestQueue(GroupCommit[_Waiting, IngestResult]):
         # two groups in flight at once queue behind each other, not deadlock.
         group.sort(key=_lock_order)
         return group, later
-
-    async def _flush(self, group: list[_Waiting]) -> None:
-        self.groups += 1
-        self.callbacks += len(group)
-        WEBHOOK_GROUP_SIZE.observe(len(group))
-        await super()._flush(group)
 
     async def _commit(self, group: list[_Waiting]) -> list[IngestResult]:
         latest = max(item.callback.now for item in group)

@@ -72,7 +72,7 @@ async def test_concurrent_answers_share_one_transaction_and_each_is_recorded_onc
     sends = [_sent(gateway, plan) for plan in plans]
     await asyncio.gather(*(recorder.record(sent) for sent in sends))
     # Every answer queued before the first flush ran: one transaction holds them all.
-    assert (recorder.groups, recorder.sends) == (1, 6)
+    assert (recorder.groups, recorder.items) == (1, 6)
     async with gateway.state.sessionmaker() as session:
         for sent in sends:
             message = await session.get(Message, sent.claim.message_id)
