@@ -21,6 +21,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import httpx
+
 from bench.accept import accept_requests
 from bench.common import (
     CONCURRENCY,
@@ -153,6 +155,7 @@ def measure(
         )
         delivered = [r for r in rows_out if r[0] == "delivered"]
         report.say(_callback_timeline(gateway, template))
+        report.say(_serve_side(gateway))
         others = Counter(str(r[0]) for r in rows_out if r[0] != "delivered")
         if others:
             report.say(f"   not delivered, by status: {dict(sorted(others.items()))}")
@@ -218,6 +221,31 @@ def _callback_timeline(gateway: Gateway, template: str) -> str:
             p50, p99 = percentiles(waits)
             lines.append(f"     {status:>9}: p50 {p50:8.0f} ms  p99 {p99:8.0f} ms  ({len(waits)})")
     return "\n".join(lines)
+
+
+def _serve_side(gateway: Gateway) -> str:
+    """The serve process's own view of the reports, from its ``/metrics``: how long the
+    webhook route took per request (from the HTTP middleware's histogram), and how many
+    callbacks each of its transactions held. Against the timeline above it tells queueing
+    before the route from time spent in it."""
+    sums: dict[str, float] = {}
+    for line in httpx.get(f"{gateway.base_url}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        for wanted in ("request_duration_seconds_sum", "request_duration_seconds_count"):
+            if wanted in name and 'path="/webhooks/sms"' in name:
+                sums[wanted] = sums.get(wanted, 0.0) + float(value)
+        for wanted in ("webhook_group_size_sum", "webhook_group_size_count"):
+            if name.startswith(f"sms_gateway_{wanted}"):
+                sums[wanted] = float(value)
+    requests = sums.get("request_duration_seconds_count", 0.0)
+    groups = sums.get("webhook_group_size_count", 0.0)
+    if not requests or not groups:
+        return "   serve process: no webhook metrics"
+    return (
+        f"   serve process: {requests:.0f} webhook requests, "
+        f"{1000 * sums['request_duration_seconds_sum'] / requests:.0f} ms each on average "
+        f"in the route; {sums['webhook_group_size_sum'] / groups:.1f} callbacks a transaction"
+    )
 
 
 def run(argv: list[str] | None = None, jasmin_e2e: float | None = None) -> Report:

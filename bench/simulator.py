@@ -18,9 +18,9 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 
-import httpx
 from litestar import Litestar
 
+from gateway.accounts import create_http_client
 from gateway.sandbox import SandboxCredentials, SandboxState, create_sandbox_router
 from gateway.sandbox_setup import SANDBOX_CALLBACK_CONCURRENCY, SANDBOX_CALLBACK_DELAY
 
@@ -42,11 +42,11 @@ calling_back = SandboxState(
 
 @contextlib.asynccontextmanager
 async def _client(_app: Litestar) -> AsyncIterator[None]:
-    # Providers call back over many connections at once; the gateway's keep-alive (75 s)
-    # outlives this pool's idle time, so a connection is never reused after the far end
-    # closed it.
-    limits = httpx.Limits(max_connections=200, keepalive_expiry=4.0)
-    async with httpx.AsyncClient(limits=limits, timeout=15.0) as client:
+    # The client `serve --sandbox` calls back with (aiohttp's transport under httpx's API).
+    # httpx's own pool checks each of its connections for every request it places: with a
+    # few dozen callbacks in flight that bookkeeping took 90 % of this process's CPU, and
+    # the simulator, not the gateway, set the end-to-end rate.
+    async with create_http_client() as client:
         calling_back.http_client = client
         try:
             yield

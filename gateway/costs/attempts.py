@@ -47,6 +47,7 @@ __all__ = [
     "FirstSend",
     "Totals",
     "apply_totals",
+    "attempts_of",
     "first_send",
     "is_final",
     "record_fetched_cost",
@@ -208,6 +209,24 @@ async def _attempts(session: AsyncSession, message_id: str) -> list[Attempt]:
     )
 
 
+async def attempts_of(
+    session: AsyncSession, message_ids: Iterable[str]
+) -> dict[str, list[Attempt]]:
+    """The attempts of many messages in one read, by message id (every id is a key)."""
+    ids = sorted(set(message_ids))
+    found: dict[str, list[Attempt]] = {message_id: [] for message_id in ids}
+    if not ids:
+        return found
+    rows = await session.execute(
+        select(Attempt)
+        .where(Attempt.message_id.in_(ids))
+        .execution_options(populate_existing=True)  # as in _attempts
+    )
+    for attempt in rows.scalars():
+        found[attempt.message_id].append(attempt)
+    return found
+
+
 class FirstSend(msgspec.Struct, frozen=True):
     """Column values for a message's first attempt: with no earlier send, the message's
     totals are this send's own figures, so the send path writes both in the statements it
@@ -283,13 +302,17 @@ async def record_reported_cost(
     cost: Money | None,
     final: bool,
     now: datetime,
+    attempts: list[Attempt] | None = None,
 ) -> bool:
     """A delivery report carries the provider's cost (Telnyx): put it on the send it is
     about and refresh the (locked) message's totals; True if anything changed. The message
-    goes back on the billing job's agenda, which takes it off once every bill is final."""
+    goes back on the billing job's agenda, which takes it off once every bill is final.
+    ``attempts``: the message's attempts, when the caller read them already
+    (:func:`attempts_of`, for a group of reports)."""
     if cost is None:
         return False
-    attempts = await _attempts(session, message.message_id)
+    if attempts is None:
+        attempts = await _attempts(session, message.message_id)
     send = next(
         (a for a in reversed(sends(attempts)) if a.provider_message_id == provider_message_id),
         None,

@@ -43,6 +43,9 @@ NAMING_CONVENTION = {
 #: that the poll's queries repeat it word for word (a partial index serves a query whose
 #: WHERE visibly implies its predicate). Revision 0011 holds a copy.
 STATUS_POLL_PREDICATE = "status IN ('queued', 'sending', 'sent')"
+#: The app events still to deliver: the predicate of the outbox claim's partial indexes
+#: (revision 0012 holds a copy). The claim's ``state = 'pending'`` implies it.
+PENDING_EVENT = "state = 'pending'"
 
 
 class Base(DeclarativeBase):
@@ -310,7 +313,22 @@ class AppEvent(Base):
     __tablename__ = "app_events"
     __table_args__ = (
         UniqueConstraint("subject_id", "seq", name="uq_app_events_subject_seq"),
-        Index("ix_app_events_due", "state", "next_attempt_at"),
+        #: The outbox claim (0012): due order, and "no earlier pending event of the
+        #: subject", each one short walk over the pending rows only.
+        Index(
+            "ix_app_events_pending_due",
+            "next_attempt_at",
+            "event_pk",
+            postgresql_where=text(PENDING_EVENT),
+            sqlite_where=text(PENDING_EVENT),
+        ),
+        Index(
+            "ix_app_events_pending_subject",
+            "subject_id",
+            "seq",
+            postgresql_where=text(PENDING_EVENT),
+            sqlite_where=text(PENDING_EVENT),
+        ),
         Index("ix_app_events_app_event_pk", "app", "event_pk"),
     )
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, text
 from sqlalchemy.sql.elements import TextClause
 
-__all__ = ["insert_ignoring", "insert_or_update"]
+__all__ = ["insert_ignoring", "insert_or_update", "insert_rows_ignoring", "row_parameters"]
 
 
 def _table(model: type[Any]) -> Table:
@@ -68,3 +68,39 @@ def insert_or_update(
         f"{_insert(table, columns)} ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
     )
     return _typed(table, statement, columns)
+
+
+@cache
+def insert_rows_ignoring(
+    model: type[Any],
+    columns: tuple[str, ...],
+    conflict: tuple[str, ...],
+    returning: tuple[str, ...],
+    rows: int,
+) -> TextClause:
+    """:func:`insert_ignoring` for ``rows`` rows in one statement (parameters
+    ``{column}_{row}``, see :func:`row_parameters`): the rows returned are those inserted.
+    One statement object per row count, so each shape compiles once."""
+    table = _table(model)
+    names = ", ".join(columns)
+    values = ", ".join(
+        "(" + ", ".join(f":{name}_{row}" for name in columns) + ")" for row in range(rows)
+    )
+    statement = (
+        f"INSERT INTO {table.name} ({names}) VALUES {values}"  # noqa: S608 (our metadata)
+        f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {', '.join(returning)}"
+    )
+    return text(statement).bindparams(
+        *(
+            bindparam(f"{name}_{row}", type_=table.c[name].type)
+            for row in range(rows)
+            for name in columns
+        )
+    )
+
+
+def row_parameters(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parameters of :func:`insert_rows_ignoring` for these rows (same keys each)."""
+    return {
+        f"{name}_{index}": value for index, row in enumerate(rows) for name, value in row.items()
+    }

@@ -70,6 +70,9 @@ class EventDelivery:
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         self._wakeup = wakeup or asyncio.Event()
         self._in_flight: dict[str, int] = {}
+        self._apps_with_url = sorted(
+            name for name, app in settings.apps.items() if app.callback_url is not None
+        )
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- the loop ---------------------------------------------------------------------
@@ -116,27 +119,41 @@ class EventDelivery:
                 waiter.cancel()
 
     async def _claim_and_start(self) -> int:
+        """Settle the events with nowhere to go, then claim what the free slots allow;
+        returns how many events were taken (settled or started)."""
         free = self._free_slots()
-        if free <= 0:
-            return 0
         per_app = self._events.per_app_concurrency
         slots = {app: per_app - n for app, n in self._in_flight.items()}
+        now = self._clock()
         async with self._sessionmaker() as session, session.begin():
-            claimed = await outbox.claim_events(
-                session,
-                owner=self.owner,
-                now=self._clock(),
-                lease=timedelta(seconds=self._events.lease_seconds),
-                limit=free,
-                app_slots=slots,
-                default_slots=per_app,
+            skipped = await outbox.skip_undeliverable(
+                session, apps_with_url=self._apps_with_url, now=now
             )
+            claimed = (
+                await outbox.claim_events(
+                    session,
+                    owner=self.owner,
+                    now=now,
+                    lease=timedelta(seconds=self._events.lease_seconds),
+                    limit=free,
+                    app_slots=slots,
+                    default_slots=per_app,
+                )
+                if free > 0
+                else []
+            )
+            # Written since the sweep above, or whose app's URL this process lacks:
+            # settled here too, in the claim's transaction, without holding a slot.
+            nowhere = [event for event in claimed if self._url(event) is None]
+            await outbox.record_skipped(session, nowhere)
         for event in claimed:
+            if self._url(event) is None:
+                continue
             self._in_flight[event.app] = self._in_flight.get(event.app, 0) + 1
             task = asyncio.create_task(self._deliver(event))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return len(claimed)
+        return skipped + len(claimed)
 
     # --- one delivery -----------------------------------------------------------------
 
@@ -158,9 +175,7 @@ class EventDelivery:
 
     async def _attempt(self, event: outbox.ClaimedEvent) -> None:
         url = self._url(event)
-        if url is None:
-            async with self._sessionmaker() as session, session.begin():
-                await outbox.record_skipped(session, event)
+        if url is None:  # settled at the claim (_claim_and_start)
             return
         async with self._sessionmaker() as session:
             try:

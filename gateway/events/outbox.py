@@ -12,14 +12,15 @@ is never sent before event n was delivered or given up.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import and_, exists, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import ColumnClause
 
 from gateway.db.models import AppEvent
 
@@ -39,15 +40,21 @@ class ClaimedEvent(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
+#: ``'pending'`` written into the SQL, not bound: the claim's partial indexes (revision
+#: 0012) serve a query whose WHERE visibly implies their predicate, which a parameter
+#: (a prepared statement's generic plan) does not.
+_IS_PENDING: ColumnClause[str] = literal_column(f"'{PENDING}'")
+
+
 def _due(now: datetime) -> Any:
     earlier = aliased(AppEvent)
     blocked = exists().where(
         earlier.subject_id == AppEvent.subject_id,
         earlier.seq < AppEvent.seq,
-        earlier.state == PENDING,
+        earlier.state == _IS_PENDING,
     )
     return and_(
-        AppEvent.state == PENDING,
+        AppEvent.state == _IS_PENDING,
         AppEvent.next_attempt_at <= now,
         (AppEvent.lease_expires_at.is_(None)) | (AppEvent.lease_expires_at < now),
         ~blocked,
@@ -173,15 +180,51 @@ async def record_attempt_failed(
     )
 
 
-async def record_skipped(session: AsyncSession, event: ClaimedEvent) -> None:
-    """No URL for this app: nothing to deliver (the event stays listed)."""
+_NOWHERE = "no callback_url on the message and none configured for the app"
+
+
+async def skip_undeliverable(
+    session: AsyncSession, *, apps_with_url: Collection[str], now: datetime, limit: int = 1000
+) -> int:
+    """Settle, in one statement, the due events that have nowhere to go: no URL of their
+    own and an app without a configured callback URL (they stay listed for
+    ``GET /v1/events``). Such an app's events would otherwise be claimed a few at a time
+    (its delivery slots) and each settled in a transaction of its own. Per-subject order
+    does not matter here: a message's events all share its URL, so all of them go."""
+    # SKIP LOCKED: rows another process holds (its claim, its own sweep) are its to
+    # settle; waiting for them, or taking locks in another order than it, is not needed.
+    nowhere = (
+        select(AppEvent.event_pk)
+        .where(
+            AppEvent.state == _IS_PENDING,
+            AppEvent.next_attempt_at <= now,
+            AppEvent.url.is_(None),
+            AppEvent.app.not_in(list(apps_with_url)),
+            (AppEvent.lease_expires_at.is_(None)) | (AppEvent.lease_expires_at < now),
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        update(AppEvent)
+        .where(AppEvent.event_pk.in_(nowhere.scalar_subquery()))
+        .values(state=SKIPPED, last_error=_NOWHERE)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def record_skipped(session: AsyncSession, events: Sequence[ClaimedEvent]) -> None:
+    """No URL for these events' apps: nothing to deliver (the events stay listed)."""
+    if not events:
+        return
     await session.execute(
         update(AppEvent)
-        .where(AppEvent.event_pk == event.event_pk)
+        .where(AppEvent.event_pk.in_([event.event_pk for event in events]))
         .values(
             state=SKIPPED,
             lease_owner=None,
             lease_expires_at=None,
-            last_error="no callback_url on the message and none configured for the app",
+            last_error=_NOWHERE,
         )
     )

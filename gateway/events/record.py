@@ -20,9 +20,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Table, and_, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import new_id
@@ -33,6 +33,8 @@ PENDING = "pending"
 INITIAL = frozenset({DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.value})
 
 
+_APP_EVENTS = cast(Table, AppEvent.__table__)
+
 #: ``session.info`` key of the ids noted while :func:`status_events_at_end` is active.
 _NOTED = "gateway.events.noted_status_changes"
 
@@ -40,17 +42,32 @@ _NOTED = "gateway.events.noted_status_changes"
 @contextlib.asynccontextmanager
 async def status_events_at_end(session: AsyncSession, *, now: datetime) -> AsyncIterator[None]:
     """Within: :func:`message_status_changed` only notes the messages; at the end, one
-    pass writes the events of all of them (one locked read, one look at the last events,
-    one insert), for the status each message has then. For a group commit of many
-    changes (webhook callbacks): what it saves is a few statements a change. As in any
-    one transaction, a message moved twice in it gets one event, for its last status."""
-    session.info[_NOTED] = set()
+    pass writes the events of all of them (one look at the last events, one insert), for
+    the status each message has then. Messages noted with their ``locked`` object are
+    taken as they are; the others are read again, locked, in one statement. For a group
+    commit of many changes (webhook callbacks): what it saves is a few statements a
+    change. As in any one transaction, a message moved twice in it gets one event, for
+    its last status."""
+    session.info[_NOTED] = {}
     try:
         yield
-        noted: set[str] = session.info.pop(_NOTED)
-        await message_status_changed(session, noted, now=now)
+        noted: dict[str, Message | None] = session.info.pop(_NOTED)
+        await _write_noted(session, noted, now)
     finally:
         session.info.pop(_NOTED, None)
+
+
+async def _write_noted(
+    session: AsyncSession, noted: dict[str, Message | None], now: datetime
+) -> int:
+    reread = [message_id for message_id, known in noted.items() if known is None]
+    messages = [known for known in noted.values() if known is not None]
+    if reread:
+        messages += await _locked_messages(session, sorted(reread))
+    ids = sorted(noted)
+    if not ids:
+        return 0
+    return await _write_events(session, sorted(messages, key=lambda m: m.message_id), ids, now)
 
 
 async def message_status_changed(
@@ -65,21 +82,31 @@ async def message_status_changed(
 
     ``locked``: the one message, already row-locked in this transaction and changed only
     through this object (a delivery report's apply): it is not read again."""
-    noted: set[str] | None = session.info.get(_NOTED)
+    noted: dict[str, Message | None] | None = session.info.get(_NOTED)
     if noted is not None:  # inside status_events_at_end: written at its end
-        noted.update(message_ids)
+        for message_id in message_ids:
+            if locked is not None and message_id == locked.message_id:
+                # setdefault: once noted for a read again (a change outside this object),
+                # it stays so.
+                noted.setdefault(message_id, locked)
+            else:
+                noted[message_id] = None
         return 0
     ids = sorted(set(message_ids))
     if not ids:
         return 0
     if locked is not None and ids == [locked.message_id]:
         return await _write_events(session, [locked], ids, now)
+    return await _write_events(session, await _locked_messages(session, ids), ids, now)
+
+
+async def _locked_messages(session: AsyncSession, ids: list[str]) -> list[Message]:
     # Lock the messages first (most are already ours: the caller just updated them), then
     # read their last events: a concurrent writer of one of them has committed both its
     # change and its event by then, so the diff never sees one without the other.
     # populate_existing: a bulk UPDATE earlier in the transaction does not refresh the
     # session's copies (pending ORM changes were flushed by the autoflush just before).
-    messages = list(
+    return list(
         (
             await session.execute(
                 select(Message)
@@ -90,7 +117,6 @@ async def message_status_changed(
             )
         ).scalars()
     )
-    return await _write_events(session, messages, ids, now)
 
 
 async def _write_events(
@@ -116,13 +142,13 @@ async def _write_events(
             )
         ).all()
     }
-    written = 0
+    rows: list[dict[str, Any]] = []
     for message in messages:
         seq, previous = last.get(message.message_id, (0, None))
         if message.status == previous or (previous is None and message.status in INITIAL):
             continue
-        session.add(
-            _event(
+        rows.append(
+            _event_row(
                 app=message.app,
                 event_type=f"message.{message.status}",
                 subject_id=message.message_id,
@@ -133,10 +159,11 @@ async def _write_events(
                 now=now,
             )
         )
-        written += 1
-    if written:
-        await session.flush()
-    return written
+    if rows:
+        # One executemany on the table: the ORM would insert row by row on SQLite (to
+        # read back each key), and nothing here needs the rows as objects.
+        await session.execute(insert(_APP_EVENTS), rows)
+    return len(rows)
 
 
 async def inbound_received(
@@ -187,7 +214,12 @@ async def inbound_received(
     await session.flush()
 
 
-def _event(
+def _event(**fields: Any) -> AppEvent:
+    """:func:`_event_row` as an object of the session."""
+    return AppEvent(**_event_row(**fields))
+
+
+def _event_row(
     *,
     app: str,
     event_type: str,
@@ -197,23 +229,22 @@ def _event(
     data: dict[str, Any],
     url: str | None,
     now: datetime,
-) -> AppEvent:
-    event_id = new_id("evt")
-    return AppEvent(
-        event_id=event_id,
-        app=app,
-        event_type=event_type,
-        subject_id=subject_id,
-        seq=seq,
-        status=status,
+) -> dict[str, Any]:
+    return {
+        "event_id": new_id("evt"),
+        "app": app,
+        "event_type": event_type,
+        "subject_id": subject_id,
+        "seq": seq,
+        "status": status,
         # The Standard Webhooks payload shape: type, timestamp, data.
-        payload={"type": event_type, "timestamp": _iso(now), "data": data},
-        url=url,
-        state=PENDING,
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
+        "payload": {"type": event_type, "timestamp": _iso(now), "data": data},
+        "url": url,
+        "state": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
 
 
 def _message_data(message: Message, previous: str | None) -> dict[str, Any]:

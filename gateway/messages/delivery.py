@@ -148,6 +148,35 @@ async def message_for_update(
     ).scalar_one_or_none()
 
 
+async def messages_for_update_by_provider_ids(
+    session: AsyncSession, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Message]:
+    """:func:`message_for_update` for many ``(provider_kind, provider_message_id)`` at
+    once (a group of callbacks): one locked read per provider kind, keyed by the pair.
+    Rows are locked in message id order; callers hold the provider ids' advisory locks
+    already, so two such reads never wait on each other's rows."""
+    wanted: dict[str, list[str]] = {}
+    for kind, provider_message_id in keys:
+        wanted.setdefault(kind, []).append(provider_message_id)
+    found: dict[tuple[str, str], Message] = {}
+    for kind, provider_message_ids in sorted(wanted.items()):
+        rows = await session.execute(
+            select(Message)
+            # provider_kind = :k AND provider_message_id IN (…): the provider id's index.
+            .where(
+                Message.provider_kind == kind,
+                Message.provider_message_id.in_(provider_message_ids),
+            )
+            .order_by(Message.message_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        for message in rows.scalars():
+            if message.provider_message_id is not None:
+                found[(kind, message.provider_message_id)] = message
+    return found
+
+
 async def apply_pending_reports(
     session: AsyncSession, *, now: datetime, limit: int = 200, rerouter: Rerouter | None = None
 ) -> int:

@@ -3,10 +3,11 @@ recorded in one transaction.
 
 A provider's report storm is many small requests. Alone, each costs a connection
 checkout, ``BEGIN`` and ``COMMIT`` around its few statements; here every verified request
-joins a queue and a flusher records whatever has queued up, request after request, with
-the same :func:`gateway.webhooks.ingest.record_events` (so dedupe, ordering rules, app
-events and failover are exactly those of a request alone), then commits once. The queue
-and its flushers are :class:`gateway.db.group_commit.GroupCommit`.
+joins a queue and a flusher records whatever has queued up with
+:func:`gateway.webhooks.ingest.record_callbacks` (set-based: a handful of statements for
+the whole group, with the dedupe, ordering rules, app events and failover of requests
+recorded one after the other), then commits once. The queue and its flushers are
+:class:`gateway.db.group_commit.GroupCommit`.
 
 Each request is answered only after the commit that holds its events, so a provider is
 never acknowledged for an event that is not stored. If a group fails (a deadlock between
@@ -17,19 +18,17 @@ recorded again in its own transaction, as before.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.db.group_commit import GroupCommit, new_answer
 from gateway.events.record import status_events_at_end
 from gateway.messages.delivery import Rerouter
 from gateway.settings import ConsentSettings
 from gateway.system.metrics import WEBHOOK_GROUP_SIZE
-from gateway.webhooks.ingest import IngestResult, record_events
-from providers import ProviderEvent
+from gateway.webhooks.ingest import IngestResult, IngestRules, Verified, record_callbacks
 
 __all__ = ["IngestQueue", "Verified"]
 
@@ -38,16 +37,6 @@ __all__ = ["IngestQueue", "Verified"]
 MAX_GROUP = 100
 #: Flushes at once, each on its own connection (SQLite has one writer at a time).
 FLUSHERS = {"sqlite": 1, "postgresql": 2}
-
-
-class Verified(msgspec.Struct, frozen=True):
-    """One authentic callback, parsed: what :func:`record_events` needs."""
-
-    provider_kind: str
-    account: str
-    events: list[ProviderEvent]
-    now: datetime
-    reference: str | None
 
 
 class _Waiting(msgspec.Struct):
@@ -69,9 +58,7 @@ class IngestQueue(GroupCommit[_Waiting, IngestResult]):
         super().__init__(
             sessionmaker, flushers=FLUSHERS, max_group=MAX_GROUP, group_size=WEBHOOK_GROUP_SIZE
         )
-        self._inbound_numbers = inbound_numbers
-        self._rerouter = rerouter
-        self._consent = consent
+        self._rules = IngestRules(inbound_numbers, rerouter, consent)
 
     async def record(self, callback: Verified) -> IngestResult:
         """Record one verified callback; returns once its events are committed."""
@@ -91,20 +78,7 @@ class IngestQueue(GroupCommit[_Waiting, IngestResult]):
             session.begin(),
             status_events_at_end(session, now=latest),  # one pass for the group
         ):
-            return [await self._record(session, item.callback) for item in group]
-
-    async def _record(self, session: AsyncSession, callback: Verified) -> IngestResult:
-        return await record_events(
-            session,
-            provider_kind=callback.provider_kind,
-            account=callback.account,
-            events=callback.events,
-            inbound_numbers=self._inbound_numbers,
-            now=callback.now,
-            reference=callback.reference,
-            rerouter=self._rerouter,
-            consent=self._consent,
-        )
+            return await record_callbacks(session, [item.callback for item in group], self._rules)
 
 
 def _lock_order(item: _Waiting) -> tuple[str, str]:

@@ -7,6 +7,7 @@ once; the second copy finds nothing to do and is acknowledged all the same.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,17 +25,17 @@ from gateway.consent.inbound import (
     queue_reply,
 )
 from gateway.consent.keywords import Keyword
-from gateway.costs.attempts import record_reported_cost
+from gateway.costs.attempts import attempts_of, record_reported_cost
 from gateway.db.dialect import insert
-from gateway.db.models import InboundRecord, Message, WebhookEvent
-from gateway.db.upsert import insert_ignoring
+from gateway.db.models import Attempt, InboundRecord, Message, WebhookEvent
+from gateway.db.upsert import insert_ignoring, insert_rows_ignoring, row_parameters
 from gateway.dispatch.reconcile import adopt
 from gateway.events.record import inbound_received
 from gateway.messages.delivery import (
     Rerouter,
     apply_or_reroute,
-    lock_provider_message,
-    message_for_update,
+    lock_provider_messages,
+    messages_for_update_by_provider_ids,
 )
 from gateway.settings import ConsentSettings
 from providers import DeliveryReport, DeliveryStatus, InboundMessage, ProviderEvent
@@ -54,9 +55,8 @@ _EVENT_COLUMNS = (
     "applied_at",
     "reference",
 )
-_INSERT_EVENT = insert_ignoring(
-    WebhookEvent, _EVENT_COLUMNS, ("provider_kind", "event_id"), returning="event_pk"
-)
+_EVENT_KEY = ("provider_kind", "event_id")
+_INSERT_EVENT = insert_ignoring(WebhookEvent, _EVENT_COLUMNS, _EVENT_KEY, returning="event_pk")
 
 
 async def insert_event(session: AsyncSession, values: dict[str, Any]) -> WebhookEvent | None:
@@ -68,7 +68,13 @@ async def insert_event(session: AsyncSession, values: dict[str, Any]) -> Webhook
     inserted = (await session.execute(_INSERT_EVENT, values)).scalar_one_or_none()
     if inserted is None:
         return None
-    event = WebhookEvent(event_pk=inserted, **values)
+    return _as_session_object(session, inserted, values)
+
+
+def _as_session_object(
+    session: AsyncSession, event_pk: int, values: dict[str, Any]
+) -> WebhookEvent:
+    event = WebhookEvent(event_pk=event_pk, **values)
     make_transient_to_detached(event)
     session.add(event)
     return event
@@ -87,94 +93,207 @@ class IngestResult(msgspec.Struct):
     queued_replies: int = 0
 
 
-async def record_events(
-    session: AsyncSession,
-    *,
-    provider_kind: str,
-    account: str,
-    events: list[ProviderEvent],
-    inbound_numbers: dict[str, str],
-    now: datetime,
-    reference: str | None = None,
-    rerouter: Rerouter | None = None,
-    consent: ConsentSettings | None = None,
-) -> IngestResult:
-    """``reference`` is the gateway message id the callback URL carried (``?ref=``), if any:
-    it lets a report adopt a message whose send had an unknown outcome."""
-    result = IngestResult()
-    for event in events:
-        is_report = isinstance(event, DeliveryReport)
-        values: dict[str, Any] = {
-            "provider_kind": provider_kind,
-            "event_id": event.event_id,
-            "account": account,
-            "event_type": "delivery" if is_report else "inbound",
-            "provider_message_id": event.provider_message_id,
-            "status": event.status.value if isinstance(event, DeliveryReport) else None,
-            "provider_status": event.provider_status if isinstance(event, DeliveryReport) else None,
-            "error_code": event.error_code if isinstance(event, DeliveryReport) else None,
-            "occurred_at": event.occurred_at,
-            "payload": event.raw,
-            "received_at": now,
-            "applied_at": None,
-            "reference": reference if is_report else None,
-        }
-        stored = await insert_event(session, values)
-        if stored is None:
-            result.duplicates += 1
-            if isinstance(event, InboundMessage) and consent is not None:
-                result.reply = _answer_again(event, provider_kind, consent) or result.reply
-            continue
-        result.recorded += 1
-        if isinstance(event, DeliveryReport):
-            await lock_provider_message(session, provider_kind, event.provider_message_id)
-            message = await message_for_update(session, provider_kind, event.provider_message_id)
-            if message is None and reference is not None:
-                message = await adopt(
-                    session,
-                    reference=reference,
-                    provider_kind=provider_kind,
-                    account=account,
-                    provider_message_id=event.provider_message_id,
-                    now=now,
-                )
-            if message is None:
-                result.pending += 1  # applied when the message's send commit lands
+class Verified(msgspec.Struct, frozen=True):
+    """One authentic callback, parsed: what :func:`record_callbacks` records."""
+
+    provider_kind: str
+    account: str
+    events: list[ProviderEvent]
+    now: datetime
+    #: The gateway message id the callback URL carried (``?ref=``), if any: it lets a
+    #: report adopt a message whose send had an unknown outcome.
+    reference: str | None
+
+
+class IngestRules(msgspec.Struct, frozen=True):
+    """What recording needs besides the callbacks: the process's configuration."""
+
+    inbound_numbers: dict[str, str]
+    rerouter: Rerouter | None = None
+    consent: ConsentSettings | None = None
+
+
+#: Rows in one insert of events (13 parameters a row: far under either engine's limit).
+_INSERT_CHUNK = 250
+
+
+async def record_callbacks(
+    session: AsyncSession, callbacks: Sequence[Verified], rules: IngestRules
+) -> list[IngestResult]:
+    """Record these callbacks in the session's transaction, in order, as if one after the
+    other; one result per callback. The work is set-based where a report storm needs it:
+    one advisory-lock statement and one locked read for every message the reports name,
+    one read of attempts where reports carry a cost, one insert for all events (whose
+    RETURNING tells new from duplicate); the changes are flushed together at the end."""
+    reports = [
+        (callback.provider_kind, event)
+        for callback in callbacks
+        for event in callback.events
+        if isinstance(event, DeliveryReport)
+    ]
+    keys = sorted({(kind, report.provider_message_id) for kind, report in reports})
+    # The order every writer of a provider id takes its locks in (gateway/dispatch/store.py).
+    await lock_provider_messages(session, keys)
+    # The insert comes before the reads: on SQLite the first write is what begins the
+    # transaction (and takes the database's one write lock); a message read before it
+    # could be recorded by a worker between the read and the insert, and the report
+    # would wait for a send that has already looked for it.
+    stored = await _insert_new_events(session, callbacks)
+    messages = await messages_for_update_by_provider_ids(session, keys)
+    attempts = await attempts_of(
+        session,
+        (
+            messages[(kind, report.provider_message_id)].message_id
+            for kind, report in reports
+            if report.cost is not None and (kind, report.provider_message_id) in messages
+        ),
+    )
+    batch = _Batch(session, rules, messages, attempts)
+    results: list[IngestResult] = []
+    for callback in callbacks:
+        result = IngestResult()
+        for event in callback.events:
+            # pop: a second copy of an event within the group is a duplicate as well.
+            row = stored.pop((callback.provider_kind, event.event_id), None)
+            if row is None:
+                result.duplicates += 1
+                if isinstance(event, InboundMessage) and rules.consent is not None:
+                    reply = _answer_again(event, callback.provider_kind, rules.consent)
+                    result.reply = reply or result.reply
                 continue
-            # Telnyx's cost, on the send the report is about (gateway/costs/attempts.py).
-            await record_reported_cost(
+            result.recorded += 1
+            if isinstance(event, DeliveryReport):
+                if not await batch.apply_report(callback, event, row, result):
+                    result.pending += 1  # applied when the message's send commit lands
+                    continue
+            else:
+                await batch.take_inbound(callback, event, result)
+                row.applied_at = callback.now
+            result.applied += 1
+        results.append(result)
+    return results
+
+
+def _event_row(callback: Verified, event: ProviderEvent) -> dict[str, Any]:
+    report = event if isinstance(event, DeliveryReport) else None
+    return {
+        "provider_kind": callback.provider_kind,
+        "event_id": event.event_id,
+        "account": callback.account,
+        "event_type": "delivery" if report is not None else "inbound",
+        "provider_message_id": event.provider_message_id,
+        "status": report.status.value if report is not None else None,
+        "provider_status": report.provider_status if report is not None else None,
+        "error_code": report.error_code if report is not None else None,
+        "occurred_at": event.occurred_at,
+        "payload": event.raw,
+        "received_at": callback.now,
+        "applied_at": None,
+        "reference": callback.reference if report is not None else None,
+    }
+
+
+async def _insert_new_events(
+    session: AsyncSession, callbacks: Sequence[Verified]
+) -> dict[tuple[str, str], WebhookEvent]:
+    """Insert every event not on record yet; the rows inserted, as the session's objects,
+    by ``(provider_kind, event_id)``."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for callback in callbacks:
+        for event in callback.events:
+            # A second copy within the group: the first is stored.
+            rows.setdefault((callback.provider_kind, event.event_id), _event_row(callback, event))
+    values = list(rows.values())
+    stored: dict[tuple[str, str], WebhookEvent] = {}
+    for start in range(0, len(values), _INSERT_CHUNK):
+        chunk = values[start : start + _INSERT_CHUNK]
+        statement = insert_rows_ignoring(
+            WebhookEvent,
+            _EVENT_COLUMNS,
+            _EVENT_KEY,
+            ("event_pk", "provider_kind", "event_id"),
+            len(chunk),
+        )
+        inserted = await session.execute(statement, row_parameters(chunk))
+        for event_pk, kind, event_id in inserted.tuples():
+            stored[(kind, event_id)] = _as_session_object(session, event_pk, rows[(kind, event_id)])
+    return stored
+
+
+class _Batch:
+    """The per-event effects of :func:`record_callbacks`, on what it read up front."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        rules: IngestRules,
+        messages: dict[tuple[str, str], Message],
+        attempts: dict[str, list[Attempt]],
+    ) -> None:
+        self._session = session
+        self._rules = rules
+        self._messages = messages
+        self._attempts = attempts
+
+    async def apply_report(
+        self, callback: Verified, report: DeliveryReport, row: WebhookEvent, result: IngestResult
+    ) -> bool:
+        """Apply a new report to its message; False when the message is not known (yet)."""
+        session, kind, now = self._session, callback.provider_kind, callback.now
+        key = (kind, report.provider_message_id)
+        message = self._messages.get(key)
+        if message is None and callback.reference is not None:
+            message = await adopt(
                 session,
-                message,
-                provider_message_id=event.provider_message_id,
-                cost=event.cost,
-                final=event.final,
+                reference=callback.reference,
+                provider_kind=kind,
+                account=callback.account,
+                provider_message_id=report.provider_message_id,
                 now=now,
             )
-            status_before = message.status
-            await apply_or_reroute(session, message, stored, now, rerouter)
-            if message.status == DeliveryStatus.ACCEPTED and status_before != message.status:
-                result.rerouted += 1
-            if consent is not None:  # a report of 21610/40300: the person opted out
-                await learn_from_report(
-                    session,
-                    message,
-                    provider_kind=provider_kind,
-                    error_code=event.error_code,
-                    account=account,
-                    consent=consent,
-                    now=now,
-                )
-        else:
-            keyword = keyword_of(event, provider_kind, consent) if consent is not None else None
-            if keyword is None:  # an ordinary message, for the app that owns it
-                await _store_inbound(session, event, provider_kind, account, inbound_numbers, now)
-            elif consent is not None:  # STOP/START/HELP/rules: the gateway's, not an app's
-                await _keyword(
-                    session, event, keyword, provider_kind, account, consent, now, result
-                )
-            stored.applied_at = now
-        result.applied += 1
-    return result
+            if message is not None:  # later reports of this group find it too
+                self._messages[key] = message
+        if message is None:
+            return False
+        # Telnyx's cost, on the send the report is about (gateway/costs/attempts.py).
+        await record_reported_cost(
+            session,
+            message,
+            provider_message_id=report.provider_message_id,
+            cost=report.cost,
+            final=report.final,
+            now=now,
+            attempts=self._attempts.get(message.message_id),
+        )
+        status_before = message.status
+        await apply_or_reroute(session, message, row, now, self._rules.rerouter)
+        if message.status == DeliveryStatus.ACCEPTED and status_before != message.status:
+            result.rerouted += 1
+        if self._rules.consent is not None:  # a report of 21610/40300: the person opted out
+            await learn_from_report(
+                session,
+                message,
+                provider_kind=kind,
+                error_code=report.error_code,
+                account=callback.account,
+                consent=self._rules.consent,
+                now=now,
+            )
+        return True
+
+    async def take_inbound(
+        self, callback: Verified, event: InboundMessage, result: IngestResult
+    ) -> None:
+        session, kind, consent = self._session, callback.provider_kind, self._rules.consent
+        keyword = keyword_of(event, kind, consent) if consent is not None else None
+        if keyword is None:  # an ordinary message, for the app that owns it
+            await _store_inbound(
+                session, event, kind, callback.account, self._rules.inbound_numbers, callback.now
+            )
+        elif consent is not None:  # STOP/START/HELP/rules: the gateway's, not an app's
+            await _keyword(
+                session, event, keyword, kind, callback.account, consent, callback.now, result
+            )
 
 
 async def _store_inbound(

@@ -1,0 +1,185 @@
+"""Callbacks recorded together (gateway/webhooks/ingest.record_callbacks): a group ends
+exactly as if its callbacks had been recorded one after the other, with a handful of
+statements for all of them."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from gateway.db.models import AppEvent, Attempt, Message, WebhookEvent
+from gateway.events.record import status_events_at_end
+from gateway.webhooks.ingest import IngestRules, Verified, record_callbacks
+from providers import DeliveryReport, DeliveryStatus, Money
+from tests.integration.conftest import Gateway
+
+pytestmark = pytest.mark.asyncio
+
+SENT = DeliveryStatus.SENT
+
+
+async def _sent(gateway: Gateway, headers: dict[str, str], provider: str) -> dict[str, Any]:
+    """A message handed to ``provider`` whose carrier never reports (+1…9007): ``sent``."""
+    response = await gateway.send(headers, to="+14155559007", body="grouped", provider=provider)
+    assert response.status_code == 202, response.text
+    assert await gateway.dispatcher.run_once() == 1
+    await gateway.sandbox.drain_callbacks()
+    message = await gateway.message(headers, response.json()["message_id"])
+    assert message["status"] == "sent"
+    return message
+
+
+def _report(pid: str, status: DeliveryStatus, **extra: Any) -> DeliveryReport:
+    return DeliveryReport(
+        event_id=extra.pop("event_id", f"{pid}:{status.value}"),
+        provider_message_id=pid,
+        status=status,
+        provider_status=status.value,
+        **extra,
+    )
+
+
+async def _record(gateway: Gateway, callbacks: list[Verified]) -> tuple[list[Any], int]:
+    """Record ``callbacks`` as one group; the results and the statements it took."""
+    statements = 0
+
+    def count(*_args: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    engine = gateway.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        async with (
+            gateway.state.sessionmaker() as session,
+            session.begin(),
+            status_events_at_end(session, now=gateway.clock()),
+        ):
+            results = await record_callbacks(session, callbacks, IngestRules(inbound_numbers={}))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return results, statements
+
+
+async def _event_ids(gateway: Gateway) -> set[str]:
+    async with gateway.state.sessionmaker() as session:
+        return set((await session.execute(select(WebhookEvent.event_id))).scalars())
+
+
+def _callback(gateway: Gateway, kind: str, account: str, *reports: DeliveryReport) -> Verified:
+    return Verified(
+        provider_kind=kind,
+        account=account,
+        events=list(reports),
+        now=gateway.clock(),
+        reference=None,
+    )
+
+
+async def test_a_group_ends_as_its_callbacks_would_one_after_the_other(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    twilio = await _sent(gateway, headers, "twilio-sandbox")
+    telnyx = await _sent(gateway, headers, "telnyx-sandbox")
+    t_pid, x_pid = twilio["provider_message_id"], telnyx["provider_message_id"]
+    unknown = "SM" + os.urandom(16).hex()  # a send not recorded yet: the report waits
+    bill = Money(Decimal("0.0045"), "USD")
+    group = [
+        # (The sandbox reported `sent` already: this is another, later event of it.)
+        _callback(gateway, "twilio", "twilio-sandbox", _report(t_pid, SENT, event_id="again")),
+        # The same event again, in the same group: a duplicate, acknowledged.
+        _callback(gateway, "twilio", "twilio-sandbox", _report(t_pid, SENT, event_id="again")),
+        # A second report for the same message in the same group moves it on.
+        _callback(gateway, "twilio", "twilio-sandbox", _report(t_pid, DeliveryStatus.DELIVERED)),
+        _callback(gateway, "twilio", "twilio-sandbox", _report(unknown, DeliveryStatus.DELIVERED)),
+        # Telnyx's final report carries the bill: it goes on the send's attempt.
+        _callback(
+            gateway,
+            "telnyx",
+            "telnyx-sandbox",
+            _report(x_pid, DeliveryStatus.DELIVERED, event_id="evt-final", cost=bill, final=True),
+        ),
+    ]
+    before = await _event_ids(gateway)  # the sandbox's own `sent` reports
+    results, _ = await _record(gateway, group)
+
+    assert [(r.recorded, r.duplicates, r.applied, r.pending) for r in results] == [
+        (1, 0, 1, 0),
+        (0, 1, 0, 0),
+        (1, 0, 1, 0),
+        (1, 0, 0, 1),
+        (1, 0, 1, 0),
+    ]
+    assert (await gateway.message(headers, twilio["message_id"]))["status"] == "delivered"
+    delivered = await gateway.message(headers, telnyx["message_id"])
+    assert delivered["status"] == "delivered"
+    assert Decimal(delivered["billed_cost"]) == Decimal("0.0045")
+    async with gateway.state.sessionmaker() as session:
+        stored = {
+            e.event_id: e.applied_at
+            for e in (await session.execute(select(WebhookEvent))).scalars()
+            if e.event_type == "delivery" and e.provider_message_id in (t_pid, x_pid, unknown)
+        }
+        attempt = (
+            await session.execute(select(Attempt).where(Attempt.provider_message_id == x_pid))
+        ).scalar_one()
+        events = [
+            (e.subject_id, e.status)
+            for e in (
+                await session.execute(
+                    select(AppEvent)
+                    .where(AppEvent.subject_id.in_([twilio["message_id"], telnyx["message_id"]]))
+                    .order_by(AppEvent.event_pk)
+                )
+            ).scalars()
+        ]
+    # Each event stored once; only the one without its message is unapplied.
+    assert {k for k, applied in stored.items() if applied is None} == {f"{unknown}:delivered"}
+    assert set(stored) - before == {
+        "again",
+        f"{t_pid}:delivered",
+        f"{unknown}:delivered",
+        "evt-final",
+    }
+    assert (attempt.billed_cost, attempt.billed_source) == (Decimal("0.0045"), "final_report")
+    # One app event per message for the group, for the status it ended in.
+    assert events[-2:] in (
+        [(twilio["message_id"], "delivered"), (telnyx["message_id"], "delivered")],
+        [(telnyx["message_id"], "delivered"), (twilio["message_id"], "delivered")],
+    )
+    assert [s for m, s in events if m == twilio["message_id"]].count("delivered") == 1
+
+
+async def test_a_bigger_group_takes_no_more_statements(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    """Set-based: the statements of a group do not grow with its callbacks."""
+    messages = [await _sent(gateway, headers, "twilio-sandbox") for _ in range(12)]
+
+    def group(chosen: list[dict[str, Any]]) -> list[Verified]:
+        return [
+            _callback(
+                gateway,
+                "twilio",
+                "twilio-sandbox",
+                _report(m["provider_message_id"], DeliveryStatus.DELIVERED),
+            )
+            for m in chosen
+        ]
+
+    _, two = await _record(gateway, group(messages[:2]))
+    _, ten = await _record(gateway, group(messages[2:]))
+    assert ten == two
+    async with gateway.state.sessionmaker() as session:
+        statuses = (
+            await session.execute(
+                select(Message.status).where(
+                    Message.message_id.in_([m["message_id"] for m in messages])
+                )
+            )
+        ).scalars()
+        assert set(statuses) == {"delivered"}
