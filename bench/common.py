@@ -319,10 +319,17 @@ class Gateway:
 
 
 def start_gateway(
-    group: Processes, engine: Engine, *extra: str, name: str = "gateway", **env_extra: str
+    group: Processes,
+    engine: Engine,
+    *extra: str,
+    name: str = "gateway",
+    seed: str | None = None,
+    **env_extra: str,
 ) -> Gateway:
-    """``sms-gateway serve --sandbox`` (migrated first on PostgreSQL), once it answers."""
-    seed = secrets.token_urlsafe(24)
+    """``sms-gateway serve --sandbox`` (migrated first on PostgreSQL), once it answers.
+    ``seed``: another API process of an existing gateway (same database, same sandbox
+    credentials)."""
+    seed = seed or secrets.token_urlsafe(24)
     env = gateway_env(engine.url, seed, **env_extra)
     if engine.kind == "postgres":
         cli("migrate", env=env)

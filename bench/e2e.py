@@ -1,10 +1,12 @@
 """(d) End-to-end messages per second: ``POST /v1/messages`` → dispatcher → simulated provider
 → signed delivery report → ``delivered``, with every part a real process.
 
-- PostgreSQL (the default): one ``serve --sandbox --no-dispatcher`` (the API and the webhook
-  route), ``--workers`` (2) ``sms-gateway worker --sandbox`` processes sharing its database,
-  so both cores work (README "Sandbox workers"), and the simulated providers in a process of
-  their own (``bench.simulator:with_callbacks``), calling the serve process back.
+- PostgreSQL (the default): ``--apis`` (2) ``serve --sandbox --no-dispatcher`` processes (the
+  API and the webhook route; the load generator sends to the first), ``--workers`` (2)
+  ``sms-gateway worker --sandbox`` processes sharing their database, so both cores work
+  (README "Sandbox workers", "Scaling out"), and the simulated providers in a process of
+  their own (``bench.simulator:with_callbacks``), calling back the API process whose URL
+  the sending worker gave (worker i: API i mod apis).
 - SQLite: one ``serve --sandbox`` process that does everything.
 
 The load generator sends ``-n`` messages at 50 connections; the rate is messages over the
@@ -13,7 +15,7 @@ time from the first accept to the last ``delivered`` (database timestamps). The 
 the span. Also printed: the rate at which messages reached the simulator (``sent_at``),
 which is what Jasmin's figure counts (its SMPP simulator receiving ``submit_sm``).
 
-    .venv/bin/python -m bench.e2e [--quick] [-n 5000] [--workers 2] [--engines postgres]
+    .venv/bin/python -m bench.e2e [--quick] [-n 5000] [--apis 2] [--workers 2] [--engines postgres]
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def measure(
     n: int,
     workers: int,
     jasmin_e2e: float,
+    apis: int = 2,
 ) -> float:
     engine = new_database(engine_kind, f"e2e_{rows}", group.directory)
     gateway: Gateway | None = None
@@ -81,6 +84,7 @@ def measure(
         #: The provider simulator is not the gateway, but it shares the two cores: its CPU
         #: is printed so a run can tell a saturated simulator from a slow gateway.
         simulators: list[Launched] = []
+        more: list[Gateway] = []  # API processes besides the first (--apis)
         if engine_kind == "postgres":
             env = gateway_env(engine.url, gateway.seed)
             # The providers in a process of their own, as real ones are remote: the workers
@@ -89,17 +93,36 @@ def measure(
                 group, f"e2e-simulator-{rows}", "bench.simulator:with_callbacks", env
             )
             simulators = [p for p in group.launched if p.name == f"e2e-simulator-{rows}"]
-            env = {**env, "GATEWAY_PUBLIC_URL": gateway.base_url}
+            # More API processes (scaling out, README "Production"): worker i's sends carry
+            # API process i % apis as their callback URL, so the reports are shared out.
+            # The load generator's sends all go to the first.
+            more = [
+                start_gateway(
+                    group,
+                    engine,
+                    "--no-dispatcher",
+                    name=f"e2e-serve-{rows}-{index}",
+                    seed=gateway.seed,
+                )
+                for index in range(1, apis)
+            ]
+            apis_started = [gateway, *more]
+            launched += [api.launched for api in more]
             for index in range(workers):
+                api = apis_started[index % len(apis_started)]
                 launched.append(
                     group.start(
                         f"e2e-worker-{rows}-{index}",
                         [PYTHON, "-m", "gateway.cli", "worker", "--sandbox", simulator],
-                        env,
+                        {**env, "GATEWAY_PUBLIC_URL": api.base_url},
                     )
                 )
             wait_for(
-                lambda: all('"dispatcher started"' in w.log_text() for w in launched[1:]),
+                lambda: all(
+                    '"dispatcher started"' in w.log_text()
+                    for w in launched
+                    if w.name.startswith("e2e-worker")
+                ),
                 timeout=60,
                 what="the workers to start",
             )
@@ -155,7 +178,8 @@ def measure(
         )
         delivered = [r for r in rows_out if r[0] == "delivered"]
         report.say(_callback_timeline(gateway, template))
-        report.say(_serve_side(gateway))
+        for api in [gateway, *more]:
+            report.say(_serve_side(api))
         others = Counter(str(r[0]) for r in rows_out if r[0] != "delivered")
         if others:
             report.say(f"   not delivered, by status: {dict(sorted(others.items()))}")
@@ -165,7 +189,11 @@ def measure(
         handed_rate = len(handed) / (max(handed) - first).total_seconds()
         rate: float = len(delivered) / span
         p50, p99 = percentiles([(r[3] - r[1]).total_seconds() * 1000 for r in delivered])
-        setup = f"{workers} workers" if engine_kind == "postgres" else "one process"
+        setup = (
+            f"{apis} API + {workers} worker processes"
+            if engine_kind == "postgres"
+            else "one process"
+        )
         label = f"(d) e2e {engine_kind} ({setup}), {rows:,} rows"
         report.say(
             f"{label}\n   accepted {accepted.describe()}\n"
@@ -252,6 +280,9 @@ def run(argv: list[str] | None = None, jasmin_e2e: float | None = None) -> Repor
     parser = base_parser(__doc__)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
+        "--apis", type=int, default=2, help="API processes (serve --no-dispatcher), PostgreSQL"
+    )
+    parser.add_argument(
         "--jasmin", type=float, default=None, help="Jasmin's e2e rate measured in this sitting"
     )
     parser.set_defaults(engines="postgres")
@@ -271,6 +302,7 @@ def run(argv: list[str] | None = None, jasmin_e2e: float | None = None) -> Repor
                     rows=rows,
                     n=n,
                     workers=args.workers,
+                    apis=args.apis,
                     jasmin_e2e=jasmin,
                 )
     finish(report, args.json)
