@@ -198,7 +198,15 @@ def _run(coroutine: Awaitable[T]) -> T:
     async def _wrapped() -> T:
         return await coroutine
 
-    return asyncio.run(_wrapped())
+    # uvloop, as uvicorn runs `serve` (it comes with uvicorn[standard] on Linux): the
+    # worker's sockets (provider calls, the database) cost less CPU on it than on
+    # asyncio's own loop. Elsewhere, asyncio's.
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_wrapped())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_wrapped())
 
 
 # --- serve / worker ----------------------------------------------------------------------

@@ -164,10 +164,16 @@ class TwilioWebhooks(WebhookReceiver):
         """TwiML (C.8): an empty ``<Response />``, or one ``<Message>`` to answer an inbound
         message. An empty ``reply`` counts as none: ``<Message />`` would ask Twilio to send
         a message without a body."""
+        if not reply:
+            return _EMPTY_ACK  # every delivery report's answer: built once
         response = MessagingResponse()
-        if reply:
-            response.message(reply)
+        response.message(reply)
         return WebhookAck(status=200, content_type="text/xml", body=str(response.to_xml()).encode())
+
+
+_EMPTY_ACK = WebhookAck(
+    status=200, content_type="text/xml", body=str(MessagingResponse().to_xml()).encode()
+)
 
 
 def callback_event(pairs: Sequence[tuple[str, str]]) -> ProviderEvent:
