@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import msgspec
+from httpx_aiohttp import AiohttpTransport
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.clock import utcnow
@@ -41,12 +42,17 @@ logger = logging.getLogger("gateway.events")
 
 
 def create_events_client(settings: Settings) -> httpx.AsyncClient:
-    """The loop's own client: its pool and timeouts are not the providers'."""
+    """The loop's own client: its pool and timeouts are not the providers'. On aiohttp's
+    transport, as the providers' client (gateway/accounts.py): httpx's own pool checks
+    each of its connections for every request it places, which took 90 % of a process's
+    CPU at a few dozen requests in flight (bench/README.md, the simulator's callbacks)."""
     events = settings.events
+    limits = httpx.Limits(max_connections=events.concurrency, keepalive_expiry=4.0)
     return httpx.AsyncClient(
+        transport=AiohttpTransport(limits=limits),
         timeout=httpx.Timeout(events.timeout_seconds),
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=events.concurrency),
+        limits=limits,
         headers={"user-agent": "sms-gateway-events/1"},
     )
 
