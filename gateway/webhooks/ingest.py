@@ -134,12 +134,19 @@ async def record_callbacks(
     keys = sorted({(kind, report.provider_message_id) for kind, report in reports})
     # The order every writer of a provider id takes its locks in (gateway/dispatch/store.py).
     await lock_provider_messages(session, keys)
-    # The insert comes before the reads: on SQLite the first write is what begins the
-    # transaction (and takes the database's one write lock); a message read before it
-    # could be recorded by a worker between the read and the insert, and the report
-    # would wait for a send that has already looked for it.
-    stored = await _insert_new_events(session, callbacks)
-    messages = await messages_for_update_by_provider_ids(session, keys)
+    if session.bind.dialect.name == "sqlite":
+        # The insert comes before the reads: on SQLite the first write is what begins the
+        # transaction (and takes the database's one write lock); a message read before it
+        # could be recorded by a worker between the read and the insert, and the report
+        # would wait for a send that has already looked for it.
+        stored = await _insert_new_events(session, callbacks, {})
+        messages = await messages_for_update_by_provider_ids(session, keys)
+    else:
+        # Under the locks a send being recorded has committed or waits for us: the
+        # messages read now are those the reports apply to, so their events are stored
+        # as applied at once (no UPDATE of them afterwards: one round trip less).
+        messages = await messages_for_update_by_provider_ids(session, keys)
+        stored = await _insert_new_events(session, callbacks, messages)
     attempts = await attempts_of(
         session,
         (
@@ -174,7 +181,7 @@ async def record_callbacks(
     return results
 
 
-def _event_row(callback: Verified, event: ProviderEvent) -> dict[str, Any]:
+def _event_row(callback: Verified, event: ProviderEvent, applied: bool) -> dict[str, Any]:
     report = event if isinstance(event, DeliveryReport) else None
     return {
         "provider_kind": callback.provider_kind,
@@ -188,21 +195,32 @@ def _event_row(callback: Verified, event: ProviderEvent) -> dict[str, Any]:
         "occurred_at": event.occurred_at,
         "payload": event.raw,
         "received_at": callback.now,
-        "applied_at": None,
+        "applied_at": callback.now if applied else None,
         "reference": callback.reference if report is not None else None,
     }
 
 
 async def _insert_new_events(
-    session: AsyncSession, callbacks: Sequence[Verified]
+    session: AsyncSession,
+    callbacks: Sequence[Verified],
+    messages: dict[tuple[str, str], Message],
 ) -> dict[tuple[str, str], WebhookEvent]:
     """Insert every event not on record yet; the rows inserted, as the session's objects,
-    by ``(provider_kind, event_id)``."""
+    by ``(provider_kind, event_id)``. A report whose message is in ``messages`` is stored
+    as applied (it is applied in this transaction; setting the same time again later
+    writes nothing); the others, inbound messages included, get ``applied_at`` when
+    applied."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for callback in callbacks:
         for event in callback.events:
-            # A second copy within the group: the first is stored.
-            rows.setdefault((callback.provider_kind, event.event_id), _event_row(callback, event))
+            key = (callback.provider_kind, event.event_id)
+            if key in rows:
+                continue  # a second copy within the group: the first is stored
+            applied = (
+                isinstance(event, DeliveryReport)
+                and (callback.provider_kind, event.provider_message_id) in messages
+            )
+            rows[key] = _event_row(callback, event, applied)
     values = list(rows.values())
     stored: dict[tuple[str, str], WebhookEvent] = {}
     for start in range(0, len(values), _INSERT_CHUNK):

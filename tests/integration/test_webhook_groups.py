@@ -43,16 +43,15 @@ def _report(pid: str, status: DeliveryStatus, **extra: Any) -> DeliveryReport:
     )
 
 
-async def _record(gateway: Gateway, callbacks: list[Verified]) -> tuple[list[Any], int]:
+async def _record(gateway: Gateway, callbacks: list[Verified]) -> tuple[list[Any], list[str]]:
     """Record ``callbacks`` as one group; the results and the statements it took."""
-    statements = 0
+    statements: list[str] = []
 
-    def count(*_args: Any) -> None:
-        nonlocal statements
-        statements += 1
+    def note(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(" ".join(statement.split()))
 
     engine = gateway.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "before_cursor_execute", note)
     try:
         async with (
             gateway.state.sessionmaker() as session,
@@ -61,7 +60,7 @@ async def _record(gateway: Gateway, callbacks: list[Verified]) -> tuple[list[Any
         ):
             results = await record_callbacks(session, callbacks, IngestRules(inbound_numbers={}))
     finally:
-        event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine, "before_cursor_execute", note)
     return results, statements
 
 
@@ -173,7 +172,11 @@ async def test_a_bigger_group_takes_no_more_statements(
 
     _, two = await _record(gateway, group(messages[:2]))
     _, ten = await _record(gateway, group(messages[2:]))
-    assert ten == two
+    assert len(ten) == len(two)
+    # On PostgreSQL the reports are stored already applied (their messages were read
+    # first, under the locks); SQLite must write first, so it marks them afterwards.
+    marked = [s for s in ten if s.startswith("UPDATE webhook_events")]
+    assert len(marked) == (1 if gateway.state.engine.dialect.name == "sqlite" else 0)
     async with gateway.state.sessionmaker() as session:
         statuses = (
             await session.execute(
