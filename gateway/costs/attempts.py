@@ -196,17 +196,7 @@ async def _locked(session: AsyncSession, message_id: str) -> tuple[Message, list
 
 
 async def _attempts(session: AsyncSession, message_id: str) -> list[Attempt]:
-    # populate_existing: the send path updates attempts with Core statements, which do
-    # not refresh objects an earlier query of this session may hold.
-    return list(
-        (
-            await session.execute(
-                select(Attempt)
-                .where(Attempt.message_id == message_id)
-                .execution_options(populate_existing=True)
-            )
-        ).scalars()
-    )
+    return (await attempts_of(session, [message_id]))[message_id]
 
 
 async def attempts_of(
@@ -217,10 +207,10 @@ async def attempts_of(
     found: dict[str, list[Attempt]] = {message_id: [] for message_id in ids}
     if not ids:
         return found
+    # populate_existing: the send path updates attempts with Core statements, which do
+    # not refresh objects an earlier query of this session may hold.
     rows = await session.execute(
-        select(Attempt)
-        .where(Attempt.message_id.in_(ids))
-        .execution_options(populate_existing=True)  # as in _attempts
+        select(Attempt).where(Attempt.message_id.in_(ids)).execution_options(populate_existing=True)
     )
     for attempt in rows.scalars():
         found[attempt.message_id].append(attempt)

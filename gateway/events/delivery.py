@@ -150,11 +150,12 @@ class EventDelivery:
             )
             # Written since the sweep above, or whose app's URL this process lacks:
             # settled here too, in the claim's transaction, without holding a slot.
-            nowhere = [event for event in claimed if self._url(event) is None]
-            await outbox.record_skipped(session, nowhere)
-        for event in claimed:
-            if self._url(event) is None:
-                continue
+            deliverable = [event for event in claimed if self._url(event) is not None]
+            if len(deliverable) < len(claimed):
+                await outbox.record_skipped(
+                    session, [event for event in claimed if event not in deliverable]
+                )
+        for event in deliverable:
             self._in_flight[event.app] = self._in_flight.get(event.app, 0) + 1
             task = asyncio.create_task(self._deliver(event))
             self._tasks.add(task)

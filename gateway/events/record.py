@@ -188,35 +188,32 @@ async def inbound_received(
     ).first() is not None:
         return
     session.add(
-        _event(
-            app=inbound.app,
-            event_type="message.inbound",
-            subject_id=inbound.inbound_id,
-            seq=1,
-            status=None,
-            data={
-                "inbound_id": inbound.inbound_id,
-                "from": inbound.from_number,
-                "to": inbound.to_number,
-                "body": inbound.body,
-                "media_urls": list(inbound.media_urls),
-                "segments": inbound.segments,
-                "provider": inbound.account,
-                "provider_kind": inbound.provider_kind,
-                "provider_message_id": inbound.provider_message_id,
-                "occurred_at": _iso(inbound.occurred_at),
-                "received_at": _iso(inbound.received_at),
-            },
-            url=None,
-            now=now,
+        AppEvent(
+            **_event_row(
+                app=inbound.app,
+                event_type="message.inbound",
+                subject_id=inbound.inbound_id,
+                seq=1,
+                status=None,
+                data={
+                    "inbound_id": inbound.inbound_id,
+                    "from": inbound.from_number,
+                    "to": inbound.to_number,
+                    "body": inbound.body,
+                    "media_urls": list(inbound.media_urls),
+                    "segments": inbound.segments,
+                    "provider": inbound.account,
+                    "provider_kind": inbound.provider_kind,
+                    "provider_message_id": inbound.provider_message_id,
+                    "occurred_at": _iso(inbound.occurred_at),
+                    "received_at": _iso(inbound.received_at),
+                },
+                url=None,
+                now=now,
+            )
         )
     )
     await session.flush()
-
-
-def _event(**fields: Any) -> AppEvent:
-    """:func:`_event_row` as an object of the session."""
-    return AppEvent(**_event_row(**fields))
 
 
 def _event_row(

@@ -98,17 +98,6 @@ async def apply_or_reroute(
     return moved
 
 
-async def lock_provider_message(
-    session: AsyncSession, provider_kind: str, provider_message_id: str
-) -> None:
-    """Serialise the two writers that meet on one provider id: the send being recorded
-    and a report arriving for it. Without this, on PostgreSQL a report could look for the
-    message just before the send commits, while the send looks for waiting reports just
-    before the report commits, and neither would see the other. A transaction-scoped
-    advisory lock, taken first by both, closes that window (SQLite has one writer)."""
-    await lock_provider_messages(session, [(provider_kind, provider_message_id)])
-
-
 #: Plain SQL, built once (it runs for every send recorded and every report applied): the
 #: lock for many provider ids in one statement, taken in the order given (the ordinality,
 #: not the database's collation, decides: callers sort in Python).
@@ -120,8 +109,13 @@ _LOCK_PROVIDER_IDS = text(
 
 
 async def lock_provider_messages(session: AsyncSession, keys: Sequence[tuple[str, str]]) -> None:
-    """:func:`lock_provider_message` for ``(provider_kind, provider_message_id)`` pairs,
-    in the order given: the order every group of writers follows (sorted pairs)."""
+    """Serialise the two writers that meet on a provider id: the send being recorded and a
+    report arriving for it. Without this, on PostgreSQL a report could look for the
+    message just before the send commits, while the send looks for waiting reports just
+    before the report commits, and neither would see the other. A transaction-scoped
+    advisory lock per ``(provider_kind, provider_message_id)``, taken first by both,
+    closes that window (SQLite has one writer). Taken in the order given: the order every
+    group of writers follows (sorted pairs)."""
     if session.bind.dialect.name != "postgresql" or not keys:
         return
     await session.execute(_LOCK_PROVIDER_IDS, {"keys": [f"{kind}:{pid}" for kind, pid in keys]})
@@ -130,31 +124,23 @@ async def lock_provider_messages(session: AsyncSession, keys: Sequence[tuple[str
 async def message_for_update(
     session: AsyncSession, provider_kind: str, provider_message_id: str
 ) -> Message | None:
-    """The message a provider id belongs to, row-locked on PostgreSQL so that concurrent
-    reports for one message apply one after the other (SQLite has a single writer). Read
-    afresh even if the session holds it (populate_existing: a bulk UPDATE earlier in the
-    transaction, e.g. the send's record, is not in the session's copy), so that the apply
-    and its app event work on the row as it is."""
-    return (
-        await session.execute(
-            select(Message)
-            .where(
-                Message.provider_kind == provider_kind,
-                Message.provider_message_id == provider_message_id,
-            )
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one_or_none()
+    """The message a provider id belongs to, locked: one key of
+    :func:`messages_for_update_by_provider_ids`."""
+    key = (provider_kind, provider_message_id)
+    return (await messages_for_update_by_provider_ids(session, [key])).get(key)
 
 
 async def messages_for_update_by_provider_ids(
     session: AsyncSession, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], Message]:
-    """:func:`message_for_update` for many ``(provider_kind, provider_message_id)`` at
-    once (a group of callbacks): one locked read per provider kind, keyed by the pair.
-    Rows are locked in message id order; callers hold the provider ids' advisory locks
-    already, so two such reads never wait on each other's rows."""
+    """The messages these ``(provider_kind, provider_message_id)`` belong to, keyed by the
+    pair: one locked read per provider kind. Row-locked on PostgreSQL so that concurrent
+    reports for one message apply one after the other (SQLite has a single writer); rows
+    are locked in message id order, and callers hold the provider ids' advisory locks
+    already, so two such reads never wait on each other's rows. Read afresh even if the
+    session holds them (populate_existing: a bulk UPDATE earlier in the transaction, e.g.
+    the send's record, is not in the session's copy), so that the apply and its app event
+    work on the rows as they are."""
     wanted: dict[str, list[str]] = {}
     for kind, provider_message_id in keys:
         wanted.setdefault(kind, []).append(provider_message_id)
