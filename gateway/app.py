@@ -157,7 +157,8 @@ def create_app(
             OptOutsController,
             cost_report,
         ],
-        guards=[require_api_key],
+        # No handler below sets a before_request of its own: it would replace this one.
+        before_request=require_api_key,
     )
     handlers: list[object] = [v1, receive_webhook, health, ready, MetricsController]
     if settings.dashboard_token:  # the operator's page exists only when it has a password

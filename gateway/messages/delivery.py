@@ -40,7 +40,8 @@ def takes_precedence(
 
 def apply_report(message: Message, event: WebhookEvent, now: datetime) -> bool:
     """Apply one stored delivery report to its (locked) message; True if the status moved."""
-    event.applied_at = now
+    if event.applied_at != now:  # stored already applied (PostgreSQL's groups): stays clean
+        event.applied_at = now
     if event.status is None:
         return False
     reported = DeliveryStatus(event.status)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 import pytest
 
@@ -21,6 +23,28 @@ async def test_no_key_is_401_with_a_challenge(gateway: Gateway) -> None:
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.headers["www-authenticate"].startswith("Bearer")
     assert "Authorization: Bearer" in response.json()["detail"]
+
+
+async def test_every_v1_route_and_method_needs_a_key(
+    settings: Settings, sandbox: SandboxState
+) -> None:
+    """The key check is the /v1 router's before_request hook: a handler with a hook of its
+    own would replace it, so every route and method is knocked on without a key, with a
+    body that would not validate either (the key is checked before the body is read)."""
+    app = create_app(settings, sandbox=sandbox, http_client_factory=in_process_client)
+    knocked = 0
+    async with running(app), in_process_client(app) as client:
+        for route in app.routes:
+            if not route.path.startswith("/v1"):
+                continue
+            # A path parameter gets a plausible value: the key check comes first anyway.
+            path = re.sub(r"\{[^}]+\}", "x1", route.path)
+            for method in sorted(route.methods - {"OPTIONS", "HEAD"}):
+                response = await client.request(method, path, content=b"{not json")
+                assert response.status_code == 401, (method, route.path, response.text)
+                assert response.headers["content-type"].startswith("application/problem+json")
+                knocked += 1
+    assert knocked >= 15  # every controller's routes were found (sends, events, consent...)
 
 
 @pytest.mark.parametrize(

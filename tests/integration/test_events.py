@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import Webhook
 
 from gateway.auth.keys import create_key
 from gateway.db.models import AppEvent
-from gateway.events import outbox
+from gateway.events import outbox, record
 from gateway.events.delivery import EventDelivery
 from gateway.settings import AppQuota, EventsSettings
 from tests.integration.conftest import Gateway, with_settings
@@ -350,3 +350,42 @@ async def test_the_claim_walks_the_pending_indexes_before_any_statistics(
         plan = "\n".join((await session.execute(text(f"EXPLAIN {sql}"))).scalars())
     assert "ix_app_events_pending_subject" in plan, plan
     assert "BitmapAnd" not in plan, plan
+
+
+async def test_the_last_event_of_each_subject_is_one_index_step_before_any_statistics(
+    gateway: Gateway,
+) -> None:
+    """Which status each message's last event had decides whether a change writes an
+    event. On PostgreSQL, with no statistics yet, the ``IN``/``max`` form of that lookup
+    scanned the whole table for every webhook group (4-9 ms each at 20k events); the
+    lateral form is a backward index step per message whatever the planner knows. Both
+    engines: the answer itself."""
+    now = gateway.clock()
+    is_postgres = gateway.state.engine.dialect.name == "postgresql"
+    async with gateway.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < 3000)"
+                " INSERT INTO app_events (event_id, app, event_type, subject_id, seq, status,"
+                " payload, state, attempts, next_attempt_at, created_at)"
+                " SELECT 'evt_last_' || g, 'billing', 'message.sent', 'msg_last_' || (g / 2),"
+                " 1 + g % 2, CASE WHEN g % 2 = 1 THEN 'delivered' ELSE 'sent' END, '{}',"
+                " 'skipped', 0, :now, :now FROM s"
+            ),
+            {"now": now},
+        )
+    wanted = ["msg_last_7", "msg_last_1500", "msg_last_none"]
+    async with gateway.state.sessionmaker() as session:
+        last = await record._last_events(session, wanted)
+        # g = 14 (seq 1, sent) and 15 (seq 2, delivered); 3000 alone: seq 1, sent.
+        assert last == {"msg_last_7": (2, "delivered"), "msg_last_1500": (1, "sent")}
+        if is_postgres:
+            plan = "\n".join(
+                (
+                    await session.execute(
+                        text("EXPLAIN " + record._LAST_EVENTS_PG.text), {"ids": wanted}
+                    )
+                ).scalars()
+            )
+            assert "Index Scan Backward using uq_app_events_subject_seq" in plan, plan
+            assert "Seq Scan on app_events" not in plan, plan
