@@ -233,6 +233,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.sandbox:
         key = _run(_prepare_sandbox(settings))
         _print_sandbox_banner(settings, key)
+    elif not settings.is_sqlite:
+        # Checked here as well as at start-up inside the app: there, uvicorn would report
+        # the refusal as a traceback of a failed lifespan.
+        _run(_check_migrated(settings))
     app = create_app(settings, sandbox=sandbox)
     uvicorn.run(
         app,
@@ -380,6 +384,11 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     print(f"revoked {args.key_id}")
     return 0
+
+
+async def _check_migrated(settings: Settings) -> None:
+    async with _session(settings):
+        pass
 
 
 @contextlib.asynccontextmanager

@@ -46,6 +46,11 @@ def test_postgres_needs_migrate_before_use(postgres: PostgresServer) -> None:
     refused = run_cli("keys", "list", env=env)
     assert refused.returncode == 2
     assert "sms-gateway migrate" in refused.stderr
+    # serve refuses before it listens, in one line (uvicorn would print a traceback).
+    serve = run_cli("serve", "--port", "1", env=env)
+    assert serve.returncode == 2
+    assert "sms-gateway migrate" in serve.stderr
+    assert "Traceback" not in serve.stderr
     migrated = run_cli("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
     assert f"database at migration {head_revision()}" in migrated.stdout
