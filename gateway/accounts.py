@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from gateway.outbound_http import CookielessClient
 from gateway.settings import Settings, TwilioAccount
 from providers import Provider
 from providers.telnyx import TelnyxProvider
@@ -20,7 +21,7 @@ def create_http_client() -> httpx.AsyncClient:
     # closed fails after the request was written, an unknown outcome that waits for
     # reconciliation (seen under load in the scale-out test).
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=4.0)
-    return httpx.AsyncClient(
+    return CookielessClient(
         transport=AiohttpTransport(limits=limits),
         timeout=httpx.Timeout(10.0, connect=5.0),
         limits=limits,

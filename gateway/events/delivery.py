@@ -36,6 +36,7 @@ from gateway.dispatch.decisions import backoff_seconds
 from gateway.events import outbox
 from gateway.events.secrets import SecretUnavailable, signing_secret
 from gateway.events.signing import signed_headers
+from gateway.outbound_http import CookielessClient
 from gateway.settings import Settings
 
 logger = logging.getLogger("gateway.events")
@@ -48,7 +49,7 @@ def create_events_client(settings: Settings) -> httpx.AsyncClient:
     CPU at a few dozen requests in flight (bench/README.md, the simulator's callbacks)."""
     events = settings.events
     limits = httpx.Limits(max_connections=events.concurrency, keepalive_expiry=4.0)
-    return httpx.AsyncClient(
+    return CookielessClient(
         transport=AiohttpTransport(limits=limits),
         timeout=httpx.Timeout(events.timeout_seconds),
         follow_redirects=False,
