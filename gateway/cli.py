@@ -216,6 +216,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.system.gc_tuning import tune_for_serving
     from gateway.system.logging import configure_logging
 
     host = args.host or settings.host
@@ -238,6 +239,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # the refusal as a traceback of a failed lifespan.
         _run(_check_migrated(settings))
     app = create_app(settings, sandbox=sandbox)
+    tune_for_serving()
     uvicorn.run(
         app,
         host=host,
@@ -282,6 +284,7 @@ def _print_sandbox_banner(settings: Settings, key: str) -> None:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.system.gc_tuning import tune_for_serving
     from gateway.system.logging import configure_logging
     from gateway.worker import run_worker
 
@@ -290,6 +293,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
         settings = sandbox_worker_settings(settings, args.sandbox)
     configure_logging(settings.log_level)
+    tune_for_serving()
     return _run(run_worker(settings, _stop_on_signals, metrics_port=args.metrics_port))
 
 
