@@ -9,9 +9,9 @@ the status already applied. Every report stays in ``webhook_events`` either way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +20,7 @@ from gateway.costs.attempts import record_stored_report_cost
 from gateway.db.models import Message, WebhookEvent
 from gateway.events.record import message_status_changed
 from providers import DeliveryStatus
+from providers.twilio import webhooks as twilio_webhooks
 
 #: Reports for messages we never see (sent outside the gateway) stop being retried after this.
 PENDING_HORIZON = timedelta(days=1)
@@ -38,6 +39,60 @@ def takes_precedence(
     return False
 
 
+#: Providers whose report times name a stretch rather than an instant, each with its own
+#: reading of a stored report's payload: how long the stretch its ``occurred_at`` starts is
+#: (``None``: an instant). Twilio's ``RawDlrDoneDate`` is a minute (PROTOCOLS.md C.6);
+#: every other time (Telnyx's ISO 8601 with fractions) is an instant.
+_REPORT_TIME_SPANS: Final[Mapping[str, Callable[[Mapping[str, Any]], timedelta | None]]] = {
+    twilio_webhooks.TwilioWebhooks.kind: twilio_webhooks.report_time_span,
+}
+_LAST_INSTANT: Final = timedelta(microseconds=1)  # a datetime's (and the columns') resolution
+
+
+class ReportTime(NamedTuple):
+    """When a report says its status was reached."""
+
+    #: The best estimate: the message's ``status_occurred_at`` (and ``completed_at``).
+    at: datetime
+    #: The latest moment the provider's own time allows (``None``: it gave none): what a
+    #: terminal report is ordered by, so that it counts as dated earlier than the status
+    #: already applied only when its whole stretch lies before that status's time.
+    latest: datetime | None
+
+
+def report_time(message: Message, event: WebhookEvent, now: datetime) -> ReportTime:
+    """When ``event``'s status was reached, as ``message`` records it.
+
+    Never before ``message.sent_at``: a message reaches no status its provider reports
+    before it was handed over (a carrier's clock, or its minute, can say otherwise).
+
+    A time that names a stretch ``[start, end)`` (Twilio's done-date minute) is narrowed
+    by the report's arrival, before which the truth lies too. An arrival before ``end``
+    is the estimate: a callback trails the carrier's receipt by seconds, so it is far
+    closer to the truth than the stretch's start is (an arrival even before ``start``
+    shows the carrier's clock is not UTC, and leaves the arrival as the one sure bound).
+    An arrival after ``end`` (the carrier held its receipt back) says nothing about where
+    in the stretch the truth lies: the provider's start is kept as given. Whether a time
+    is a stretch is the provider's word on its payload (:data:`_REPORT_TIME_SPANS`), never
+    a guess from seconds that happen to be zero. A report without a time has ``now``.
+    """
+    sent_at = message.sent_at
+    if event.occurred_at is None:
+        return ReportTime(now if sent_at is None else max(now, sent_at), None)
+    at = latest = event.occurred_at
+    read_span = _REPORT_TIME_SPANS.get(event.provider_kind)
+    span = read_span(event.payload or {}) if read_span is not None else None
+    if span is not None:
+        latest = event.occurred_at + span - _LAST_INSTANT
+        if event.received_at <= latest:
+            at = event.received_at
+    if sent_at is not None:
+        # Both floored, so that two reports the carrier dated before the send compare
+        # equal, and the later word wins, rather than the first applied pinning the order.
+        at, latest = max(at, sent_at), max(latest, sent_at)
+    return ReportTime(at, latest)
+
+
 def apply_report(message: Message, event: WebhookEvent, now: datetime) -> bool:
     """Apply one stored delivery report to its (locked) message; True if the status moved."""
     if event.applied_at != now:  # stored already applied (PostgreSQL's groups): stays clean
@@ -45,17 +100,18 @@ def apply_report(message: Message, event: WebhookEvent, now: datetime) -> bool:
     if event.status is None:
         return False
     reported = DeliveryStatus(event.status)
+    reported_at = report_time(message, event, now)
     if not takes_precedence(
-        DeliveryStatus(message.status), message.status_occurred_at, reported, event.occurred_at
+        DeliveryStatus(message.status), message.status_occurred_at, reported, reported_at.latest
     ):
         return False
     message.status = reported.value
-    message.status_occurred_at = event.occurred_at or now
+    message.status_occurred_at = reported_at.at
     message.updated_at = now
     if event.error_code is not None or reported.is_terminal:
         message.error_code = event.error_code
     if reported.is_terminal:
-        message.completed_at = event.occurred_at or now
+        message.completed_at = reported_at.at
     return True
 
 
@@ -87,7 +143,12 @@ async def apply_or_reroute(
         current = DeliveryStatus(message.status)
         if (
             reported in _NEGATIVE
-            and takes_precedence(current, message.status_occurred_at, reported, event.occurred_at)
+            and takes_precedence(
+                current,
+                message.status_occurred_at,
+                reported,
+                report_time(message, event, now).latest,  # ordered as apply_report orders it
+            )
             and await rerouter.reroute(session, message, event, now)
         ):
             event.applied_at = now

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final
 from urllib.parse import parse_qsl
 
@@ -58,6 +58,10 @@ CALLBACK_STATUSES: Final[Mapping[str, DeliveryStatus]] = {
 _INBOUND_STATUS: Final = "received"
 _FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"
 _SID_KEYS: Final = ("MessageSid", "SmsSid")
+_DONE_DATE_KEY: Final = "RawDlrDoneDate"
+#: ``RawDlrDoneDate`` names a minute, not an instant (C.6): the carrier's done time lies in
+#: ``[done date, done date + one minute)``, and a report's ``occurred_at`` is that start.
+DONE_DATE_SPAN: Final = timedelta(minutes=1)
 
 
 class TwilioWebhookAccount(msgspec.Struct, frozen=True, kw_only=True):
@@ -199,7 +203,8 @@ def callback_event(pairs: Sequence[tuple[str, str]]) -> ProviderEvent:
         provider_message_id=sid,
         status=mapped,
         provider_status=status,
-        occurred_at=dlr_done_date(fields.get("RawDlrDoneDate")),
+        # The start of the done date's minute: see report_time_span for its length.
+        occurred_at=dlr_done_date(fields.get(_DONE_DATE_KEY)),
         error_code=error_code,
         segments=_count(fields, "NumSegments"),
         raw=raw,
@@ -240,6 +245,20 @@ def dlr_done_date(value: str | None) -> datetime | None:
         return datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=UTC)
     except ValueError:
         return None
+
+
+def report_time_span(raw: Mapping[str, Any]) -> timedelta | None:
+    """How long a stretch the time of a stored Twilio report stands for, from ``raw`` (its
+    parameters as stored): a status callback's ``occurred_at`` is the start of its
+    ``RawDlrDoneDate`` minute (C.6), so :data:`DONE_DATE_SPAN`. ``None`` when its time is
+    an instant or when it has none: a callback without a readable done date, or a fetched
+    Message resource (its ``date_updated`` is to the second, and it has no such field)."""
+    value = raw.get(_DONE_DATE_KEY)
+    if isinstance(value, list):  # the name repeated: the first counts, as in callback_event
+        value = value[0] if value else None
+    if not isinstance(value, str) or dlr_done_date(value) is None:
+        return None
+    return DONE_DATE_SPAN
 
 
 def _count(fields: Mapping[str, str], name: str) -> int | None:
