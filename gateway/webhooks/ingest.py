@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
@@ -68,16 +68,21 @@ async def insert_event(session: AsyncSession, values: dict[str, Any]) -> Webhook
     inserted = (await session.execute(_INSERT_EVENT, values)).scalar_one_or_none()
     if inserted is None:
         return None
-    return _as_session_object(session, inserted, values)
-
-
-def _as_session_object(
-    session: AsyncSession, event_pk: int, values: dict[str, Any]
-) -> WebhookEvent:
-    event = WebhookEvent(event_pk=event_pk, **values)
+    event = WebhookEvent(event_pk=inserted, **values)
     make_transient_to_detached(event)
     session.add(event)
     return event
+
+
+class _NewEvent(msgspec.Struct):
+    """An event a group inserted: its values as a plain object (the batch applies it
+    through it), and the ``applied_at`` the insert wrote. Not the session's object: the
+    unit of work's bookkeeping of a group's events (add, then the flush's look at each)
+    was a twentieth of the process; the one column that may change afterwards is written
+    by :func:`_write_applied`."""
+
+    row: WebhookEvent
+    stored_applied_at: datetime | None
 
 
 class IngestResult(msgspec.Struct):
@@ -156,19 +161,21 @@ async def record_callbacks(
         ),
     )
     batch = _Batch(session, rules, messages, attempts)
+    new_events = list(stored.values())
     results: list[IngestResult] = []
     for callback in callbacks:
         result = IngestResult()
         for event in callback.events:
             # pop: a second copy of an event within the group is a duplicate as well.
-            row = stored.pop((callback.provider_kind, event.event_id), None)
-            if row is None:
+            new = stored.pop((callback.provider_kind, event.event_id), None)
+            if new is None:
                 result.duplicates += 1
                 if isinstance(event, InboundMessage) and rules.consent is not None:
                     reply = _answer_again(event, callback.provider_kind, rules.consent)
                     result.reply = reply or result.reply
                 continue
             result.recorded += 1
+            row = new.row
             if isinstance(event, DeliveryReport):
                 if not await batch.apply_report(callback, event, row, result):
                     result.pending += 1  # applied when the message's send commit lands
@@ -178,7 +185,29 @@ async def record_callbacks(
                 row.applied_at = callback.now
             result.applied += 1
         results.append(result)
+    await _write_applied(session, new_events)
     return results
+
+
+#: The one change an event row sees after its insert: when it was applied.
+_EVENTS = cast(Table, WebhookEvent.__table__)
+_SET_APPLIED = (
+    update(_EVENTS)
+    .where(_EVENTS.c.event_pk == bindparam("pk"))
+    .values(applied_at=bindparam("applied"))
+)
+
+
+async def _write_applied(session: AsyncSession, events: list[_NewEvent]) -> None:
+    """One executemany for the events applied after their insert (on SQLite every applied
+    report; on PostgreSQL an adopted message's report, an inbound message)."""
+    changed = [
+        {"pk": new.row.event_pk, "applied": new.row.applied_at}
+        for new in events
+        if new.row.applied_at != new.stored_applied_at
+    ]
+    if changed:
+        await session.execute(_SET_APPLIED, changed)
 
 
 def _event_row(callback: Verified, event: ProviderEvent, applied: bool) -> dict[str, Any]:
@@ -204,7 +233,7 @@ async def _insert_new_events(
     session: AsyncSession,
     callbacks: Sequence[Verified],
     messages: dict[tuple[str, str], Message],
-) -> dict[tuple[str, str], WebhookEvent]:
+) -> dict[tuple[str, str], _NewEvent]:
     """Insert every event not on record yet; the rows inserted, as the session's objects,
     by ``(provider_kind, event_id)``. A report whose message is in ``messages`` is stored
     as applied (it is applied in this transaction; setting the same time again later
@@ -222,7 +251,7 @@ async def _insert_new_events(
             )
             rows[key] = _event_row(callback, event, applied)
     values = list(rows.values())
-    stored: dict[tuple[str, str], WebhookEvent] = {}
+    stored: dict[tuple[str, str], _NewEvent] = {}
     for start in range(0, len(values), _INSERT_CHUNK):
         chunk = values[start : start + _INSERT_CHUNK]
         statement = insert_rows_ignoring(
@@ -234,7 +263,10 @@ async def _insert_new_events(
         )
         inserted = await session.execute(statement, row_parameters(chunk))
         for event_pk, kind, event_id in inserted.tuples():
-            stored[(kind, event_id)] = _as_session_object(session, event_pk, rows[(kind, event_id)])
+            row = rows[(kind, event_id)]
+            stored[(kind, event_id)] = _NewEvent(
+                WebhookEvent(event_pk=event_pk, **row), row["applied_at"]
+            )
     return stored
 
 

@@ -263,6 +263,14 @@ async def test_inbound_reply_goes_to_the_app_that_last_messaged_the_sender(
         "/v1/inbound", params={"from": "+14155550199"}, headers=headers
     )
     assert filtered.json()["data"] == []
+    # Its webhook event is on record as applied (written after the insert, in the group).
+    async with gateway.state.sessionmaker() as session:
+        applied = (
+            await session.execute(
+                select(WebhookEvent.applied_at).where(WebhookEvent.event_type == "inbound")
+            )
+        ).scalar_one()
+    assert applied is not None
 
 
 # --- callbacks arriving together (gateway/webhooks/group_commit.py) --------------------
