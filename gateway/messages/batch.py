@@ -221,7 +221,9 @@ async def _insert_messages(session: AsyncSession, rows: list[Message]) -> None:
     if rows:
         await session.execute(
             insert(_MESSAGES),
-            [{column: getattr(row, key) for key, column in _MESSAGE_COLUMNS} for row in rows],
+            # From each instance's own dict (what new_message_row set), not through the
+            # instrumented attributes: a third of this function's cost.
+            [{column: vars(row).get(key) for key, column in _MESSAGE_COLUMNS} for row in rows],
         )
 
 

@@ -46,11 +46,13 @@ def parse_recipient(raw: str, region: str | None) -> tuple[str, str | None]:
         raise InvalidNumber(
             f"{_REASONS.get(possible, 'is not a possible number')} for +{number.country_code}"
         )
-    if not phonenumbers.is_valid_number(number):
-        where = phonenumbers.region_code_for_number(number) or f"+{number.country_code}"
-        raise InvalidNumber(f"is not a valid phone number in {where}")
+    # is_valid_number is exactly this pair; the region is looked up once (for +1 it is a
+    # walk over every NANP country's patterns) and is also what we return.
+    region = phonenumbers.region_code_for_number(number)
+    if region is None or not phonenumbers.is_valid_number_for_region(number, region):
+        raise InvalidNumber(f"is not a valid phone number in {region or f'+{number.country_code}'}")
     e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
-    return e164, phonenumbers.region_code_for_number(number)
+    return e164, region
 
 
 def _parse_reason(exc: NumberParseException) -> str:
