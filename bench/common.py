@@ -251,6 +251,12 @@ def fill_messages(db: Database, rows: int, template_id: str) -> float:
         "claimed_by": "NULL",
         "claim_expires_at": "NULL",
         "next_attempt_at": "NULL",
+        # History, as it is once settled: off the billing job's and the status poll's
+        # agendas (a copy of a new message is on both, and the workers would spend the
+        # run asking the simulator for a million bills).
+        "price_check_at": "NULL",
+        "status_check_at": "NULL",
+        "reconcile_until": "NULL",
     }
     select = ", ".join(replaced.get(c, f't."{c}"') for c in columns)
     names = ", ".join(f'"{c}"' for c in columns)
