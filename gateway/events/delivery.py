@@ -151,11 +151,11 @@ class EventDelivery:
             )
             # Written since the sweep above, or whose app's URL this process lacks:
             # settled here too, in the claim's transaction, without holding a slot.
-            deliverable = [event for event in claimed if self._url(event) is not None]
-            if len(deliverable) < len(claimed):
-                await outbox.record_skipped(
-                    session, [event for event in claimed if event not in deliverable]
-                )
+            deliverable: list[outbox.ClaimedEvent] = []
+            nowhere: list[outbox.ClaimedEvent] = []
+            for event in claimed:
+                (nowhere if self._url(event) is None else deliverable).append(event)
+            await outbox.record_skipped(session, nowhere)  # nothing to do when empty
         for event in deliverable:
             self._in_flight[event.app] = self._in_flight.get(event.app, 0) + 1
             task = asyncio.create_task(self._deliver(event))

@@ -95,8 +95,7 @@ def report_time(message: Message, event: WebhookEvent, now: datetime) -> ReportT
 
 def apply_report(message: Message, event: WebhookEvent, now: datetime) -> bool:
     """Apply one stored delivery report to its (locked) message; True if the status moved."""
-    if event.applied_at != now:  # stored already applied (PostgreSQL's groups): stays clean
-        event.applied_at = now
+    event.applied_at = now
     if event.status is None:
         return False
     reported = DeliveryStatus(event.status)

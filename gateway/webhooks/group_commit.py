@@ -35,10 +35,12 @@ __all__ = ["IngestQueue", "Verified"]
 
 #: At most this many callbacks in one transaction.
 MAX_GROUP = 100
-#: Flushes at once. One on PostgreSQL too: the flush is CPU in this process more than
-#: waiting for the database, and a second flusher only split the callbacks into smaller
-#: groups (more statements a callback): bench.webhooks went from 503-528/s to 702-806/s
-#: with one, at less CPU, and end to end from 146 to 179 msg/s. SQLite has one writer.
+#: Flushes at once. One on PostgreSQL too: a second flusher splits the callbacks into
+#: smaller groups (more statements a callback, more CPU). bench.webhooks went from
+#: 503-528/s to 702-806/s with one, end to end from 146 to 179 msg/s; measured again once
+#: the group's CPU had shrunk (and it waits on the database more than it computes), two
+#: gave 1,018-1,090 against 952-1,138 reports/s but a p99 of 70-85 ms against 48-56 ms and
+#: more CPU, which end to end, short of CPU, cannot spare. SQLite has one writer.
 FLUSHERS = {"sqlite": 1, "postgresql": 1}
 
 

@@ -234,11 +234,11 @@ async def _insert_new_events(
     callbacks: Sequence[Verified],
     messages: dict[tuple[str, str], Message],
 ) -> dict[tuple[str, str], _NewEvent]:
-    """Insert every event not on record yet; the rows inserted, as the session's objects,
-    by ``(provider_kind, event_id)``. A report whose message is in ``messages`` is stored
-    as applied (it is applied in this transaction; setting the same time again later
-    writes nothing); the others, inbound messages included, get ``applied_at`` when
-    applied."""
+    """Insert every event not on record yet; the rows inserted, as plain objects
+    (:class:`_NewEvent`), by ``(provider_kind, event_id)``. A report whose message is in
+    ``messages`` is stored as applied (it is applied in this transaction, at this same
+    time, so :func:`_write_applied` has nothing to write for it); the others, inbound
+    messages included, get ``applied_at`` when applied."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for callback in callbacks:
         for event in callback.events:
