@@ -3,8 +3,9 @@ shows it, and the 202 of a send carries the estimate of the account expected to 
 
 The route is the dispatcher's own decision (``RoutePlanner.decide``, with this process's
 breakers), so the preview says what would happen now. The 202's estimate is for the first
-candidate whose daily spend cap is not reached; the billing job re-estimates for the account
-that really took the message (a failover, a weighted pick decided by the real message id).
+candidate whose daily spend cap is not reached, routed by the stored message's own id, as the
+dispatcher will route it (a weighted pick hashes that id); the billing job re-estimates for
+the account that really took the message (a failover, a breaker that opened meanwhile).
 """
 
 from __future__ import annotations
@@ -48,12 +49,6 @@ class RouteQuote(msgspec.Struct, frozen=True, kw_only=True):
         """The estimate of the account expected to take the message."""
         return next((e for e in self.estimates if e.account not in self.capped), None)
 
-    def check_caps(self, now: datetime) -> None:
-        """429 when every account of the route has reached its daily spend cap."""
-        if self.accounts and all(a in self.capped for a in self.accounts):
-            caps = [("account", name, *self.capped[name]) for name in self.accounts]
-            raise spend_cap_problem(caps, now, "; every account of this route is capped")
-
 
 class Quoter:
     """Quotes for one request (a send, a batch, a preview): the caps are read once."""
@@ -68,62 +63,87 @@ class Quoter:
     async def load_caps(self, session: AsyncSession, now: datetime) -> None:
         self._capped = await account_caps_reached(session, self._accounts, self._accounts, now)
 
-    def quote(self, message: ValidatedMessage) -> RouteQuote:
-        # What validation found (country, the stored segment count): nothing parsed or
-        # counted twice, and the same figures the 202 shows.
-        facts = MessageFacts(
-            message_id=new_id("msg"),
-            to=message.to,
-            country=message.country,
-            message_type=MessageType.MMS if message.media_urls else MessageType.SMS,
-            app=self._app,
-            segments=message.segments,
-        )
-        if message.account is not None:  # forced: no routing, no failover
-            rule: str | None = None
-            strategy: str | None = None
-            accounts: tuple[str, ...] = (message.account,)
-            skipped: dict[str, str] = {}
-            reasons: tuple[str, ...] = (f"account {message.account!r} forced by the request",)
-        else:
-            decision = self._planner.decide(facts)
-            rule, strategy = decision.rule, str(decision.strategy)
-            accounts, skipped = decision.candidates, decision.skipped_reasons
-            reasons = decision.reasons
-        config = self._planner.config
-        estimates = tuple(
-            estimate(
-                self._settings.prices,
-                config,
-                account,
-                country=facts.country,
-                message_type=MessageType.MMS if message.media_urls else MessageType.SMS,
-                segments=message.segments,
-                # The app's ``from``, else what the account sends from (its pool, its number).
-                number_type=sender_number_type(message.sender, self._accounts.get(account)),
-            )
-            for account in accounts
-        )
+    def quote(self, message: ValidatedMessage, *, message_id: str | None = None) -> RouteQuote:
+        """The route and every candidate's estimate. ``message_id``: the stored message's
+        (a weighted pick hashes it); a preview, which stores nothing, draws one."""
+        route = self._route(message, message_id or new_id("msg"))
         return RouteQuote(
-            country=facts.country,
-            message_type=str(facts.message_type),
-            rule=rule,
-            strategy=strategy,
-            accounts=accounts,
-            skipped=skipped,
-            reasons=reasons,
-            estimates=estimates,
-            capped={a: c for a, c in self._capped.items() if a in accounts},
+            country=message.country,
+            message_type=str(_message_type(message)),
+            rule=route.rule,
+            strategy=route.strategy,
+            accounts=route.accounts,
+            skipped=route.skipped,
+            reasons=route.reasons,
+            estimates=tuple(self._estimate(message, account) for account in route.accounts),
+            capped={a: c for a, c in self._capped.items() if a in route.accounts},
         )
 
-    def price(self, row: Message, message: ValidatedMessage, now: datetime) -> RouteQuote:
-        """Put the estimate on a new message row; 429 when every route account is capped."""
-        quote = self.quote(message)
-        quote.check_caps(now)
-        chosen = quote.chosen
-        if chosen is not None:
+    def price(self, row: Message, message: ValidatedMessage, now: datetime) -> None:
+        """Put the estimate of the account expected to take it on a new message row; 429
+        when every account of its route is capped. Routed by the row's own id, as the
+        dispatcher will route it, and only the expected account is estimated."""
+        accounts = self._route(message, row.message_id).accounts
+        if accounts and all(a in self._capped for a in accounts):
+            caps = [("account", name, *self._capped[name]) for name in accounts]
+            raise spend_cap_problem(caps, now, "; every account of this route is capped")
+        account = next((a for a in accounts if a not in self._capped), None)
+        if account is not None:
             # ``estimate_account`` stays null: the billing job sets it (and charges that
             # account's spend counter) once a provider has taken the message.
+            chosen = self._estimate(message, account)
             row.estimated_cost = chosen.amount
             row.cost_currency = chosen.currency
-        return quote
+
+    def _route(self, message: ValidatedMessage, message_id: str) -> _Route:
+        if message.account is not None:  # forced: no routing, no failover
+            return _Route(
+                rule=None,
+                strategy=None,
+                accounts=(message.account,),
+                skipped={},
+                reasons=(f"account {message.account!r} forced by the request",),
+            )
+        # What validation found (country, the stored segment count): nothing parsed or
+        # counted twice, and the same figures the 202 shows.
+        decision = self._planner.decide(
+            MessageFacts(
+                message_id=message_id,
+                to=message.to,
+                country=message.country,
+                message_type=_message_type(message),
+                app=self._app,
+                segments=message.segments,
+            )
+        )
+        return _Route(
+            rule=decision.rule,
+            strategy=str(decision.strategy),
+            accounts=decision.candidates,
+            skipped=decision.skipped_reasons,
+            reasons=decision.reasons,
+        )
+
+    def _estimate(self, message: ValidatedMessage, account: str) -> Estimate:
+        return estimate(
+            self._settings.prices,
+            self._planner.config,
+            account,
+            country=message.country,
+            message_type=_message_type(message),
+            segments=message.segments,
+            # The app's ``from``, else what the account sends from (its pool, its number).
+            number_type=sender_number_type(message.sender, self._accounts.get(account)),
+        )
+
+
+class _Route(msgspec.Struct, frozen=True, kw_only=True):
+    rule: str | None
+    strategy: str | None
+    accounts: tuple[str, ...]
+    skipped: dict[str, str]
+    reasons: tuple[str, ...]
+
+
+def _message_type(message: ValidatedMessage) -> MessageType:
+    return MessageType.MMS if message.media_urls else MessageType.SMS

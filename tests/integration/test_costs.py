@@ -14,6 +14,8 @@ from sqlalchemy import func, select, update
 
 from gateway.costs.pricing import PriceBook, parse_price_table
 from gateway.db.models import Attempt, Message, SpendCounter
+from gateway.dispatch.planning import build_planner
+from gateway.routing.config import parse_routing
 from gateway.settings import AppQuota, Settings
 from tests.integration.conftest import Gateway, with_settings
 
@@ -181,6 +183,46 @@ async def test_send_and_batch_answers_carry_the_estimate(
     rows = {r.to_number: r for r in await _rows(gateway)}
     assert rows["+447400123456"].estimated_cost == Decimal("0.0524")
     assert rows["+447400123456"].estimate_account is None  # set once a provider takes it
+
+
+async def test_the_estimate_of_a_weighted_route_is_for_the_account_it_picks(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    """A weighted pick hashes the message id: the 202 routes by the stored message's id,
+    so its estimate is for the account the dispatcher then sends with (0.0083 on Twilio,
+    0.0075 on Telnyx), message by message."""
+    routing = parse_routing(
+        {
+            "rules": [
+                {
+                    "name": "split",
+                    "accounts": ["twilio-sandbox", "telnyx-sandbox"],
+                    "strategy": "weighted",
+                    "weights": [50, 50],
+                }
+            ]
+        },
+        source="test",
+        accounts={a.name: a.kind for a in gateway.state.settings.accounts},
+    )
+    gateway.state.planner = build_planner(with_settings(gateway.state.settings, routing=routing))
+    gateway.dispatcher.planner = gateway.state.planner
+    batch = await gateway.client.post(
+        "/v1/messages/batch",
+        json={"messages": [{"to": f"+141555501{n:02}", "body": "split"} for n in range(16)]},
+        headers=headers,
+    )
+    assert batch.status_code == 200, batch.text
+    estimates = {
+        r["message"]["message_id"]: r["message"]["estimated_cost"] for r in batch.json()["results"]
+    }
+    await gateway.dispatcher.run_once()
+    async with gateway.state.sessionmaker() as session:
+        rows = await session.execute(select(Attempt.message_id, Attempt.provider_account))
+        taken = {message_id: account for message_id, account in rows.tuples()}
+    price = {"twilio-sandbox": "0.0083", "telnyx-sandbox": "0.0075"}
+    assert set(taken.values()) == set(price)  # both accounts picked: the split is real
+    assert estimates == {message_id: price[account] for message_id, account in taken.items()}
 
 
 async def test_failover_re_estimates_for_the_account_that_took_it(
