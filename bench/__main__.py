@@ -1,9 +1,10 @@
 """Every benchmark in one sitting: ``.venv/bin/python -m bench [--quick] [--no-jasmin]``.
 
 Order: Jasmin first (its end-to-end rate is the target of (d)), then (d) end to end,
-(a) accept, (b) webhooks, (c) dispatch. ``--quick`` is a smoke test of the harness (small
-counts, no filler rows); a full run adds 10k and 1M filler rows to (a)-(c). Results are also
-written as JSON to ``--out`` (default ``bench/results/latest.json``).
+(a) accept, (b) webhooks, (c) dispatch, (h) event delivery. ``--quick`` is a smoke test of
+the harness (small counts, no filler rows); a full run adds 10k and 1M filler rows to
+(a)-(c) ((h) runs with none unless ``--rows`` says). Results are also written as JSON to
+``--out`` (default ``bench/results/latest.json``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import accept, dispatch, e2e, jasmin, webhooks
+from bench import accept, dispatch, e2e, events, jasmin, webhooks
 from bench.common import REPO, Report, machine
 
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     reports.append(accept.run(common))
     reports.append(webhooks.run(common))
     reports.append(dispatch.run([*common, "--engines", "postgres"]))
+    reports.append(events.run([*common, "--engines", "postgres"]))
     print(f"\n==== summary ({header})")
     for report in reports:
         for check in report.checks:
