@@ -102,6 +102,7 @@ def create_app(
                     providers=state.providers,
                     settings=settings.dispatcher,
                     wakeup=state.dispatch_wakeup,
+                    events_wakeup=state.events_wakeup,
                     status_callback_url=webhook_url(settings),
                     planner=state.planner,
                     accounts={a.name: a for a in settings.accounts},
@@ -118,6 +119,7 @@ def create_app(
                     http_client=events_client,
                     settings=settings,
                     clock=state.clock,
+                    wakeup=state.events_wakeup,
                 )
                 events_task = asyncio.create_task(delivery.run(stop))
             try:

@@ -38,6 +38,8 @@ class GatewayState:
     clock: Callable[[], datetime] = utcnow
     #: Set after a commit that made a message due, so the dispatcher need not wait to poll.
     dispatch_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set after a commit that wrote app events, so event delivery need not wait to poll.
+    events_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     #: Concurrent single sends, stored together (gateway/messages/group_commit.py).
     accept_queue: AcceptQueue = field(init=False)
     #: Verified callbacks, recorded together (gateway/webhooks/group_commit.py).

@@ -21,7 +21,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,10 +35,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from gateway.clock import utcnow
 from gateway.dispatch.decisions import backoff_seconds
 from gateway.events import outbox
-from gateway.events.secrets import SecretUnavailable, signing_secret
+from gateway.events.outcomes import OutcomeQueue
+from gateway.events.secrets import SecretUnavailable, signing_secrets
 from gateway.events.signing import signed_headers
 from gateway.outbound_http import CookielessClient
-from gateway.settings import Settings
+from gateway.settings import EventsSettings, Settings
 
 logger = logging.getLogger("gateway.events")
 
@@ -58,6 +60,33 @@ def create_events_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+#: At most this many claimed, unsent events per POST slot (one posting, the others
+#: waiting for the slot), so that a slot that frees is filled at once from what is already
+#: claimed rather than after a claim transaction, and claims come in batches.
+MAX_HOLD_PER_SLOT = 4
+#: Seconds of its lease an event must have left when its POST starts, beyond the POST's
+#: own timeout (the same margin the settings require of ``lease_seconds``).
+LEASE_MARGIN_SECONDS = 5.0
+
+
+def hold_per_slot(events: EventsSettings) -> int:
+    """Events held per POST slot: as many as can wait their turn and still be posted
+    within their lease. A slot's events go one after another, each up to
+    ``timeout_seconds``, so the last of ``n`` starts after at most ``(n - 1)`` timeouts;
+    with the defaults (10 s, 60 s lease) that allows 5, capped at 4. A lease only just
+    longer than the timeout holds 1: no event waits."""
+    fits = int((events.lease_seconds - LEASE_MARGIN_SECONDS) // events.timeout_seconds)
+    return max(1, min(MAX_HOLD_PER_SLOT, fits))
+
+
+class _Claimed(msgspec.Struct, frozen=True):
+    event: outbox.ClaimedEvent
+    #: The app's signing secret as the claim read it (``None``: it has none).
+    secret: str | SecretUnavailable | None
+    #: The claim's "now": its lease runs from there (on the same clock).
+    claimed_at: datetime
+
+
 class EventDelivery:
     def __init__(
         self,
@@ -76,7 +105,17 @@ class EventDelivery:
         self._clock = clock
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         self._wakeup = wakeup or asyncio.Event()
-        self._in_flight: dict[str, int] = {}
+        #: Set when a POST ends (room to claim more) and when an outcome is recorded (the
+        #: next event of its message may now be due).
+        self._released = asyncio.Event()
+        self._outcomes = OutcomeQueue(sessionmaker, owner=self.owner)
+        #: Per app: claimed events waiting for a POST slot, and POSTs in flight. Together
+        #: they are what this process holds under lease and has not sent yet.
+        self._waiting: dict[str, deque[_Claimed]] = {}
+        self._posting: Counter[str] = Counter()
+        self._hold = hold_per_slot(self._events)
+        self._poll_interval = timedelta(seconds=self._events.poll_interval_seconds)
+        self._swept_at: datetime | None = None
         self._apps_with_url = sorted(
             name for name, app in settings.apps.items() if app.callback_url is not None
         )
@@ -85,68 +124,97 @@ class EventDelivery:
     # --- the loop ---------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Claim while there are free slots, deliver concurrently, never wait for a slow
-        delivery to claim for another app. In-flight deliveries finish at shutdown."""
+        """Claim while there is room, deliver concurrently, never wait for a slow delivery
+        to claim for another app. At shutdown, POSTs in flight finish and are recorded;
+        claimed events not yet posted are handed back."""
         logger.info("event delivery started", extra={"worker": self.owner})
         while not stop.is_set():
+            # Cleared before the claim, not when going idle: a wake-up or a release
+            # during the claim must cut the next wait short, not be lost in it (lost, it
+            # left due events waiting out the whole poll interval).
+            self._wakeup.clear()
+            self._released.clear()
             try:
-                started = await self._claim_and_start()
+                taken = await self._claim_and_start()
             except Exception:  # keep delivering through a passing database error
                 logger.exception("event claim failed", extra={"worker": self.owner})
-                started = 0
-            if started and self._free_slots() > 0:
+                taken = 0
+            if taken and self._room() > 0:
                 continue  # more may be due right now
             await self._idle(stop)
-        if self._tasks:
+        # Claimed events not yet posted go back first, so that another process can take
+        # them while the POSTs in flight here finish.
+        unsent = [claimed.event for queue in self._waiting.values() for claimed in queue]
+        self._waiting.clear()
+        await self._hand_back(unsent)
+        while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         logger.info("event delivery stopped", extra={"worker": self.owner})
 
     async def run_once(self) -> int:
-        """One claim, and wait for its deliveries (tests; a deterministic step)."""
-        started = await self._claim_and_start()
-        if self._tasks:
+        """One claim, and wait until everything it took is delivered and recorded (tests;
+        a deterministic step)."""
+        taken = await self._claim_and_start()
+        while self._tasks:  # a delivery that ends starts the next waiting one
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        return started
+        return taken
 
-    def _free_slots(self) -> int:
-        return self._events.concurrency - sum(self._in_flight.values())
+    def _held(self, app: str) -> int:
+        queue = self._waiting.get(app)
+        return self._posting[app] + (len(queue) if queue else 0)
+
+    def _room(self) -> int:
+        """How many more events this process may hold unsent: a few per POST slot, so
+        that a slot that frees is filled at once from what is already claimed, not after
+        a claim transaction."""
+        waiting = sum(len(queue) for queue in self._waiting.values())
+        return self._hold * self._events.concurrency - waiting - self._posting.total()
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        self._wakeup.clear()
-        waiters: set[asyncio.Future[Any]] = {
+        waiters = {
             asyncio.ensure_future(stop.wait()),
             asyncio.ensure_future(self._wakeup.wait()),
+            asyncio.ensure_future(self._released.wait()),
         }
-        waiters |= set(self._tasks)  # a finished delivery frees a slot
-        _done, _pending = await asyncio.wait(
+        _done, pending = await asyncio.wait(
             waiters, timeout=self._events.poll_interval_seconds, return_when=asyncio.FIRST_COMPLETED
         )
-        for waiter in waiters:
-            if waiter not in self._tasks and not waiter.done():
-                waiter.cancel()
+        for waiter in pending:
+            waiter.cancel()
+
+    def _sweep_due(self, now: datetime) -> bool:
+        """The sweep of events with nowhere to go runs once a poll interval, not with
+        every claim: under load the loop claims many times a second, and the claim
+        settles such events itself when it takes them."""
+        if self._swept_at is not None and now - self._swept_at < self._poll_interval:
+            return False
+        self._swept_at = now
+        return True
 
     async def _claim_and_start(self) -> int:
-        """Settle the events with nowhere to go, then claim what the free slots allow;
-        returns how many events were taken (settled or started)."""
-        free = self._free_slots()
-        per_app = self._events.per_app_concurrency
-        slots = {app: per_app - n for app, n in self._in_flight.items()}
+        """Settle the events with nowhere to go, then claim what there is room for;
+        returns how many events were taken (settled or claimed)."""
+        room = self._room()
+        per_app = self._hold * self._events.per_app_concurrency
+        slots = {app: per_app - self._held(app) for app in {*self._posting, *self._waiting}}
         now = self._clock()
         async with self._sessionmaker() as session, session.begin():
-            skipped = await outbox.skip_undeliverable(
-                session, apps_with_url=self._apps_with_url, now=now
-            )
+            skipped = 0
+            if self._sweep_due(now):
+                skipped = await outbox.skip_undeliverable(
+                    session, apps_with_url=self._apps_with_url, now=now
+                )
             claimed = (
                 await outbox.claim_events(
                     session,
                     owner=self.owner,
                     now=now,
                     lease=timedelta(seconds=self._events.lease_seconds),
-                    limit=free,
+                    limit=room,
                     app_slots=slots,
                     default_slots=per_app,
                 )
-                if free > 0
+                if room > 0
                 else []
             )
             # Written since the sweep above, or whose app's URL this process lacks:
@@ -156,24 +224,86 @@ class EventDelivery:
             for event in claimed:
                 (nowhere if self._url(event) is None else deliverable).append(event)
             await outbox.record_skipped(session, nowhere)  # nothing to do when empty
+            # The claim's apps' secrets in the claim's transaction: one read, not a
+            # session and a read for every delivery.
+            secrets = await signing_secrets(
+                session, {event.app for event in deliverable}, key=self._settings.secrets_key
+            )
         for event in deliverable:
-            self._in_flight[event.app] = self._in_flight.get(event.app, 0) + 1
-            task = asyncio.create_task(self._deliver(event))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            claimed_event = _Claimed(event, secrets.get(event.app), now)
+            self._waiting.setdefault(event.app, deque()).append(claimed_event)
+        self._start_waiting()
         return skipped + len(claimed)
+
+    def _start_waiting(self) -> None:
+        """Start a POST for each waiting event that has a slot: the app's own
+        (``per_app_concurrency``) and one of the process's (``concurrency``)."""
+        per_app = self._events.per_app_concurrency
+        # Started only with a whole POST's time left on the lease (with its margin):
+        # past that, the lease could end mid-POST and another process send it too.
+        latest = self._clock() - timedelta(
+            seconds=self._events.lease_seconds - self._events.timeout_seconds - LEASE_MARGIN_SECONDS
+        )
+        stale: list[outbox.ClaimedEvent] = []
+        for app, queue in list(self._waiting.items()):
+            while (
+                queue
+                and self._posting[app] < per_app
+                and self._posting.total() < self._events.concurrency
+            ):
+                claimed = queue.popleft()
+                if claimed.claimed_at < latest:
+                    stale.append(claimed.event)
+                    continue
+                self._posting[app] += 1
+                self._track(self._deliver(claimed))
+            if not queue:
+                del self._waiting[app]
+        if stale:  # rare: hold_per_slot keeps the waits within the lease; this is the guard
+            self._track(self._hand_back(stale))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hand_back(self, events: list[outbox.ClaimedEvent]) -> None:
+        """Claimed, never posted (shutdown, or too little lease left): released now, not
+        when their lease expires."""
+        if not events:
+            return
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                await outbox.release_unsent(session, events, owner=self.owner)
+        except Exception:  # their leases expire instead; nothing is lost
+            logger.exception("handing back claimed events failed", extra={"count": len(events)})
 
     # --- one delivery -----------------------------------------------------------------
 
-    async def _deliver(self, event: outbox.ClaimedEvent) -> None:
+    async def _deliver(self, claimed: _Claimed) -> None:
+        event = claimed.event
         try:
-            await self._attempt(event)
-        except Exception:
+            outcome = await self._attempt(event, claimed.secret)
+        except Exception:  # not recorded: the lease runs out and the event goes again
             logger.exception("event delivery failed", extra={"event_id": event.event_id})
+            outcome = None
         finally:
-            self._in_flight[event.app] -= 1
-            if not self._in_flight[event.app]:
-                del self._in_flight[event.app]
+            # The slot is free once the app answered: the next waiting event goes now,
+            # while this one's outcome is being recorded.
+            self._posting[event.app] -= 1
+            if not self._posting[event.app]:
+                del self._posting[event.app]
+            self._start_waiting()
+            self._released.set()
+        try:
+            if outcome is not None:
+                await self._record(outcome)
+        except Exception:  # not recorded: the lease runs out and the event goes again
+            logger.exception(
+                "recording an event delivery failed", extra={"event_id": event.event_id}
+            )
+        finally:
+            self._released.set()
 
     def _url(self, event: outbox.ClaimedEvent) -> str | None:
         if event.url:
@@ -181,45 +311,43 @@ class EventDelivery:
         app = self._settings.apps.get(event.app)
         return app.callback_url if app is not None else None
 
-    async def _attempt(self, event: outbox.ClaimedEvent) -> None:
+    async def _attempt(
+        self, event: outbox.ClaimedEvent, secret: str | SecretUnavailable | None
+    ) -> outbox.Outcome | None:
+        """POST the event; what became of it (``None``: nowhere to send it, settled at
+        the claim)."""
         url = self._url(event)
-        if url is None:  # settled at the claim (_claim_and_start)
-            return
-        async with self._sessionmaker() as session:
-            try:
-                secret = await signing_secret(session, event.app, key=self._settings.secrets_key)
-            except SecretUnavailable as exc:
-                secret, error = None, str(exc)
-            else:
-                error = "the app has no signing secret: run 'sms-gateway keys create'"
-        outcome: str | None = error if secret is None else None
-        if secret is not None:
+        if url is None:
+            return None
+        if isinstance(secret, str):
             body = msgspec.json.encode(event.payload)
             # The signature's timestamp is the wall clock's: the receiver compares it with
             # its own (replay protection), whatever clock schedules the retries.
             headers = signed_headers(secret, event.event_id, int(time.time()), body)
-            outcome = await self._post(url, body, headers)
+            error = await self._post(url, body, headers)
+        elif secret is None:
+            error = "the app has no signing secret: run 'sms-gateway keys create'"
+        else:
+            error = str(secret)
         now = self._clock()
-        async with self._sessionmaker() as session, session.begin():
-            if outcome is None:
-                await outbox.record_delivered(session, event, now=now)
-            else:
-                await outbox.record_attempt_failed(
-                    session,
-                    event,
-                    owner=self.owner,
-                    error=outcome,
-                    next_attempt_at=self._retry_at(event, now),
-                    now=now,
-                )
+        return outbox.Outcome(
+            event=event,
+            error=error,
+            next_attempt_at=None if error is None else self._retry_at(event, now),
+            now=now,
+        )
+
+    async def _record(self, outcome: outbox.Outcome) -> None:
+        await self._outcomes.record(outcome)
+        event, error = outcome.event, outcome.error
         logger.info(
-            "event delivered" if outcome is None else "event delivery attempt failed",
+            "event delivered" if error is None else "event delivery attempt failed",
             extra={
                 "event_id": event.event_id,
                 "app": event.app,
                 "attempt": event.attempts,
-                "host": urlsplit(url).hostname,
-                "error": outcome,
+                "host": urlsplit(self._url(event) or "").hostname,
+                "error": error,
             },
         )
 

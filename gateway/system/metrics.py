@@ -67,6 +67,11 @@ DISPATCH_GROUP_SIZE = Histogram(
     "Provider answers (sends) recorded in one transaction (group commit)",
     buckets=(1, 2, 5, 10, 25, 50, 100),
 )
+EVENT_OUTCOME_GROUP_SIZE = Histogram(
+    "sms_gateway_event_outcome_group_size",
+    "Outcomes of app event deliveries recorded in one transaction (group commit)",
+    buckets=(1, 2, 5, 10, 25, 50, 100),
+)
 ACCEPT_GROUP_SIZE = Histogram(
     "sms_gateway_accept_group_size",
     "Single sends stored in one transaction (group commit)",

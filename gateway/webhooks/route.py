@@ -133,6 +133,8 @@ async def receive_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
     if result.rerouted or result.queued_replies:  # due now: no need to wait for a poll
         state.dispatch_wakeup.set()
+    if result.recorded:  # reports applied and inbound messages are app events to deliver
+        state.events_wakeup.set()
     for outcome in ("recorded", "duplicates", "applied", "pending"):
         if count := getattr(result, outcome):
             WEBHOOK_EVENTS.labels(provider=receiver.kind, outcome=outcome).inc(count)

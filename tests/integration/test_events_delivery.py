@@ -165,3 +165,145 @@ async def test_timeouts_and_refused_connections_are_retried_later(
     assert head.last_error == error
     assert head.lease_owner is None
     assert head.next_attempt_at > gateway.clock()
+
+
+async def _first_events(gateway: Gateway, app: str) -> list[AppEvent]:
+    """Each message's first event (the only one due before it is delivered)."""
+    firsts: dict[str, AppEvent] = {}
+    for event in await _events(gateway):
+        if event.app == app and event.subject_id not in firsts:
+            firsts[event.subject_id] = event
+    return list(firsts.values())
+
+
+async def test_a_claim_takes_events_ahead_of_the_slots_and_posts_within_them(
+    gateway: Gateway, endpoints: respx.MockRouter
+) -> None:
+    """One POST slot for the app, yet one claim takes all four due events: each slot that
+    frees is filled from what is claimed, not after another claim transaction."""
+    await _messages_through(gateway, "fast", 4)
+    posting = peak = 0
+
+    async def receive(_request: httpx.Request) -> httpx.Response:
+        nonlocal posting, peak
+        posting += 1
+        peak = max(peak, posting)
+        await asyncio.sleep(0)  # a turn of the loop: overlapping POSTs would show here
+        posting -= 1
+        return httpx.Response(200)
+
+    endpoints.post(FAST).mock(side_effect=receive)
+    async with httpx.AsyncClient() as client:
+        delivery = _delivery(gateway, client, "loop", per_app_concurrency=1)
+        assert await delivery.run_once() == 4
+    assert peak == 1  # never more than the app's one slot at once
+    assert {e.state for e in await _first_events(gateway, "fast")} == {"delivered"}
+
+
+async def test_deliveries_ending_during_a_claim_do_not_leave_the_loop_asleep(
+    gateway: Gateway, endpoints: respx.MockRouter
+) -> None:
+    """A message's next event is due once the last is recorded. With an hour's poll
+    interval every event still goes at once: the loop claims again as soon as a POST ends
+    or an outcome is recorded, also when that happens during a claim. (It used to wait on
+    its delivery tasks instead, and one that ended during a claim left it asleep for the
+    interval with events due; this run does not force that interleaving, but fails if
+    the loop ever waits for the poll here.)"""
+    await _messages_through(gateway, "fast", 3)
+    total = len(await _events(gateway))
+    everything = asyncio.Event()
+    seen: list[str] = []
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["webhook-id"])
+        if len(seen) == total:
+            everything.set()
+        return httpx.Response(200)
+
+    endpoints.post(FAST).mock(side_effect=receive)
+    stop = asyncio.Event()
+    async with httpx.AsyncClient() as client:
+        delivery = _delivery(gateway, client, "loop", poll_interval_seconds=3600)
+        loop = asyncio.create_task(delivery.run(stop))
+        try:
+            await asyncio.wait_for(everything.wait(), timeout=30)
+        finally:
+            stop.set()
+            await loop
+    assert len(seen) == len(set(seen)) == total
+    assert {e.state for e in await _events(gateway)} == {"delivered"}
+
+
+async def test_stopping_hands_back_events_claimed_but_not_posted(
+    gateway: Gateway, endpoints: respx.MockRouter
+) -> None:
+    """At shutdown the POST in flight finishes; the events claimed behind it are released
+    at once (due again for any process, the claim not counted as an attempt), not left to
+    their lease."""
+    await _messages_through(gateway, "fast", 4)
+    first_post, release = asyncio.Event(), asyncio.Event()
+    posted: list[str] = []
+
+    async def receive(request: httpx.Request) -> httpx.Response:
+        posted.append(request.headers["webhook-id"])
+        first_post.set()
+        await release.wait()
+        return httpx.Response(200)
+
+    endpoints.post(FAST).mock(side_effect=receive)
+    stop = asyncio.Event()
+    async with httpx.AsyncClient() as client:
+        delivery = _delivery(gateway, client, "loop", per_app_concurrency=1)
+        loop = asyncio.create_task(delivery.run(stop))
+        try:
+            await asyncio.wait_for(first_post.wait(), timeout=10)
+            stop.set()
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:  # until the three waiting events are released (an observable state)
+                leased = [e for e in await _first_events(gateway, "fast") if e.lease_owner]
+                if len(leased) == 1:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, "never handed back"
+                await asyncio.sleep(0.02)
+        finally:
+            release.set()
+            await loop
+    firsts = {e.event_id: e for e in await _first_events(gateway, "fast")}
+    assert len(posted) == 1
+    assert firsts.pop(posted[0]).state == "delivered"
+    assert [(e.state, e.lease_owner, e.attempts) for e in firsts.values()] == [
+        ("pending", None, 0)
+    ] * 3
+
+
+async def test_an_event_whose_lease_ran_low_while_waiting_is_handed_back(
+    gateway: Gateway, endpoints: respx.MockRouter
+) -> None:
+    """An event waits for its app's slot under its lease; if too little of the lease is
+    left for a whole POST (its timeout and a margin), it is released instead of posted,
+    so the lease cannot end mid-POST and let another process send it too."""
+    await _messages_through(gateway, "fast", 2)
+    first_post, release = asyncio.Event(), asyncio.Event()
+    posted: list[str] = []
+
+    async def receive(request: httpx.Request) -> httpx.Response:
+        posted.append(request.headers["webhook-id"])
+        first_post.set()
+        await release.wait()
+        return httpx.Response(200)
+
+    endpoints.post(FAST).mock(side_effect=receive)
+    async with httpx.AsyncClient() as client:
+        delivery = _delivery(gateway, client, "loop", per_app_concurrency=1)
+        step = asyncio.create_task(delivery.run_once())
+        await asyncio.wait_for(first_post.wait(), timeout=10)
+        # 60 s lease, 10 s timeout, 5 s margin: 46 s after the claim the waiting event
+        # could no longer be posted and answered within its lease.
+        gateway.clock.advance(46)
+        release.set()
+        assert await step == 2
+    firsts = {e.event_id: e for e in await _first_events(gateway, "fast")}
+    assert len(posted) == 1
+    assert firsts.pop(posted[0]).state == "delivered"
+    [waiting] = firsts.values()
+    assert (waiting.state, waiting.lease_owner, waiting.attempts) == ("pending", None, 0)
