@@ -79,6 +79,20 @@ def hold_per_slot(events: EventsSettings) -> int:
     return max(1, min(MAX_HOLD_PER_SLOT, fits))
 
 
+#: A writer's wake-up is acted on at most this often (see ``EventDelivery._idle``).
+WAKEUP_COALESCE_SECONDS = 0.05
+
+
+async def _first_of(events: tuple[asyncio.Event, ...], *, within: float) -> None:
+    """Until one of ``events`` is set, or ``within`` seconds."""
+    waiters = {asyncio.ensure_future(event.wait()) for event in events}
+    _done, pending = await asyncio.wait(
+        waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED
+    )
+    for waiter in pending:
+        waiter.cancel()
+
+
 class _Claimed(msgspec.Struct, frozen=True):
     event: outbox.ClaimedEvent
     #: The app's signing secret as the claim read it (``None``: it has none).
@@ -116,6 +130,8 @@ class EventDelivery:
         self._hold = hold_per_slot(self._events)
         self._poll_interval = timedelta(seconds=self._events.poll_interval_seconds)
         self._swept_at: datetime | None = None
+        self._claimed_nowhere = False
+        self._last_claim = float("-inf")
         self._apps_with_url = sorted(
             name for name, app in settings.apps.items() if app.callback_url is not None
         )
@@ -171,22 +187,28 @@ class EventDelivery:
         return self._hold * self._events.concurrency - waiting - self._posting.total()
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        waiters = {
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(self._wakeup.wait()),
-            asyncio.ensure_future(self._released.wait()),
-        }
-        _done, pending = await asyncio.wait(
-            waiters, timeout=self._events.poll_interval_seconds, return_when=asyncio.FIRST_COMPLETED
+        await _first_of(
+            (stop, self._wakeup, self._released), within=self._events.poll_interval_seconds
         )
-        for waiter in pending:
-            waiter.cancel()
+        if self._released.is_set() or stop.is_set():
+            return
+        # Woken by a writer of events. Under load the dispatcher wakes the loop with every
+        # send it records: claims at most every WAKEUP_COALESCE_SECONDS for those, so a
+        # burst of writes is claimed in one go, not one claim transaction a message.
+        remaining = self._last_claim + WAKEUP_COALESCE_SECONDS - time.monotonic()
+        if remaining > 0:
+            await _first_of((stop, self._released), within=remaining)
 
     def _sweep_due(self, now: datetime) -> bool:
         """The sweep of events with nowhere to go runs once a poll interval, not with
-        every claim: under load the loop claims many times a second, and the claim
-        settles such events itself when it takes them."""
-        if self._swept_at is not None and now - self._swept_at < self._poll_interval:
+        every claim (under load the loop claims many times a second), and before the
+        next claim whenever one took such events: they are written as fast as messages
+        change, and the sweep settles up to a thousand in one statement."""
+        if (
+            not self._claimed_nowhere
+            and self._swept_at is not None
+            and now - self._swept_at < self._poll_interval
+        ):
             return False
         self._swept_at = now
         return True
@@ -198,6 +220,7 @@ class EventDelivery:
         per_app = self._hold * self._events.per_app_concurrency
         slots = {app: per_app - self._held(app) for app in {*self._posting, *self._waiting}}
         now = self._clock()
+        self._last_claim = time.monotonic()
         async with self._sessionmaker() as session, session.begin():
             skipped = 0
             if self._sweep_due(now):
@@ -224,6 +247,7 @@ class EventDelivery:
             for event in claimed:
                 (nowhere if self._url(event) is None else deliverable).append(event)
             await outbox.record_skipped(session, nowhere)  # nothing to do when empty
+            self._claimed_nowhere = bool(nowhere)
             # The claim's apps' secrets in the claim's transaction: one read, not a
             # session and a read for every delivery.
             secrets = await signing_secrets(
