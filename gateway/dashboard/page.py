@@ -104,7 +104,9 @@ def render_dashboard(report: CostReport) -> str:
 <h1>Cost and delivery per provider and country</h1>
 <p class="muted">Messages created from <span id="since">{since}</span> to
 <span id="until">{until}</span> (every app). Cost is the billed cost where the provider has
-billed, else the list-price estimate.</p>
+billed, else the list-price estimate. A message sent again after a negative delivery report
+counts under each account that sent it, with that account's bill and outcome; the total
+counts it once.</p>
 <form method="get" action="/dashboard">
 <label>since <input name="since" value="{escape(since)}"></label>
 <label>until <input name="until" value="{escape(until)}"></label>

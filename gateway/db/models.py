@@ -46,6 +46,13 @@ STATUS_POLL_PREDICATE = "status IN ('queued', 'sending', 'sent')"
 #: The app events still to deliver: the predicate of the outbox claim's partial indexes
 #: (revision 0012 holds a copy). The claim's ``state = 'pending'`` implies it.
 PENDING_EVENT = "state = 'pending'"
+#: Messages a provider took whose row may not describe their sends: claimed more than
+#: once, or back in the queue after the send (a failover on a delivery report, before the
+#: next account's attempt). A message claimed once has at most one attempt, which its row
+#: describes. The cost report reads these from message_attempts
+#: (gateway/reports/failover_reads.py): the predicate of ``ix_messages_resent``, repeated
+#: word for word by the report's query. Revision 0013 holds a copy.
+RESENT_PREDICATE = "sent_at IS NOT NULL AND (attempt_count > 1 OR status = 'accepted')"
 
 
 class Base(DeclarativeBase):
@@ -90,6 +97,14 @@ class Message(Base):
             "sent_at",
             postgresql_where=text(STATUS_POLL_PREDICATE),
             sqlite_where=text(STATUS_POLL_PREDICATE),
+        ),
+        #: The cost report's messages sent by more than one account (0013): a few, found
+        #: by creation time without reading the window's other messages.
+        Index(
+            "ix_messages_resent",
+            "created_at",
+            postgresql_where=text(RESENT_PREDICATE),
+            sqlite_where=text(RESENT_PREDICATE),
         ),
     )
 

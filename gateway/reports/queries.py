@@ -1,5 +1,10 @@
 """The two SQL reads a report makes, on either engine; each is one scan of the window.
 
+Both read the message row, so they put a message under the account of its *last* send,
+with the totals of all its sends; a message taken by more than one account (a failover on
+a delivery report) is corrected afterwards, send by send, in
+:mod:`gateway.reports.failovers`.
+
 1. :func:`traffic_rows`: a ``GROUP BY`` at the finest grain any report needs (account,
    country, app, currency, SMS or MMS), with message and segment counts and cost sums.
    Every grouping and the what-if prices are then folded from these few rows in Python.
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -73,6 +78,10 @@ class TrafficRow:
     difference: Decimal
     #: Billed where known, else estimated: the best word on what the traffic cost.
     cost: Decimal
+    #: Of ``messages``, the sends a later send of the same message followed: what a group
+    #: that counts each message once (not per account) leaves out. Always 0 in the scans
+    #: and the totals, which count messages; set by :mod:`gateway.reports.failovers`.
+    repeats: int = 0
 
     @classmethod
     def from_row(cls, row: Sequence[Any], money: Callable[[Any], Decimal]) -> TrafficRow:
@@ -95,9 +104,12 @@ class TrafficRow:
             cost=money(row[13]),
         )
 
+    def with_repeats(self, repeats: int) -> TrafficRow:
+        return replace(self, repeats=repeats)
+
     @property
     def uncosted(self) -> int:
-        """Messages with neither a billed nor an estimated cost."""
+        """Messages (sends) with neither a billed nor an estimated cost."""
         return (
             self.messages - self.billed_messages - self.estimated_messages + self.compared_messages
         )
@@ -114,7 +126,9 @@ class Delivery:
     p95: float | None
 
 
-def _window(params: ReportParams) -> list[ColumnElement[bool]]:
+def in_window(params: ReportParams) -> list[ColumnElement[bool]]:
+    """The messages a report covers: created in the window, tried by some account, and
+    the app's own when the report is an app's."""
     conditions = [
         Message.created_at >= params.since,
         Message.created_at < params.until,
@@ -125,23 +139,45 @@ def _window(params: ReportParams) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _is_sqlite(session: AsyncSession) -> bool:
+def is_sqlite(session: AsyncSession) -> bool:
     return session.bind.dialect.name == "sqlite"
 
 
-async def _plan_for_the_window(session: AsyncSession) -> None:
+async def plan_for_the_window(session: AsyncSession) -> None:
     """asyncpg prepares a statement once per connection, and after five runs PostgreSQL
     may keep a generic plan, made without the window's bounds: it then guesses 0.5 % of
     the table and reads the window through an index in one process instead of scanning it
     in parallel workers (measured 2 s instead of 0.5 s a query over a million messages).
     Planning each run for its own window costs a millisecond. SET LOCAL: this
     transaction only, not the pooled connection."""
-    if not _is_sqlite(session):
+    if not is_sqlite(session):
         await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
+async def begin_snapshot(session: AsyncSession) -> None:
+    """Begin the session's transaction as one snapshot for every read that follows: a
+    report combines several reads (totals, scans of the edges, the sends of failed-over
+    messages, which take out what the others counted of those messages), and a message
+    changed between two of them would be counted in two states. PostgreSQL: REPEATABLE
+    READ (reads never wait or fail there; the connection is back to the server's default
+    when it returns to the pool). SQLite (WAL): an explicit BEGIN, since its driver only
+    begins a transaction before a write; a reader's transaction blocks no writer."""
+    if not is_sqlite(session):
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        return
+    driver = (await (await session.connection()).get_raw_connection()).driver_connection
+    if driver is not None and not driver.in_transaction:
+        await session.execute(text("BEGIN"))
+
+
+def mms_flag(*, sqlite: bool) -> ColumnElement[int]:
+    """1 for an MMS (a message with media), else 0."""
+    length = func.json_array_length if sqlite else func.jsonb_array_length
+    return case((length(Message.media_urls) > 0, 1), else_=0)
+
+
 def _money_sum(session: AsyncSession, column: Any) -> Any:
-    if _is_sqlite(session):
+    if is_sqlite(session):
         return func.sum(cast(func.round(column * _MICROS), Integer))
     return func.sum(column)
 
@@ -149,7 +185,7 @@ def _money_sum(session: AsyncSession, column: Any) -> Any:
 def _money(session: AsyncSession, value: Any) -> Decimal:
     if value is None:
         return Decimal(0)
-    if _is_sqlite(session):
+    if is_sqlite(session):
         return Decimal(int(value)).scaleb(-6)
     return Decimal(value)
 
@@ -158,9 +194,8 @@ async def traffic_rows(session: AsyncSession, params: ReportParams) -> list[Traf
     """Few grouping keys and few aggregates, each one measured: PostgreSQL aggregates in
     parallel workers (more keys, though fewer aggregates, made it misjudge the group count
     and scan alone: measured slower). Messages without any cost are derived, not counted."""
-    await _plan_for_the_window(session)
-    length = func.json_array_length if _is_sqlite(session) else func.jsonb_array_length
-    mms = case((length(Message.media_urls) > 0, 1), else_=0).label("mms")
+    await plan_for_the_window(session)
+    mms = mms_flag(sqlite=is_sqlite(session)).label("mms")
     both = and_(Message.billed_cost.is_not(None), Message.estimated_cost.is_not(None))
     query = (
         select(
@@ -180,7 +215,7 @@ async def traffic_rows(session: AsyncSession, params: ReportParams) -> list[Traf
             _money_sum(session, Message.billed_cost - Message.estimated_cost),
             _money_sum(session, func.coalesce(Message.billed_cost, Message.estimated_cost)),
         )
-        .where(*_window(params))
+        .where(*in_window(params))
         .group_by(
             Message.provider_account, Message.country, Message.app, Message.cost_currency, mms
         )
@@ -204,9 +239,9 @@ async def delivery(
 
 async def delivery_counts(session: AsyncSession, params: ReportParams) -> DeliveryCounts:
     """Accepted messages per (account, country) and delivery key, scanned from messages."""
-    if _is_sqlite(session):
+    if is_sqlite(session):
         return await _counted_here(session, params)
-    await _plan_for_the_window(session)
+    await plan_for_the_window(session)
     return await _counted_by_postgresql(session, params)
 
 
@@ -229,7 +264,7 @@ def delivery_from_counts(counts: DeliveryCounts) -> dict[tuple[str, str | None],
 
 
 def _handed(params: ReportParams) -> list[ColumnElement[bool]]:
-    return [*_window(params), Message.sent_at.is_not(None)]
+    return [*in_window(params), Message.sent_at.is_not(None)]
 
 
 def delivery_counts_query(params: ReportParams) -> Select[Any]:

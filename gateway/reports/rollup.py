@@ -4,7 +4,8 @@ Scanning a month of messages took over a second at a million of them, and grows 
 traffic. Instead, row triggers on ``messages`` (revision 0010) log every change of a row's
 report figures to ``report_changes`` (insert-only: no writer waits on a shared total), and
 a report first *folds* the log into the per-UTC-day totals ``report_traffic`` and
-``report_delivery``, then reads the totals of the window's whole days plus a scan of the
+``report_delivery``, then reads the totals of the window's whole days (with the changes logged
+since, so that they are the messages as the report's snapshot sees them) plus a scan of the
 partial days at its edges. So a report costs the changes since the last fold (the
 dispatcher's billing loop folds every few seconds, too) and the number of days and groups,
 not the number of messages.
@@ -33,21 +34,30 @@ NO_COMPLETION_KEY = -3
 #: Serialises folds (two at once could update the same totals in opposite orders).
 _FOLD_LOCK = 0x5EB0_0001
 
+#: :class:`TrafficRow`'s figures, ``messages`` to ``cost``, summed over signed rows: a
+#: message's figures (``segments``, ``billed_cost``, ``estimated_cost``) entering a total
+#: (``sign`` +1) or leaving it (-1). How a fold moves logged changes into the totals, how a
+#: report adds the changes not folded yet, and how it moves the sends of failed-over
+#: messages (gateway/reports/failover_reads.py).
+SIGNED_TRAFFIC = (
+    "sum(sign)",
+    "sum(sign * segments)",
+    "sum(CASE WHEN billed_cost IS NOT NULL THEN sign ELSE 0 END)",
+    "coalesce(sum(sign * billed_cost), 0)",
+    "sum(CASE WHEN estimated_cost IS NOT NULL THEN sign ELSE 0 END)",
+    "coalesce(sum(sign * estimated_cost), 0)",
+    "sum(CASE WHEN billed_cost IS NOT NULL AND estimated_cost IS NOT NULL THEN sign ELSE 0 END)",
+    "coalesce(sum(sign * (billed_cost - estimated_cost)), 0)",
+    "coalesce(sum(sign * coalesce(billed_cost, estimated_cost)), 0)",
+)
+_LOGGED_TRAFFIC = "\n        " + ",\n        ".join(SIGNED_TRAFFIC)
+
 _FOLD = text(
-    """
+    f"""
 WITH moved AS (DELETE FROM report_changes RETURNING *),
 traffic AS (
     INSERT INTO report_traffic AS t
-    SELECT day, provider_account, country, app, cost_currency, mms,
-        sum(sign), sum(sign * segments),
-        sum(CASE WHEN billed_cost IS NOT NULL THEN sign ELSE 0 END),
-        coalesce(sum(sign * billed_cost), 0),
-        sum(CASE WHEN estimated_cost IS NOT NULL THEN sign ELSE 0 END),
-        coalesce(sum(sign * estimated_cost), 0),
-        sum(CASE WHEN billed_cost IS NOT NULL AND estimated_cost IS NOT NULL
-            THEN sign ELSE 0 END),
-        coalesce(sum(sign * (billed_cost - estimated_cost)), 0),
-        coalesce(sum(sign * coalesce(billed_cost, estimated_cost)), 0)
+    SELECT day, provider_account, country, app, cost_currency, mms,{_LOGGED_TRAFFIC}
     FROM moved
     GROUP BY day, provider_account, country, app, cost_currency, mms
     ON CONFLICT (day, provider_account, country, app, cost_currency, mms) DO UPDATE SET
@@ -70,19 +80,40 @@ delivery AS (
         messages = d.messages + excluded.messages
 )
 SELECT count(*) FROM moved
-"""
+"""  # noqa: S608  # constants only, no input
 )
 
-_TRAFFIC = """
+# The totals, plus the changes logged and not yet folded: the messages exactly as the
+# report's snapshot sees them, whatever fold committed or not before it (a change to a
+# message and its logged change commit together), so the report's other reads of the same
+# snapshot (edges, failed-over sends) agree with these figures. The log holds only the
+# seconds since the last fold. Each part is totalled on its own before they are added: a
+# month's delivery totals (half a million rows) are then counted by a parallel hash
+# aggregate, as without the log; over the two parts' rows at once, PostgreSQL sorted them
+# on disk instead (0.8 s against 0.15 s).
+_TRAFFIC = f"""
 SELECT provider_account, nullif(country, ''), app, nullif(cost_currency, ''), mms,
     sum(messages)::bigint, sum(segments)::bigint, sum(billed_messages)::bigint,
     sum(billed_cost), sum(estimated_messages)::bigint, sum(estimated_cost),
     sum(compared_messages)::bigint, sum(difference), sum(cost)
-FROM report_traffic
-WHERE day >= :first AND day < :last {app}
+FROM (
+    SELECT provider_account, country, app, cost_currency, mms, sum(messages) AS messages,
+        sum(segments) AS segments, sum(billed_messages) AS billed_messages,
+        sum(billed_cost) AS billed_cost, sum(estimated_messages) AS estimated_messages,
+        sum(estimated_cost) AS estimated_cost, sum(compared_messages) AS compared_messages,
+        sum(difference) AS difference, sum(cost) AS cost
+    FROM report_traffic
+    WHERE day >= :first AND day < :last {{app}}
+    GROUP BY provider_account, country, app, cost_currency, mms
+    UNION ALL
+    SELECT provider_account, country, app, cost_currency, mms,{_LOGGED_TRAFFIC}
+    FROM report_changes
+    WHERE day >= :first AND day < :last {{app}}
+    GROUP BY provider_account, country, app, cost_currency, mms
+) AS totals
 GROUP BY provider_account, country, app, cost_currency, mms
 HAVING sum(messages) > 0
-"""
+"""  # noqa: S608  # constants only; the app is a bound parameter
 
 # One row per route with its keys and counts as arrays: a month has some ten thousand
 # (route, key) pairs, and arrays cross the wire and into Python far faster than rows.
@@ -90,8 +121,17 @@ _DELIVERY = """
 SELECT provider_account, nullif(country, ''), array_agg(delivery_key), array_agg(messages)
 FROM (
     SELECT provider_account, country, delivery_key, sum(messages)::bigint AS messages
-    FROM report_delivery
-    WHERE day >= :first AND day < :last {app}
+    FROM (
+        SELECT provider_account, country, delivery_key, sum(messages) AS messages
+        FROM report_delivery
+        WHERE day >= :first AND day < :last {app}
+        GROUP BY provider_account, country, delivery_key
+        UNION ALL
+        SELECT provider_account, country, delivery_key, sum(sign)
+        FROM report_changes
+        WHERE delivery_key IS NOT NULL AND day >= :first AND day < :last {app}
+        GROUP BY provider_account, country, delivery_key
+    ) AS totals
     GROUP BY provider_account, country, delivery_key
     HAVING sum(messages) > 0
 ) AS keyed
@@ -134,7 +174,8 @@ def _bounds(params: ReportParams, days: tuple[datetime, datetime]) -> dict[str, 
 
 
 async def traffic_from_totals(session: AsyncSession, params: ReportParams) -> list[TrafficRow]:
-    """:func:`gateway.reports.queries.traffic_rows`, from the totals (fold first)."""
+    """:func:`gateway.reports.queries.traffic_rows`, from the totals and the changes not
+    folded yet (fold first: that keeps them few)."""
     days = whole_days(params)
     if days is None:
         return await traffic_rows(session, params)
@@ -151,7 +192,8 @@ async def traffic_from_totals(session: AsyncSession, params: ReportParams) -> li
 async def delivery_counts_from_totals(
     session: AsyncSession, params: ReportParams
 ) -> DeliveryCounts:
-    """:func:`gateway.reports.queries.delivery_counts`, from the totals (fold first)."""
+    """:func:`gateway.reports.queries.delivery_counts`, from the totals and the changes
+    not folded yet (fold first: that keeps them few)."""
     days = whole_days(params)
     if days is None:
         return await delivery_counts(session, params)
@@ -194,4 +236,5 @@ def _added(a: TrafficRow, b: TrafficRow) -> TrafficRow:
         compared_messages=a.compared_messages + b.compared_messages,
         difference=a.difference + b.difference,
         cost=a.cost + b.cost,
+        repeats=a.repeats + b.repeats,
     )

@@ -25,34 +25,44 @@ class Money(msgspec.Struct, frozen=True):
 
 
 class CostGroup(msgspec.Struct, frozen=True):
-    """One group's traffic and cost. ``group`` holds only the requested keys."""
+    """One group's traffic and cost. ``group`` holds only the requested keys.
+
+    Each *send* (a provider taking the message) counts under the account that made it: a
+    message failed over on a delivery report has two, each with its own bill and outcome
+    (gateway/reports/failovers.py). Counts other than ``messages`` are of sends."""
 
     group: dict[str, str | None]
+    #: Grouped by provider (or currency): the sends of the group, so a message sent by two
+    #: accounts is a message of each. Otherwise, and in the totals, each message once.
     messages: int
+    #: Of every send: a message sent twice counts its segments twice (each provider was
+    #: handed them and bills them).
     segments: int
-    #: Messages the provider has billed so far (prices arrive late).
+    #: Sends the provider has billed so far (prices arrive late).
     billed_messages: int
     billed_cost: Money | None
-    #: Messages with a list-price estimate (made when the message was routed).
+    #: Sends with a list-price estimate (made when the message was routed).
     estimated_messages: int
     estimated_cost: Money | None
-    #: Billed minus estimated, over the messages that have both (positive: dearer than
-    #: the list price said).
+    #: Billed minus estimated, over the sends that have both (positive: dearer than the
+    #: list price said).
     difference: Money | None
     #: Billed where known, else estimated.
     cost: Money | None
-    #: Messages with no cost at all yet (neither billed nor estimated).
+    #: Sends with no cost at all yet (neither billed nor estimated).
     uncosted_messages: int
-    #: The same traffic (segments per country, MMS per message) at each account's list
-    #: price; ``null``: the account's table lacks a price some of it needs.
+    #: The same sends (segments per country, MMS per send) at each account's list price;
+    #: ``null``: the account's table lacks a price some of it needs.
     what_if: dict[str, Money | None]
 
 
 class CountryChoice(msgspec.Struct, frozen=True):
     """Per destination country: what the traffic cost, what each account would have
-    charged at list price, and the saving of the cheapest (negative: it would cost more)."""
+    charged at list price for the same sends, and the saving of the cheapest (negative: it
+    would cost more)."""
 
     country: str | None
+    #: Each message once; ``segments``, like the cost, of every send.
     messages: int
     segments: int
     cost: Money | None
@@ -63,10 +73,13 @@ class CountryChoice(msgspec.Struct, frozen=True):
 
 
 class ScoreLine(msgspec.Struct, frozen=True):
-    """Delivery per account and country, over messages a provider accepted."""
+    """Delivery per account and country, over the sends the account made: a send that was
+    failed over (the message sent again after a negative report) is not delivered, for
+    its own account; the last send has the message's outcome."""
 
     provider: str
     country: str | None
+    #: Sends the account made (a provider accepted the message).
     messages: int
     delivered: int
     not_delivered: int

@@ -1,5 +1,9 @@
 """Fold the stored traffic into a :class:`CostReport`: groups, totals, the what-if at every
-account's list price, the cheapest choice per country, and the delivery scorecard."""
+account's list price, the cheapest choice per country, and the delivery scorecard.
+
+Each send is under the account that made it (gateway/reports/failovers.py): a group keyed
+by account (or currency) counts sends, every other group, the totals and the countries
+count each message once; segments, costs and the what-if are per send everywhere."""
 
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.costs.pricing import Direction, MessageType, PriceBook
+from gateway.reports.failover_reads import failover_corrections
 from gateway.reports.params import ReportParams
 from gateway.reports.queries import (
     Delivery,
     TrafficRow,
+    begin_snapshot,
     delivery_counts,
     delivery_from_counts,
     traffic_rows,
@@ -40,17 +46,24 @@ async def build_report(
 ) -> CostReport:
     """On PostgreSQL, the logged changes are folded into the totals first and committed
     (the session's transaction ends), then the totals are read (gateway/reports/rollup.py);
-    on SQLite the window's messages are scanned."""
+    on SQLite the window's messages are scanned. Either way the messages sent by more than
+    one account are then corrected send by send, and every read after the fold is one
+    snapshot (the correction takes out what the other reads counted)."""
     if session.bind.dialect.name == "postgresql":
         await fold(session)
         await session.commit()
+        await begin_snapshot(session)
         rows = await traffic_from_totals(session, params)
         counts = await delivery_counts_from_totals(session, params)
     else:
+        await begin_snapshot(session)
         rows = await traffic_rows(session, params)
         counts = await delivery_counts(session, params)
-    routes = delivery_from_counts(counts)
-    return assemble(params, rows, routes, accounts=accounts, prices=prices)
+    corrections = await failover_corrections(session, params)
+    routes = delivery_from_counts(corrections.applied_to_delivery(counts))
+    return assemble(
+        params, corrections.applied_to_traffic(rows), routes, accounts=accounts, prices=prices
+    )
 
 
 def assemble(
@@ -79,7 +92,7 @@ def assemble(
         for key, members in _grouped(rows, lambda r: tuple(_dimension(r, k) for k in totals_keys))
     ]
     countries = [
-        _country_choice(key[0], members, what_if)
+        _country_choice(key[0], members, what_if, per_send=by_currency)
         for key, members in _grouped(rows, lambda r: (r.country, r.currency if by_currency else ""))
     ]
     return CostReport(
@@ -88,7 +101,7 @@ def assemble(
         group_by=list(params.group_by),
         scope=f"app:{params.app}" if params.app is not None else "all",
         groups=groups,
-        totals=totals[0] if len(totals) == 1 else _empty_totals(totals, what_if),
+        totals=totals[0] if len(totals) == 1 else _empty_totals(totals, rows, what_if),
         countries=countries,
         scorecard=_scorecard(routes),
     )
@@ -170,9 +183,30 @@ class _WhatIf:
         return result
 
 
+#: Dimensions that belong to a send rather than to its message: a message sent by two
+#: accounts (or billed in two currencies) is in two groups keyed by them.
+_PER_SEND = frozenset({"provider", "currency"})
+
+
+def _messages(rows: Iterable[TrafficRow], *, per_send: bool) -> int:
+    """Sends where the group is per send (each of a failed-over message's sends is a
+    message of its account), else each message once."""
+    if per_send:
+        return sum(row.messages for row in rows)
+    return sum(row.messages - row.repeats for row in rows)
+
+
 def _cost_group(
-    group: dict[str, str | None], rows: Sequence[TrafficRow], what_if: _WhatIf
+    group: dict[str, str | None],
+    rows: Sequence[TrafficRow],
+    what_if: _WhatIf,
+    *,
+    per_send: bool | None = None,
 ) -> CostGroup:
+    """``per_send``: whether ``messages`` counts sends; by default, when the group is keyed
+    by a dimension of a send."""
+    if per_send is None:
+        per_send = not _PER_SEND.isdisjoint(group)
     sums = _Sum()
     for row in rows:
         sums.add(
@@ -187,7 +221,7 @@ def _cost_group(
     compared_messages = sum(row.compared_messages for row in rows)
     return CostGroup(
         group=group,
-        messages=sum(row.messages for row in rows),
+        messages=_messages(rows, per_send=per_send),
         segments=sum(row.segments for row in rows),
         billed_messages=billed_messages,
         billed_cost=sums.money("billed") if billed_messages else None,
@@ -200,13 +234,16 @@ def _cost_group(
     )
 
 
-def _empty_totals(totals: list[CostGroup], what_if: _WhatIf) -> CostGroup:
-    """No traffic (or several currencies: see ``groups``): a totals row of counts only."""
+def _empty_totals(
+    totals: list[CostGroup], rows: Sequence[TrafficRow], what_if: _WhatIf
+) -> CostGroup:
+    """No traffic (or several currencies: see ``groups``): a totals row of counts only,
+    each message counted once even when its sends are in different currencies."""
     if not totals:
         return _cost_group({}, [], what_if)
     return CostGroup(
         group={},
-        messages=sum(t.messages for t in totals),
+        messages=_messages(rows, per_send=False),
         segments=sum(t.segments for t in totals),
         billed_messages=sum(t.billed_messages for t in totals),
         billed_cost=None,
@@ -220,9 +257,9 @@ def _empty_totals(totals: list[CostGroup], what_if: _WhatIf) -> CostGroup:
 
 
 def _country_choice(
-    country: str | None, rows: Sequence[TrafficRow], what_if: _WhatIf
+    country: str | None, rows: Sequence[TrafficRow], what_if: _WhatIf, *, per_send: bool
 ) -> CountryChoice:
-    group = _cost_group({}, rows, what_if)
+    group = _cost_group({}, rows, what_if, per_send=per_send)
     priced = [(money.value, name, money) for name, money in group.what_if.items() if money]
     cheapest = min(priced, key=lambda item: item[0], default=None)  # ties: configured order
     saving: Money | None = None

@@ -173,6 +173,31 @@ async def test_totals_equal_a_scan_through_inserts_changes_and_deletions(
         await engine.dispose()
 
 
+@pytest.mark.postgres
+async def test_the_totals_count_the_changes_not_folded_yet(postgres: PostgresServer) -> None:
+    """A report reads the totals with the changes logged since the last fold, so they are
+    the messages as its snapshot sees them, as its other reads (the edges, the sends of
+    failed-over messages) see them, even when a change commits between its fold and its
+    reads, or a worker's fold commits in between."""
+    rng = random.Random(12)
+    engine = create_engine(postgres.create_database("totals_log", template="gateway_template"))
+    try:
+        sessions = create_sessionmaker(engine)
+        rows = _rows(rng, 800, "d")
+        async with sessions() as session:
+            await session.execute(insert(Message), rows[:500])
+            await session.commit()
+            await fold(session)
+            await session.commit()
+            await session.execute(insert(Message), rows[500:])
+            await _change_some(session, rng, [r["message_id"] for r in rows])
+            await session.commit()
+            assert await session.scalar(select(func.count()).select_from(ReportChange))
+            await _assert_totals_equal_the_scan(session)
+    finally:
+        await engine.dispose()
+
+
 def test_whole_days_of_a_window() -> None:
     day, hour = timedelta(days=1), timedelta(hours=1)
 
