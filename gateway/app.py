@@ -102,7 +102,6 @@ def create_app(
                     providers=state.providers,
                     settings=settings.dispatcher,
                     wakeup=state.dispatch_wakeup,
-                    events_wakeup=state.events_wakeup,
                     status_callback_url=webhook_url(settings),
                     planner=state.planner,
                     accounts={a.name: a for a in settings.accounts},

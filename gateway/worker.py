@@ -42,18 +42,13 @@ async def run_worker(
             create_events_client(settings) as events_client,
         ):
             sessionmaker = create_sessionmaker(engine)
-            events_written = asyncio.Event()  # the dispatcher's writes wake the events loop
             delivery = EventDelivery(
-                sessionmaker=sessionmaker,
-                http_client=events_client,
-                settings=settings,
-                wakeup=events_written,
+                sessionmaker=sessionmaker, http_client=events_client, settings=settings
             )
             dispatcher = Dispatcher(
                 sessionmaker=create_sessionmaker(engine),
                 providers=build_providers(settings, http_client),
                 settings=settings.dispatcher,
-                events_wakeup=events_written,
                 status_callback_url=webhook_url(settings),
                 planner=build_planner(settings),
                 accounts={a.name: a for a in settings.accounts},

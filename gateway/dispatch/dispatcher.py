@@ -89,7 +89,6 @@ class Dispatcher:
         providers: Mapping[str, Provider],
         settings: DispatcherSettings,
         wakeup: asyncio.Event | None = None,
-        events_wakeup: asyncio.Event | None = None,
         clock: Callable[[], datetime] = utcnow,
         worker: str | None = None,
         status_callback_url: str | None = None,
@@ -101,8 +100,6 @@ class Dispatcher:
         self._providers = providers
         self._settings = settings
         self._wakeup = wakeup or asyncio.Event()
-        #: Set after each round and each recorded outcome: both write app events.
-        self._events_wakeup = events_wakeup or asyncio.Event()
         self._clock = clock
         self.worker = worker or worker_name()
         self._status_callback_url = status_callback_url
@@ -160,7 +157,6 @@ class Dispatcher:
                 "recording a provider call failed",
                 extra={"worker": self.worker, "message_id": plan.claim.message_id},
             )
-        self._events_wakeup.set()
 
     async def _bill(self, stop: asyncio.Event) -> None:
         """The billing job on its own loop: its price fetches and re-estimates must never
@@ -265,8 +261,6 @@ class Dispatcher:
             await message_status_changed(session, [p.claim.message_id for p in plans], now=now)
         if stale:
             logger.warning("claims expired mid-call", extra={"count": len(stale)})
-        if claims or stale:
-            self._events_wakeup.set()
         return len(claims), plans
 
     # --- planning (inside the claim transaction) -------------------------------------

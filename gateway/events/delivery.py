@@ -80,7 +80,7 @@ def hold_per_slot(events: EventsSettings) -> int:
 
 
 #: A writer's wake-up is acted on at most this often (see ``EventDelivery._idle``).
-WAKEUP_COALESCE_SECONDS = 0.05
+WAKEUP_COALESCE_SECONDS = 0.2
 
 
 async def _first_of(events: tuple[asyncio.Event, ...], *, within: float) -> None:
@@ -192,9 +192,9 @@ class EventDelivery:
         )
         if self._released.is_set() or stop.is_set():
             return
-        # Woken by a writer of events. Under load the dispatcher wakes the loop with every
-        # send it records: claims at most every WAKEUP_COALESCE_SECONDS for those, so a
-        # burst of writes is claimed in one go, not one claim transaction a message.
+        # Woken by a writer of events (the webhook route, with every group of reports it
+        # records): claims at most every WAKEUP_COALESCE_SECONDS for those, so a burst of
+        # writes is claimed in one go, not one claim transaction a group.
         remaining = self._last_claim + WAKEUP_COALESCE_SECONDS - time.monotonic()
         if remaining > 0:
             await _first_of((stop, self._released), within=remaining)

@@ -5,7 +5,6 @@ given up after the retry window, and listed by ``GET /v1/events``."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -19,10 +18,9 @@ from standardwebhooks.webhooks import Webhook
 
 from gateway.auth.keys import create_key
 from gateway.db.models import AppEvent
-from gateway.dispatch.dispatcher import Dispatcher
 from gateway.events import outbox, record
 from gateway.events.delivery import EventDelivery
-from gateway.settings import AppQuota, EventsSettings, webhook_url
+from gateway.settings import AppQuota, EventsSettings
 from tests.integration.conftest import Gateway, with_settings
 
 pytestmark = pytest.mark.asyncio
@@ -393,27 +391,14 @@ async def test_the_last_event_of_each_subject_is_one_index_step_before_any_stati
             assert "Seq Scan on app_events" not in plan, plan
 
 
-async def test_writes_of_app_events_wake_the_delivery_loop(
+async def test_a_recorded_report_wakes_the_delivery_loop(
     gateway: Gateway, headers: dict[str, str]
 ) -> None:
-    """The dispatcher's round and recorded answers, and a provider's report, write app
-    events: each wakes the delivery loop (``serve`` and ``worker`` share one signal
-    between the writers and the loop), which then need not wait for its poll."""
-    events_written = asyncio.Event()
-    dispatcher = Dispatcher(
-        sessionmaker=gateway.state.sessionmaker,
-        providers=gateway.state.providers,
-        settings=gateway.dispatcher_settings,
-        events_wakeup=events_written,
-        clock=gateway.clock,
-        status_callback_url=webhook_url(gateway.state.settings),
-        planner=gateway.state.planner,
-    )
+    """A provider's report applied by the webhook writes app events: it wakes the
+    delivery loop of the same process, which then need not wait for its poll."""
     response = await gateway.send(headers, to="+14155550100", body="wake up")
     assert response.status_code == 202
+    assert await gateway.dispatcher.run_once() == 1
     gateway.state.events_wakeup.clear()
-    assert await dispatcher.run_once() == 1
-    assert events_written.is_set()
-    assert not gateway.state.events_wakeup.is_set()  # no report recorded yet
     await gateway.sandbox.drain_callbacks()  # the simulator's signed reports, to the webhook
     assert gateway.state.events_wakeup.is_set()
