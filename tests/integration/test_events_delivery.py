@@ -234,6 +234,20 @@ async def test_deliveries_ending_during_a_claim_do_not_leave_the_loop_asleep(
     assert {e.state for e in await _events(gateway)} == {"delivered"}
 
 
+class _HoldingApp:
+    """An app that holds every POST until ``release`` is set (and records its ids)."""
+
+    def __init__(self) -> None:
+        self.first_post, self.release = asyncio.Event(), asyncio.Event()
+        self.posted: list[str] = []
+
+    async def receive(self, request: httpx.Request) -> httpx.Response:
+        self.posted.append(request.headers["webhook-id"])
+        self.first_post.set()
+        await self.release.wait()
+        return httpx.Response(200)
+
+
 async def test_stopping_hands_back_events_claimed_but_not_posted(
     gateway: Gateway, endpoints: respx.MockRouter
 ) -> None:
@@ -241,22 +255,14 @@ async def test_stopping_hands_back_events_claimed_but_not_posted(
     at once (due again for any process, the claim not counted as an attempt), not left to
     their lease."""
     await _messages_through(gateway, "fast", 4)
-    first_post, release = asyncio.Event(), asyncio.Event()
-    posted: list[str] = []
-
-    async def receive(request: httpx.Request) -> httpx.Response:
-        posted.append(request.headers["webhook-id"])
-        first_post.set()
-        await release.wait()
-        return httpx.Response(200)
-
-    endpoints.post(FAST).mock(side_effect=receive)
+    app = _HoldingApp()
+    endpoints.post(FAST).mock(side_effect=app.receive)
     stop = asyncio.Event()
     async with httpx.AsyncClient() as client:
         delivery = _delivery(gateway, client, "loop", per_app_concurrency=1)
         loop = asyncio.create_task(delivery.run(stop))
         try:
-            await asyncio.wait_for(first_post.wait(), timeout=10)
+            await asyncio.wait_for(app.first_post.wait(), timeout=10)
             stop.set()
             deadline = asyncio.get_running_loop().time() + 10
             while True:  # until the three waiting events are released (an observable state)
@@ -266,11 +272,11 @@ async def test_stopping_hands_back_events_claimed_but_not_posted(
                 assert asyncio.get_running_loop().time() < deadline, "never handed back"
                 await asyncio.sleep(0.02)
         finally:
-            release.set()
+            app.release.set()
             await loop
     firsts = {e.event_id: e for e in await _first_events(gateway, "fast")}
-    assert len(posted) == 1
-    assert firsts.pop(posted[0]).state == "delivered"
+    assert len(app.posted) == 1
+    assert firsts.pop(app.posted[0]).state == "delivered"
     assert [(e.state, e.lease_owner, e.attempts) for e in firsts.values()] == [
         ("pending", None, 0)
     ] * 3
@@ -283,27 +289,19 @@ async def test_an_event_whose_lease_ran_low_while_waiting_is_handed_back(
     left for a whole POST (its timeout and a margin), it is released instead of posted,
     so the lease cannot end mid-POST and let another process send it too."""
     await _messages_through(gateway, "fast", 2)
-    first_post, release = asyncio.Event(), asyncio.Event()
-    posted: list[str] = []
-
-    async def receive(request: httpx.Request) -> httpx.Response:
-        posted.append(request.headers["webhook-id"])
-        first_post.set()
-        await release.wait()
-        return httpx.Response(200)
-
-    endpoints.post(FAST).mock(side_effect=receive)
+    app = _HoldingApp()
+    endpoints.post(FAST).mock(side_effect=app.receive)
     async with httpx.AsyncClient() as client:
         delivery = _delivery(gateway, client, "loop", per_app_concurrency=1)
         step = asyncio.create_task(delivery.run_once())
-        await asyncio.wait_for(first_post.wait(), timeout=10)
+        await asyncio.wait_for(app.first_post.wait(), timeout=10)
         # 60 s lease, 10 s timeout, 5 s margin: 46 s after the claim the waiting event
         # could no longer be posted and answered within its lease.
         gateway.clock.advance(46)
-        release.set()
+        app.release.set()
         assert await step == 2
     firsts = {e.event_id: e for e in await _first_events(gateway, "fast")}
-    assert len(posted) == 1
-    assert firsts.pop(posted[0]).state == "delivered"
+    assert len(app.posted) == 1
+    assert firsts.pop(app.posted[0]).state == "delivered"
     [waiting] = firsts.values()
     assert (waiting.state, waiting.lease_owner, waiting.attempts) == ("pending", None, 0)
