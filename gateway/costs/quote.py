@@ -63,10 +63,10 @@ class Quoter:
     async def load_caps(self, session: AsyncSession, now: datetime) -> None:
         self._capped = await account_caps_reached(session, self._accounts, self._accounts, now)
 
-    def quote(self, message: ValidatedMessage, *, message_id: str | None = None) -> RouteQuote:
-        """The route and every candidate's estimate. ``message_id``: the stored message's
-        (a weighted pick hashes it); a preview, which stores nothing, draws one."""
-        route = self._route(message, message_id or new_id("msg"))
+    def quote(self, message: ValidatedMessage) -> RouteQuote:
+        """The route and every candidate's estimate, for a preview: it stores nothing, so
+        a weighted pick hashes an id drawn for it (a send's is :meth:`price`'s)."""
+        route = self._route(message, new_id("msg"))
         return RouteQuote(
             country=message.country,
             message_type=str(_message_type(message)),

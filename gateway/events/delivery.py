@@ -95,6 +95,8 @@ async def _first_of(events: tuple[asyncio.Event, ...], *, within: float) -> None
 
 class _Claimed(msgspec.Struct, frozen=True):
     event: outbox.ClaimedEvent
+    #: Where it goes: its own URL, else its app's (the claim settles those with neither).
+    url: str
     #: The app's signing secret as the claim read it (``None``: it has none).
     secret: str | SecretUnavailable | None
     #: The claim's "now": its lease runs from there (on the same clock).
@@ -242,19 +244,23 @@ class EventDelivery:
             )
             # Written since the sweep above, or whose app's URL this process lacks:
             # settled here too, in the claim's transaction, without holding a slot.
-            deliverable: list[outbox.ClaimedEvent] = []
+            deliverable: list[tuple[outbox.ClaimedEvent, str]] = []
             nowhere: list[outbox.ClaimedEvent] = []
             for event in claimed:
-                (nowhere if self._url(event) is None else deliverable).append(event)
+                url = self._url(event)
+                if url is None:
+                    nowhere.append(event)
+                else:
+                    deliverable.append((event, url))
             await outbox.record_skipped(session, nowhere)  # nothing to do when empty
             self._claimed_nowhere = bool(nowhere)
             # The claim's apps' secrets in the claim's transaction: one read, not a
             # session and a read for every delivery.
             secrets = await signing_secrets(
-                session, {event.app for event in deliverable}, key=self._settings.secrets_key
+                session, {event.app for event, _ in deliverable}, key=self._settings.secrets_key
             )
-        for event in deliverable:
-            claimed_event = _Claimed(event, secrets.get(event.app), now)
+        for event, url in deliverable:
+            claimed_event = _Claimed(event, url, secrets.get(event.app), now)
             self._waiting.setdefault(event.app, deque()).append(claimed_event)
         self._start_waiting()
         return skipped + len(claimed)
@@ -306,11 +312,11 @@ class EventDelivery:
 
     async def _deliver(self, claimed: _Claimed) -> None:
         event = claimed.event
+        outcome: outbox.Outcome | None = None
         try:
-            outcome = await self._attempt(event, claimed.secret)
+            outcome = await self._attempt(claimed)
         except Exception:  # not recorded: the lease runs out and the event goes again
             logger.exception("event delivery failed", extra={"event_id": event.event_id})
-            outcome = None
         finally:
             # The slot is free once the app answered: the next waiting event goes now,
             # while this one's outcome is being recorded.
@@ -321,7 +327,7 @@ class EventDelivery:
             self._released.set()
         try:
             if outcome is not None:
-                await self._record(outcome)
+                await self._record(outcome, claimed.url)
         except Exception:  # not recorded: the lease runs out and the event goes again
             logger.exception(
                 "recording an event delivery failed", extra={"event_id": event.event_id}
@@ -335,20 +341,15 @@ class EventDelivery:
         app = self._settings.apps.get(event.app)
         return app.callback_url if app is not None else None
 
-    async def _attempt(
-        self, event: outbox.ClaimedEvent, secret: str | SecretUnavailable | None
-    ) -> outbox.Outcome | None:
-        """POST the event; what became of it (``None``: nowhere to send it, settled at
-        the claim)."""
-        url = self._url(event)
-        if url is None:
-            return None
+    async def _attempt(self, claimed: _Claimed) -> outbox.Outcome:
+        """POST the event; what became of it."""
+        event, secret = claimed.event, claimed.secret
         if isinstance(secret, str):
             body = msgspec.json.encode(event.payload)
             # The signature's timestamp is the wall clock's: the receiver compares it with
             # its own (replay protection), whatever clock schedules the retries.
             headers = signed_headers(secret, event.event_id, int(time.time()), body)
-            error = await self._post(url, body, headers)
+            error = await self._post(claimed.url, body, headers)
         elif secret is None:
             error = "the app has no signing secret: run 'sms-gateway keys create'"
         else:
@@ -361,7 +362,7 @@ class EventDelivery:
             now=now,
         )
 
-    async def _record(self, outcome: outbox.Outcome) -> None:
+    async def _record(self, outcome: outbox.Outcome, url: str) -> None:
         await self._outcomes.record(outcome)
         event, error = outcome.event, outcome.error
         logger.info(
@@ -370,7 +371,7 @@ class EventDelivery:
                 "event_id": event.event_id,
                 "app": event.app,
                 "attempt": event.attempts,
-                "host": urlsplit(self._url(event) or "").hostname,
+                "host": urlsplit(url).hostname,
                 "error": error,
             },
         )

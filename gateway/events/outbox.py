@@ -189,10 +189,12 @@ async def record_outcomes(
 ) -> None:
     """Every outcome of a group in at most three executemany statements, on the table
     (not through the ORM's bulk update, which cost more than the statement itself)."""
-    delivered = [{"pk": o.event.event_pk, "at": o.now} for o in outcomes if o.error is None]
-    retried, given_up = [], []
+    delivered: list[dict[str, object]] = []
+    retried: list[dict[str, object]] = []
+    given_up: list[dict[str, object]] = []
     for outcome in outcomes:
         if outcome.error is None:
+            delivered.append({"pk": outcome.event.event_pk, "at": outcome.now})
             continue
         values = {"pk": outcome.event.event_pk, "owner": owner, "error": outcome.error[:500]}
         if outcome.next_attempt_at is None:
@@ -261,8 +263,8 @@ async def record_skipped(session: AsyncSession, events: Sequence[ClaimedEvent]) 
 async def release_unsent(
     session: AsyncSession, events: Sequence[ClaimedEvent], *, owner: str
 ) -> None:
-    """Claimed by ``owner`` and never posted (it is stopping): due again at once for any
-    process, and the claim's attempt not counted."""
+    """Claimed by ``owner`` and never posted (it is stopping, or too little of their lease
+    was left): due again at once for any process, and the claim's attempt not counted."""
     await session.execute(
         update(_EVENTS)
         .where(

@@ -3,9 +3,9 @@
 Each delivery used to record its outcome in a transaction of its own: at a few hundred
 events a second those transactions (a BEGIN, an ORM bulk update, a COMMIT, each) were most
 of the loop's database work. Outcomes now join a group commit (gateway/db/group_commit.py).
-A delivery is answered once its outcome is committed, and only then frees its slot: the
-next event of the same message becomes due when this one is no longer pending, so the
-loop's next claim must not come before the commit.
+A delivery's POST slot is free as soon as the app answered; the delivery is answered once
+its outcome is committed, and then tells the loop to claim again: the next event of the
+same message becomes due only when this one is no longer pending.
 """
 
 from __future__ import annotations
