@@ -26,6 +26,7 @@ from gateway.dispatch.dispatcher import Dispatcher
 from gateway.dispatch.planning import build_planner
 from gateway.events.controller import EventsController
 from gateway.events.delivery import EventDelivery, create_events_client
+from gateway.events.destinations import session_info as event_destinations
 from gateway.inbound.controller import InboundController
 from gateway.messages.controller import MessagesController
 from gateway.reports.controller import cost_report
@@ -82,7 +83,7 @@ def create_app(
             state = GatewayState(
                 settings=settings,
                 engine=engine,
-                sessionmaker=create_sessionmaker(engine),
+                sessionmaker=create_sessionmaker(engine, info=event_destinations(settings)),
                 providers=build_providers(settings, http_client),
                 receivers=build_receivers(settings),
                 planner=build_planner(settings),

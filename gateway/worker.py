@@ -13,6 +13,7 @@ from gateway.db.migrate import is_up_to_date, upgrade
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.dispatch.planning import build_planner
 from gateway.events.delivery import EventDelivery, create_events_client
+from gateway.events.destinations import session_info as event_destinations
 from gateway.settings import Settings, webhook_url
 from gateway.system.metrics_server import serve_metrics
 
@@ -41,12 +42,12 @@ async def run_worker(
             create_http_client() as http_client,
             create_events_client(settings) as events_client,
         ):
-            sessionmaker = create_sessionmaker(engine)
+            sessionmaker = create_sessionmaker(engine, info=event_destinations(settings))
             delivery = EventDelivery(
                 sessionmaker=sessionmaker, http_client=events_client, settings=settings
             )
             dispatcher = Dispatcher(
-                sessionmaker=create_sessionmaker(engine),
+                sessionmaker=create_sessionmaker(engine, info=event_destinations(settings)),
                 providers=build_providers(settings, http_client),
                 settings=settings.dispatcher,
                 status_callback_url=webhook_url(settings),

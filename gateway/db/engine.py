@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,8 +57,12 @@ def _sqlite_engine(database_url: str) -> AsyncEngine:
     return engine
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+def create_sessionmaker(
+    engine: AsyncEngine, *, info: Mapping[str, Any] | None = None
+) -> async_sessionmaker[Any]:
+    """``info``: what every session of it knows (``Session.info``), e.g. the apps that
+    have a callback URL (gateway/events/destinations.py)."""
+    return async_sessionmaker(engine, expire_on_commit=False, info=dict(info or {}))
 
 
 def is_connection_error(exc: BaseException) -> bool:

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from gateway.clock import utcnow
 from gateway.dispatch.decisions import backoff_seconds
 from gateway.events import outbox
+from gateway.events.destinations import apps_with_url
 from gateway.events.outcomes import OutcomeQueue
 from gateway.events.secrets import SecretUnavailable, signing_secrets
 from gateway.events.signing import signed_headers
@@ -134,9 +135,7 @@ class EventDelivery:
         self._swept_at: datetime | None = None
         self._claimed_nowhere = False
         self._last_claim = float("-inf")
-        self._apps_with_url = sorted(
-            name for name, app in settings.apps.items() if app.callback_url is not None
-        )
+        self._apps_with_url = sorted(apps_with_url(settings))
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- the loop ---------------------------------------------------------------------

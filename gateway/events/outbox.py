@@ -210,7 +210,7 @@ async def record_outcomes(
             await session.execute(statement, rows)
 
 
-_NOWHERE = "no callback_url on the message and none configured for the app"
+NOWHERE = "no callback_url on the message and none configured for the app"
 
 
 async def skip_undeliverable(
@@ -238,7 +238,7 @@ async def skip_undeliverable(
     result = await session.execute(
         update(AppEvent)
         .where(AppEvent.event_pk.in_(nowhere.scalar_subquery()))
-        .values(state=SKIPPED, last_error=_NOWHERE)
+        .values(state=SKIPPED, last_error=NOWHERE)
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
@@ -255,7 +255,7 @@ async def record_skipped(session: AsyncSession, events: Sequence[ClaimedEvent]) 
             state=SKIPPED,
             lease_owner=None,
             lease_expires_at=None,
-            last_error=_NOWHERE,
+            last_error=NOWHERE,
         )
     )
 

@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import new_id
 from gateway.db.models import AppEvent, InboundRecord, Message
+from gateway.events.destinations import nowhere_to_go
+from gateway.events.outbox import NOWHERE, SKIPPED
 from providers import DeliveryStatus
 
 PENDING = "pending"
@@ -228,6 +230,7 @@ async def _write_events(
                 data=_message_data(message, previous),
                 url=message.callback_url,
                 now=now,
+                settled=nowhere_to_go(session, message.app, message.callback_url),
             )
         )
     if rows:
@@ -281,6 +284,7 @@ async def inbound_received(
                 },
                 url=None,
                 now=now,
+                settled=nowhere_to_go(session, inbound.app, None),
             )
         )
     )
@@ -297,7 +301,10 @@ def _event_row(
     data: dict[str, Any],
     url: str | None,
     now: datetime,
+    settled: bool,
 ) -> dict[str, Any]:
+    """``settled``: the event has nowhere to go (gateway/events/destinations.py), so it is
+    written ``skipped``, not ``pending``."""
     return {
         "event_id": new_id("evt"),
         "app": app,
@@ -308,7 +315,8 @@ def _event_row(
         # The Standard Webhooks payload shape: type, timestamp, data.
         "payload": {"type": event_type, "timestamp": _iso(now), "data": data},
         "url": url,
-        "state": PENDING,
+        "state": SKIPPED if settled else PENDING,
+        "last_error": NOWHERE if settled else None,
         "attempts": 0,
         "next_attempt_at": now,
         "created_at": now,

@@ -20,7 +20,7 @@ from gateway.auth.keys import create_key
 from gateway.db.models import AppEvent
 from gateway.events import outbox, record
 from gateway.events.delivery import EventDelivery
-from gateway.settings import AppQuota, EventsSettings
+from gateway.settings import AppQuota, EventsSettings, Settings
 from tests.integration.conftest import Gateway, with_settings
 
 pytestmark = pytest.mark.asyncio
@@ -70,10 +70,17 @@ async def _key(gateway: Gateway, app: str) -> tuple[dict[str, str], str]:
     return {"Authorization": f"Bearer {issued.key}"}, issued.signing_secret
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The app's callback URL is the gateway's configuration, read by the processes that
+    write events (they settle an event with nowhere to go as they write it) and by the
+    one that delivers them."""
+    return with_settings(settings, apps={"billing": AppQuota(callback_url=APP_HOOK)})
+
+
 def _delivery(gateway: Gateway, client: httpx.AsyncClient, **events: Any) -> EventDelivery:
     settings = with_settings(
         gateway.state.settings,
-        apps={"billing": AppQuota(callback_url=APP_HOOK)},
         events=EventsSettings(**{"backoff_base_seconds": 5.0, **events}),
     )
     return EventDelivery(
@@ -290,12 +297,12 @@ async def test_cancel_writes_its_event_in_the_same_commit(gateway: Gateway) -> N
     assert stored[0].payload["data"]["previous_status"] is None
 
 
-async def test_events_with_nowhere_to_go_are_settled_in_one_round_whatever_the_slots(
+async def test_events_of_an_app_without_a_url_are_settled_as_they_are_written(
     gateway: Gateway, app_endpoint: respx.MockRouter
 ) -> None:
-    """An app without a URL must not cost a transaction (nor a delivery slot) per event:
-    one claim round settles all of its due events, even with one slot per app, while the
-    events of an app with a URL still go through their slots."""
+    """An app without a URL must not cost the delivery loop anything: its events are
+    written ``skipped`` (and stay listed), so a round takes only the events that have
+    somewhere to go."""
     quiet, _ = await _key(gateway, "marketing")  # no callback URL configured
     billing, _ = await _key(gateway, "billing")
     app_endpoint.post(APP_HOOK).mock(return_value=httpx.Response(204))
@@ -306,17 +313,71 @@ async def test_events_with_nowhere_to_go_are_settled_in_one_round_whatever_the_s
     assert response.status_code == 202
     assert await gateway.dispatcher.run_once() == 7
     await gateway.sandbox.drain_callbacks()
-    nowhere = [e for e in await _stored(gateway) if e.app == "marketing"]
-    assert len(nowhere) >= 12  # at least sent and delivered of six messages
+    stored = await _stored(gateway)
+    nowhere = [e for e in stored if e.app == "marketing"]
+    assert len(nowhere) >= 18  # sending, sent and delivered of six messages
+    assert {(e.state, e.last_error) for e in nowhere} == {("skipped", outbox.NOWHERE)}
+    assert {e.state for e in stored if e.app == "billing"} == {"pending"}
     async with httpx.AsyncClient() as client:
         delivery = _delivery(gateway, client, per_app_concurrency=1, concurrency=1)
-        taken = await delivery.run_once()
-    stored = await _stored(gateway)
-    assert {e.state for e in stored if e.app == "marketing"} == {"skipped"}
-    assert taken == len(nowhere) + 1  # all settled, one delivered through billing's slot
-    billing_states = [e.state for e in stored if e.app == "billing"]
-    assert billing_states[0] == "delivered"  # its first event, in order, through one slot
-    assert set(billing_states[1:]) == {"pending"}
+        assert await delivery.run_once() == 1  # billing's first event, nothing to sweep
+    listed = (await gateway.client.get("/v1/events", headers=quiet)).json()["data"]
+    assert len(listed) == len(nowhere)
+    assert {e["delivery"] for e in listed} == {"skipped"}
+
+
+class TestAnAppThatLostItsUrl:
+    """Events written while the app had a URL, delivered by a process configured without
+    it (a restart with a new configuration): the sweep settles them."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return with_settings(
+            settings,
+            apps={
+                "billing": AppQuota(callback_url=APP_HOOK),
+                "marketing": AppQuota(callback_url="https://marketing.test/events"),
+            },
+        )
+
+    async def test_its_events_are_settled_in_one_round_whatever_the_slots(
+        self, gateway: Gateway, app_endpoint: respx.MockRouter
+    ) -> None:
+        """One claim round settles all of its due events, even with one slot per app,
+        while the events of an app with a URL still go through their slots."""
+        quiet, _ = await _key(gateway, "marketing")
+        billing, _ = await _key(gateway, "billing")
+        app_endpoint.post(APP_HOOK).mock(return_value=httpx.Response(204))
+        for n in range(6):
+            response = await gateway.send(quiet, to=f"+1415555{n:04d}", body="url gone")
+            assert response.status_code == 202
+        response = await gateway.send(billing, to="+14155550100", body="with url")
+        assert response.status_code == 202
+        assert await gateway.dispatcher.run_once() == 7
+        await gateway.sandbox.drain_callbacks()
+        nowhere = [e for e in await _stored(gateway) if e.app == "marketing"]
+        assert len(nowhere) >= 12  # at least sent and delivered of six messages
+        assert {e.state for e in nowhere} == {"pending"}  # it had a URL when they were written
+        without_url = with_settings(
+            gateway.state.settings,
+            apps={"billing": AppQuota(callback_url=APP_HOOK)},
+            events=EventsSettings(per_app_concurrency=1, concurrency=1),
+        )
+        async with httpx.AsyncClient() as client:
+            delivery = EventDelivery(
+                sessionmaker=gateway.state.sessionmaker,
+                http_client=client,
+                settings=without_url,
+                clock=gateway.clock,
+                owner="test-events",
+            )
+            taken = await delivery.run_once()
+        stored = await _stored(gateway)
+        assert {e.state for e in stored if e.app == "marketing"} == {"skipped"}
+        assert taken == len(nowhere) + 1  # all settled, one delivered through billing's slot
+        billing_states = [e.state for e in stored if e.app == "billing"]
+        assert billing_states[0] == "delivered"  # its first event, in order, through one slot
+        assert set(billing_states[1:]) == {"pending"}
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # its planner's

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from gateway.db.models import AppEvent
 from gateway.events.delivery import EventDelivery
-from gateway.settings import AppQuota, EventsSettings
+from gateway.settings import AppQuota, EventsSettings, Settings
 from tests.integration.conftest import Gateway, with_settings
 
 pytestmark = pytest.mark.asyncio
@@ -29,14 +29,20 @@ def endpoints() -> Iterator[respx.MockRouter]:
         yield router
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The apps' callback URLs, configured for the whole gateway (the processes writing
+    events read them too)."""
+    return with_settings(
+        settings,
+        apps={"fast": AppQuota(callback_url=FAST), "slow": AppQuota(callback_url=SLOW)},
+    )
+
+
 def _delivery(
     gateway: Gateway, client: httpx.AsyncClient, owner: str, **events: Any
 ) -> EventDelivery:
-    settings = with_settings(
-        gateway.state.settings,
-        apps={"fast": AppQuota(callback_url=FAST), "slow": AppQuota(callback_url=SLOW)},
-        events=EventsSettings(**events),
-    )
+    settings = with_settings(gateway.state.settings, events=EventsSettings(**events))
     return EventDelivery(
         sessionmaker=gateway.state.sessionmaker,
         http_client=client,
