@@ -39,7 +39,7 @@ _MESSAGES = cast(Table, Message.__table__)
 _ATTEMPTS = cast(Table, Attempt.__table__)
 _SET_ROUTE_RULE = (
     update(_MESSAGES)
-    .where(_MESSAGES.c.message_id == bindparam("of_message"))
+    .where(_MESSAGES.c.message_id.in_(bindparam("of_messages", expanding=True)))
     .values(route_rule=bindparam("rule"))
 )
 
@@ -142,12 +142,13 @@ async def release_claim(
 async def set_route_rules(
     session: AsyncSession, rules: Sequence[tuple[Claimed, str | None]]
 ) -> None:
-    """The routing rule that chose each claimed message's account (one executemany)."""
-    if rules:
-        await session.execute(
-            _SET_ROUTE_RULE,
-            [{"of_message": claim.message_id, "rule": rule} for claim, rule in rules],
-        )
+    """The routing rule that chose each claimed message's account: one statement per
+    rule (a round's messages mostly share one or two), not one row each."""
+    by_rule: dict[str | None, list[str]] = {}
+    for claim, rule in rules:
+        by_rule.setdefault(rule, []).append(claim.message_id)
+    for rule, message_ids in by_rule.items():
+        await session.execute(_SET_ROUTE_RULE, {"of_messages": message_ids, "rule": rule})
 
 
 async def start_attempt(
