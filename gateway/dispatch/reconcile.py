@@ -88,24 +88,35 @@ async def adopt(
     ).scalar_one_or_none()
     if message is None:
         return None
+    # The send the callback proves is the last attempt: it is the message's send now.
+    latest = (
+        await session.execute(
+            select(Attempt.attempt_number, Attempt.started_at)
+            .where(Attempt.message_id == reference)
+            .order_by(Attempt.attempt_number.desc())
+            .limit(1)
+        )
+    ).first()
     message.status = DeliveryStatus.QUEUED.value
     message.provider_kind = provider_kind
     message.provider_account = account
     message.provider_message_id = provider_message_id
     message.reconcile_until = None
     message.error_detail = None
-    message.sent_at = message.sent_at or now
+    # As a recorded send sets it (store.record_sends): the time of this send, not of an
+    # earlier one (a failed-over message's first account) nor of the callback's arrival,
+    # so delivery times are measured from the send that was delivered.
+    message.sent_at = latest.started_at if latest is not None else now
     message.updated_at = now
-    latest = (
-        select(func.max(Attempt.attempt_number))
-        .where(Attempt.message_id == reference)
-        .scalar_subquery()
-    )
-    await session.execute(
-        update(Attempt)
-        .where(Attempt.message_id == reference, Attempt.attempt_number == latest)
-        .values(outcome="reconciled", provider_message_id=provider_message_id)
-    )
+    if latest is not None:
+        await session.execute(
+            update(Attempt)
+            .where(
+                Attempt.message_id == reference,
+                Attempt.attempt_number == latest.attempt_number,
+            )
+            .values(outcome="reconciled", provider_message_id=provider_message_id)
+        )
     await message_status_changed(session, [reference], now=now)
     return message
 

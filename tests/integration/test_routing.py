@@ -171,6 +171,8 @@ async def test_timeout_is_reconciled_by_the_callback_naming_the_message(
     message = await gateway.message(headers, message_id)
     assert (message["status"], message["provider_message_id"]) == ("sent", sid)
     assert message["attempts"][0]["outcome"] == "reconciled"
+    # Sent when the call was made, not a minute later when its callback adopted it.
+    assert message["sent_at"] == message["attempts"][0]["started_at"]
     gateway.clock.advance(3600)
     assert await gateway.dispatcher.run_once() == 0  # adopted: never sent again
 
