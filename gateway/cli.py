@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--app", default="cli")
     route.add_argument("--mms", action="store_true", help="a message with media")
     route.add_argument("--body", default="", help="the text, for segment counts and prices")
+    route.add_argument(
+        "--from", dest="sender", default=None, help="the app's sender (prices by its type)"
+    )
     route.set_defaults(handler=_route)
 
     costs = commands.add_parser(
@@ -175,6 +178,7 @@ def _route(args: argparse.Namespace, settings: Settings) -> int:
     """The same decision ``POST /v1/routes/resolve`` gives, from the configuration alone."""
     from gateway.dispatch.planning import build_planner, preview_facts
     from gateway.messages.numbers import InvalidNumber, normalize_number
+    from gateway.messages.validation import normalize_sender
 
     region = (args.country or settings.default_region or "").upper() or None
     try:
@@ -182,7 +186,12 @@ def _route(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidNumber as exc:
         print(f"error: {args.number!r} {exc}", file=sys.stderr)
         return 2
-    facts = preview_facts(to, body=args.body, has_media=args.mms, app=args.app)
+    try:
+        sender = normalize_sender(args.sender) if args.sender is not None else None
+    except InvalidNumber as exc:
+        print(f"error: --from {args.sender!r} {exc}", file=sys.stderr)
+        return 2
+    facts = preview_facts(to, body=args.body, has_media=args.mms, app=args.app, sender=sender)
     decision = build_planner(settings).decide(facts)
     print(f"{to} ({facts.country or 'unknown country'}, {facts.message_type})")
     print(f"rule: {decision.rule} ({decision.strategy})")

@@ -14,9 +14,9 @@ mobile, toll free, short code), so the estimate needs the sender's type. In orde
    the provider picks the sender (a Twilio Messaging Service, a Telnyx number pool);
 4. otherwise ``None``: the estimate uses the country figure.
 
-When the sender is not known yet (at accept, before the dispatcher picks one from a pool),
-the pool's type is used if every number of it has the same type, else the account's
-``number_type``.
+When the sender is not known yet (at accept, and when ``cheapest`` routing ranks accounts,
+before the dispatcher picks one from a pool), the pool's type is used if every number of it
+has the same type, else the account's ``number_type``.
 """
 
 from __future__ import annotations

@@ -19,14 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import new_id
 from gateway.costs.estimate import Estimate, estimate
-from gateway.costs.number_types import sender_number_type
 from gateway.costs.pricing import MessageType
 from gateway.costs.spend import account_caps_reached, spend_cap_problem
 from gateway.db.models import Message
-from gateway.dispatch.planning import RoutePlanner
+from gateway.dispatch.planning import RoutePlanner, build_planner
 from gateway.messages.validation import ValidatedMessage
 from gateway.routing import MessageFacts
-from gateway.settings import Account, Settings, routing_config
+from gateway.settings import Account, Settings
 
 __all__ = ["Quoter", "RouteQuote"]
 
@@ -55,7 +54,7 @@ class Quoter:
 
     def __init__(self, settings: Settings, planner: RoutePlanner | None, app: str) -> None:
         self._settings = settings
-        self._planner = planner or RoutePlanner(routing_config(settings), settings.prices)
+        self._planner = planner or build_planner(settings)
         self._app = app
         self._accounts: Mapping[str, Account] = {a.name: a for a in settings.accounts}
         self._capped: dict[str, tuple[Decimal, str, Decimal]] = {}
@@ -114,6 +113,7 @@ class Quoter:
                 message_type=_message_type(message),
                 app=self._app,
                 segments=message.segments,
+                sender=message.sender,
             )
         )
         return _Route(
@@ -132,8 +132,9 @@ class Quoter:
             country=message.country,
             message_type=_message_type(message),
             segments=message.segments,
-            # The app's ``from``, else what the account sends from (its pool, its number).
-            number_type=sender_number_type(message.sender, self._accounts.get(account)),
+            # The app's ``from``, else what the account sends from (its pool, its number):
+            # asked of the planner, so the estimate is the figure ``cheapest`` ranked by.
+            number_type=self._planner.sender_type(account, message.sender),
         )
 
 

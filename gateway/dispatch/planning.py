@@ -1,5 +1,6 @@
-"""The dispatcher's view of routing: rules and prices from the configuration, and the
-health of each account from this process's circuit breakers.
+"""The dispatcher's view of routing: rules and prices from the configuration, the type of
+number each account would send from (its settings), and the health of each account from
+this process's circuit breakers.
 
 Breakers are per process on purpose: each process learns from its own calls within
 seconds, and needs no shared state to stop hammering a provider that is down. (Limits that
@@ -9,11 +10,12 @@ must hold across processes, such as rates, live in the database.)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from gateway.clock import new_id
-from gateway.costs.pricing import MessageType, PriceBook
+from gateway.costs.number_types import sender_number_type
+from gateway.costs.pricing import MessageType, NumberType, PriceBook
 from gateway.costs.segments import count_segments
 from gateway.dispatch.report_failover import ReportFailover
 from gateway.dispatch.store import Claimed
@@ -22,7 +24,7 @@ from gateway.routing import MessageFacts, RouteDecision, resolve
 from gateway.routing.breaker import BreakerBoard, BreakerSnapshot
 from gateway.routing.config import default_routing
 from gateway.routing.model import RoutingConfig
-from gateway.settings import Settings, routing_config
+from gateway.settings import Account, Settings, routing_config
 
 
 class RoutePlanner:
@@ -31,10 +33,13 @@ class RoutePlanner:
         config: RoutingConfig,
         prices: PriceBook | None = None,
         *,
+        accounts: Iterable[Account] = (),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.prices = prices
+        # Their senders decide which number type's price each is ranked (and quoted) by.
+        self._accounts = {account.name: account for account in accounts}
         self.breakers = BreakerBoard(config.breaker, tuple(a.name for a in config.accounts))
         self.report_failover = ReportFailover(config)
         # Breakers measure with a monotonic clock: wall-clock jumps must not open or close them.
@@ -51,7 +56,14 @@ class RoutePlanner:
             facts,
             prices=self.prices,
             health=self.breakers.health(self._monotonic()),
+            sender_type=self.sender_type,
         )
+
+    def sender_type(self, account: str, sender: str | None) -> NumberType | None:
+        """The type of number ``account`` would send from: the app's ``from`` as the account
+        knows it, else the account's pool or number. ``cheapest`` ranks by this type's price
+        and the estimates price by it, so a route's order and its quotes tell one story."""
+        return sender_number_type(sender, self._accounts.get(account))
 
     def candidates(self, claim: Claimed, now: datetime) -> tuple[str | None, tuple[str, ...]]:
         del now  # routing depends on the message and on health, not on the wall clock
@@ -83,12 +95,15 @@ class RoutePlanner:
 
 
 def build_planner(settings: Settings) -> RoutePlanner:
-    return RoutePlanner(routing_config(settings), settings.prices)
+    return RoutePlanner(routing_config(settings), settings.prices, accounts=settings.accounts)
 
 
-def preview_facts(to: str, *, body: str, has_media: bool, app: str) -> MessageFacts:
+def preview_facts(
+    to: str, *, body: str, has_media: bool, app: str, sender: str | None = None
+) -> MessageFacts:
     """The facts of a message not sent (route explanations), as the API would store them:
-    ``to`` is already E.164; the country comes from the number as at accept time."""
+    ``to`` and ``sender`` (the app's ``from``) are already normalized; the country comes
+    from the number as at accept time."""
     return MessageFacts(
         message_id=new_id("msg"),
         to=to,
@@ -96,6 +111,7 @@ def preview_facts(to: str, *, body: str, has_media: bool, app: str) -> MessageFa
         message_type=MessageType.MMS if has_media else MessageType.SMS,
         app=app,
         segments=count_segments(body).segments if body else 1,
+        sender=sender,
     )
 
 
@@ -107,4 +123,5 @@ def facts_of(claim: Claimed) -> MessageFacts:
         message_type=MessageType.MMS if claim.media_urls else MessageType.SMS,
         app=claim.app,
         segments=claim.segments,
+        sender=claim.sender,
     )

@@ -74,13 +74,10 @@ def validate_send(
 
     sender = request.from_
     if sender is not None:
-        if sender.startswith("+"):
-            try:
-                sender = normalize_number(sender, None)
-            except InvalidNumber as exc:
-                fail("from", str(exc))
-        elif not is_sender_id(sender):
-            fail("from", "must be an E.164 number, a short code or an alphanumeric sender ID")
+        try:
+            sender = normalize_sender(sender)
+        except InvalidNumber as exc:
+            fail("from", str(exc))
 
     if request.provider is not None and settings.account(request.provider) is None:
         known = ", ".join(a.name for a in settings.accounts) or "none configured"
@@ -132,6 +129,16 @@ def validate_send(
         country=country,
         validity_seconds=validity,
     )
+
+
+def normalize_sender(raw: str) -> str:
+    """The app's ``from`` as providers take it: a number in E.164, or a short code or
+    alphanumeric sender ID as given. Raises :class:`InvalidNumber` saying why not."""
+    if raw.startswith("+"):
+        return normalize_number(raw, None)
+    if not is_sender_id(raw):
+        raise InvalidNumber("must be an E.164 number, a short code or an alphanumeric sender ID")
+    return raw
 
 
 def _url_problem(url: str) -> str | None:

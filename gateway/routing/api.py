@@ -15,6 +15,7 @@ from gateway.api.problems import Problem, invalid_field
 from gateway.auth.guard import caller_app
 from gateway.dispatch.planning import preview_facts
 from gateway.messages.numbers import InvalidNumber, normalize_number
+from gateway.messages.validation import normalize_sender
 from gateway.state import GatewayState
 
 
@@ -24,6 +25,8 @@ class ResolveRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     media_urls: list[str] = msgspec.field(default_factory=list)
     country: str | None = None
     app: str | None = None
+    #: The app's sender, as in a send: ``cheapest`` prices each account for its type.
+    from_: str | None = msgspec.field(default=None, name="from")
 
 
 class ResolvedRoute(msgspec.Struct, frozen=True):
@@ -62,8 +65,16 @@ async def resolve_route(
         to = normalize_number(data.to, region)
     except InvalidNumber as exc:
         raise invalid_field("to", str(exc)) from exc
+    try:
+        sender = normalize_sender(data.from_) if data.from_ is not None else None
+    except InvalidNumber as exc:
+        raise invalid_field("from", str(exc)) from exc
     facts = preview_facts(
-        to, body=data.body, has_media=bool(data.media_urls), app=data.app or caller_app(request)
+        to,
+        body=data.body,
+        has_media=bool(data.media_urls),
+        app=data.app or caller_app(request),
+        sender=sender,
     )
     decision = state.planner.decide(facts)
     return ResolvedRoute(

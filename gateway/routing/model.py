@@ -20,7 +20,7 @@ class RoutingConfigError(Exception):
 class Strategy(StrEnum):
     FAILOVER = "failover"  # the configured order
     WEIGHTED = "weighted"  # first account picked by weight per message, then configured order
-    CHEAPEST = "cheapest"  # by list price for the destination, unknown prices last
+    CHEAPEST = "cheapest"  # by list price for the destination and sender, unknown last
     STICKY = "sticky"  # first account picked per recipient, so a recipient keeps its sender
 
 

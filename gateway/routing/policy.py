@@ -12,8 +12,14 @@ explainable afterwards (``RouteDecision.reasons``) and testable as a table.
 * sticky: the same, keyed by the recipient's number, so a recipient keeps hearing from the same
   account (and the same sender number) while it is healthy.
 * cheapest: by list price per message (price per segment times segments; per message for MMS) for
-  the destination country; accounts with no known price, or a price in another currency than
-  the first priced account's, come after the priced ones; ties keep the configured order.
+  the destination country, as each account would be billed: providers price by the type of
+  the number a message goes out from, so each account is priced for the type of *its* sender
+  (``sender_type(account, facts.sender)``: the app's ``from`` as that account knows it, else
+  the account's pool or number), and by the country's figure where its table has none for
+  that type or the type is unknown. Accounts with no known price, or a price in another
+  currency than the first priced account's, come after the priced ones; ties keep the
+  configured order. The quotes are the same figures the estimates use, so the ranking and
+  the cost the dispatcher records for the send agree.
 
 An account whose breaker is open (``health(account)`` is false) is moved to ``skipped``. When
 every account is open they are all kept, in order: trying a provider that may have recovered
@@ -29,18 +35,26 @@ from decimal import Decimal
 import msgspec
 import phonenumbers
 
-from gateway.costs.pricing import Evidence, MessageType, Price, PriceBook
+from gateway.costs.pricing import Evidence, MessageType, NumberType, Price, PriceBook
 from gateway.routing.model import RoutingConfig, Rule, Strategy
 
 __all__ = [
     "MessageFacts",
     "Quote",
     "RouteDecision",
+    "SenderType",
     "SkippedAccount",
     "country_of",
     "matches",
     "resolve",
 ]
+
+
+#: ``(account, the app's from or None)`` -> the type of the number that account would send
+#: the message from; ``None`` when it cannot tell. Given by the caller because the answer
+#: comes from the accounts' settings (``gateway.costs.number_types.sender_number_type``),
+#: which this pure module does not read.
+SenderType = Callable[[str, str | None], NumberType | None]
 
 
 class MessageFacts(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +66,8 @@ class MessageFacts(msgspec.Struct, frozen=True, kw_only=True):
     message_type: MessageType = MessageType.SMS
     app: str | None = None
     segments: int = 1
+    #: The app's ``from``; ``None`` when each account sends from its own (pool, number).
+    sender: str | None = None
 
     @classmethod
     def for_message(
@@ -62,6 +78,7 @@ class MessageFacts(msgspec.Struct, frozen=True, kw_only=True):
         message_type: MessageType = MessageType.SMS,
         app: str | None = None,
         segments: int = 1,
+        sender: str | None = None,
     ) -> MessageFacts:
         """Facts with the country worked out from the number."""
         return cls(
@@ -71,6 +88,7 @@ class MessageFacts(msgspec.Struct, frozen=True, kw_only=True):
             message_type=message_type,
             app=app,
             segments=segments,
+            sender=sender,
         )
 
 
@@ -87,6 +105,9 @@ class Quote(msgspec.Struct, frozen=True, kw_only=True):
     amount: Decimal | None
     currency: str | None
     price: Price | None
+    #: The type of the number the account would send from (``None``: unknown);
+    #: ``price.number_type`` says whether that type's figure or the country's was used.
+    number_type: NumberType | None = None
 
 
 class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,11 +164,14 @@ def resolve(
     *,
     prices: PriceBook | None,
     health: Callable[[str], bool] | None = None,
+    sender_type: SenderType | None = None,
 ) -> RouteDecision:
     """The rule, the ordered candidates and the reasons for ``facts``.
 
     ``health(account)`` is false when the account's breaker is open
     (:meth:`BreakerBoard.health`); ``None`` treats every account as healthy.
+    ``sender_type`` prices each account for the type of number it would send from
+    (:data:`SenderType`); ``None`` prices every account by the country's figure.
     """
     index, rule = next(
         ((i, r) for i, r in enumerate(config.rules) if matches(r, facts)), (None, None)
@@ -157,7 +181,7 @@ def resolve(
         # can get here.
         raise LookupError(f"no routing rule matches message {facts.message_id}")
     reasons = [f"rule {rule.name!r} (routing.rules[{index}]): {_why_matched(rule, facts)}"]
-    quotes = _quotes(config, rule, facts, prices) if prices is not None else ()
+    quotes = _quotes(config, rule, facts, prices, sender_type) if prices is not None else ()
     if rule.strategy is Strategy.CHEAPEST:
         order = _cheapest(rule, facts, quotes, prices, reasons)
     elif rule.strategy is Strategy.WEIGHTED:
@@ -223,25 +247,51 @@ def _pick_first(rule: Rule, key: str, what: str, reasons: list[str]) -> tuple[st
 
 
 def _quotes(
-    config: RoutingConfig, rule: Rule, facts: MessageFacts, prices: PriceBook
+    config: RoutingConfig,
+    rule: Rule,
+    facts: MessageFacts,
+    prices: PriceBook,
+    sender_type: SenderType | None,
 ) -> tuple[Quote, ...]:
-    quotes = []
-    for account in rule.accounts:
-        ref = config.account(account)
-        table = ref.price_table if ref is not None else account
-        price = (
-            prices.price(table, facts.country, facts.message_type)
-            if facts.country is not None
-            else None
+    return tuple(
+        _quote(
+            config,
+            account,
+            facts,
+            prices,
+            sender_type(account, facts.sender) if sender_type is not None else None,
         )
-        if price is None:
-            quotes.append(Quote(account=account, amount=None, currency=None, price=None))
-        else:
-            amount = price.for_message(facts.segments)
-            quotes.append(
-                Quote(account=account, amount=amount, currency=price.currency, price=price)
-            )
-    return tuple(quotes)
+        for account in rule.accounts
+    )
+
+
+def _quote(
+    config: RoutingConfig,
+    account: str,
+    facts: MessageFacts,
+    prices: PriceBook,
+    number_type: NumberType | None,
+) -> Quote:
+    """The account's price for its sender's type; the price book falls back to the
+    country's figure where the table has none for the type."""
+    ref = config.account(account)
+    table = ref.price_table if ref is not None else account
+    price = (
+        prices.price(table, facts.country, facts.message_type, number_type=number_type)
+        if facts.country is not None
+        else None
+    )
+    if price is None:
+        return Quote(
+            account=account, amount=None, currency=None, price=None, number_type=number_type
+        )
+    return Quote(
+        account=account,
+        amount=price.for_message(facts.segments),
+        currency=price.currency,
+        price=price,
+        number_type=number_type,
+    )
 
 
 def _cheapest(
@@ -264,10 +314,11 @@ def _cheapest(
     )
     unpriced = [q for q in quotes if q not in ranked]
     units = "1 message" if facts.message_type is MessageType.MMS else f"{facts.segments} seg"
-    listed = [f"{q.account} {q.amount} {q.currency}{_evidence_note(q.price)}" for q in ranked]
+    listed = [f"{q.account} {q.amount} {q.currency}{_notes(q)}" for q in ranked]
     for quote in unpriced:
         if quote.amount is None:
-            listed.append(f"{quote.account} no price for {facts.country or 'unknown country'}")
+            where = facts.country or "unknown country"
+            listed.append(f"{quote.account} no price for {where}{_no_figure_note(quote)}")
         else:
             listed.append(f"{quote.account} priced in {quote.currency}, not comparable")
     reasons.append(
@@ -276,10 +327,32 @@ def _cheapest(
     return tuple(q.account for q in (*ranked, *unpriced))
 
 
+def _notes(quote: Quote) -> str:
+    """Which figure ranked the account and how far it can be trusted, e.g.
+    ``" (toll_free figure, third party)"``; empty for a provider's own country figure."""
+    notes = [n for n in (_figure_note(quote), _evidence_note(quote.price)) if n]
+    return f" ({', '.join(notes)})" if notes else ""
+
+
+def _figure_note(quote: Quote) -> str:
+    if quote.price is None or quote.number_type is None:
+        return ""  # no type to price by: the country's figure, the default, goes unsaid
+    if quote.price.number_type is not None:
+        return f"{quote.price.number_type} figure"
+    # Said: the type was looked for, and the table gives that type the country's figure.
+    return f"country figure, none for {quote.number_type}"
+
+
+def _no_figure_note(quote: Quote) -> str:
+    if quote.number_type is None:
+        return ""
+    return f" (neither a {quote.number_type} nor a country figure)"
+
+
 def _evidence_note(price: Price | None) -> str:
     if price is None or price.evidence is Evidence.PROVIDER_PAGE:
         return ""
-    return f" ({price.evidence.value.replace('-', ' ')})"
+    return price.evidence.value.replace("-", " ")
 
 
 def _apply_health(

@@ -4,18 +4,20 @@ default route is failover, Twilio first, then Telnyx."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import msgspec
 import pytest
 from sqlalchemy import func, select
 
+from gateway.costs.pricing import PriceBook, PriceTable, parse_price_table
 from gateway.db.models import Message
 from gateway.dispatch import store
+from gateway.routing.config import parse_routing
 from gateway.settings import DispatcherSettings, Settings
 from providers import DeliveryStatus
-from tests.integration.conftest import Gateway, with_twilio_changes
+from tests.integration.conftest import Gateway, with_settings, with_twilio_changes
 from tests.support.signing import twilio_form, twilio_status
 
 pytestmark = pytest.mark.asyncio
@@ -348,6 +350,120 @@ class TestSenderPool:
         await _send(gateway, headers, "+14155550100", **{"from": "+15005550006"})
         await gateway.dispatcher.run_once()
         assert gateway.sandbox.twilio.created[0].from_ == "+15005550006"
+
+
+# --- cheapest, by the type of number each account sends from -------------------------
+
+
+def _us_sms_table(kind: str, outbound: dict[str, Any]) -> PriceTable:
+    sources = {
+        "s": {"description": "test", "evidence": "provider-page", "as_of": date(2026, 11, 1)}
+    }
+    countries = {"US": {"sms": {"outbound": outbound}}}
+    document = {"kind": kind, "currency": "USD", "sources": sources, "countries": countries}
+    return parse_price_table(document, name=kind, source=f"{kind}.toml")
+
+
+class TestCheapestByTheSendersNumberType:
+    """Twilio's US country figure is the lower (0.0079 against Telnyx's 0.0083), but its
+    account sends from a toll-free number, which its table prices at 0.0100; Telnyx sends
+    from its +1500 long code, for which its table has no figure of its own (the country's)."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        prices = PriceBook(
+            {
+                "twilio": _us_sms_table(
+                    "twilio",
+                    {
+                        "rate": {"amount": "0.0079", "source": "s"},
+                        "toll_free": {"rate": {"amount": "0.0100", "source": "s"}},
+                    },
+                ),
+                "telnyx": _us_sms_table("telnyx", {"rate": {"amount": "0.0083", "source": "s"}}),
+            }
+        )
+        routing = parse_routing(
+            {
+                "rules": [
+                    {
+                        "name": "cheap",
+                        "accounts": ["twilio-sandbox", "telnyx-sandbox"],
+                        "strategy": "cheapest",
+                    }
+                ]
+            },
+            source="test.toml",
+            accounts={"twilio-sandbox": "twilio", "telnyx-sandbox": "telnyx"},
+        )
+        toll_free = with_twilio_changes(settings, from_number="+18885550100")
+        return with_settings(toll_free, routing=routing, prices=prices)
+
+    async def test_explain_and_preview_rank_and_quote_by_the_senders_type(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        resolved = await gateway.client.post(
+            "/v1/routes/resolve", json={"to": "+14155550100"}, headers=headers
+        )
+        assert resolved.status_code == 200, resolved.text
+        assert resolved.json()["accounts"] == ["telnyx-sandbox", "twilio-sandbox"]
+        assert resolved.json()["reasons"][-1] == (
+            "cheapest for US sms x 1 seg: telnyx-sandbox 0.0083 USD (country figure, none "
+            "for local); twilio-sandbox 0.0100 USD (toll_free figure)"
+        )
+        preview = await gateway.client.post(
+            "/v1/messages/preview", json={"to": "+14155550100", "body": "hi"}, headers=headers
+        )
+        assert preview.status_code == 200, preview.text
+        assert preview.json()["route"]["accounts"] == ["telnyx-sandbox", "twilio-sandbox"]
+        estimates = [
+            (e["account"], e["estimated_cost"], e["number_type"], e["priced_number_type"])
+            for e in preview.json()["estimates"]
+        ]
+        assert estimates == [
+            ("telnyx-sandbox", "0.0083", "local", None),
+            ("twilio-sandbox", "0.01", "toll_free", "toll_free"),
+        ]
+        assert preview.json()["estimated_cost"] == "0.0083"
+
+        # The app's own long code: no toll-free price on either, so Twilio's 0.0079 wins.
+        local = {"to": "+14155550100", "body": "hi", "from": "+14155550188"}
+        resolved = await gateway.client.post("/v1/routes/resolve", json=local, headers=headers)
+        assert resolved.json()["accounts"] == ["twilio-sandbox", "telnyx-sandbox"]
+        preview = await gateway.client.post("/v1/messages/preview", json=local, headers=headers)
+        assert preview.json()["estimated_cost"] == "0.0079"
+        bad = await gateway.client.post(
+            "/v1/routes/resolve", json={"to": "+14155550100", "from": "+1"}, headers=headers
+        )
+        assert bad.status_code == 422
+        assert bad.json()["errors"][0]["field"] == "from"
+
+    async def test_a_send_goes_and_is_estimated_as_it_was_ranked(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        own = await gateway.send(headers, to="+14155550100", body="cheap")
+        app_from = await gateway.send(
+            headers, to="+14155550101", body="cheap", **{"from": "+14155550188"}
+        )
+        assert (own.status_code, app_from.status_code) == (202, 202)
+        assert (own.json()["estimated_cost"], app_from.json()["estimated_cost"]) == (
+            "0.0083",
+            "0.0079",
+        )
+        await gateway.dispatcher.run_once()
+        for response, provider, number_type, amount in (
+            (own, "telnyx-sandbox", "local", "0.0083"),
+            (app_from, "twilio-sandbox", "local", "0.0079"),
+        ):
+            message = await gateway.message(headers, response.json()["message_id"])
+            assert (message["provider"], message["route_rule"]) == (provider, "cheap")
+            [send] = message["attempts"]
+            assert (send["outcome"], send["number_type"], send["estimated_cost"]) == (
+                "sent",
+                number_type,
+                amount,
+            )
+            assert message["estimated_cost"] == amount
 
 
 # --- explaining a route ---------------------------------------------------------------

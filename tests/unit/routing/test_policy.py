@@ -11,18 +11,23 @@ from typing import Any
 
 import pytest
 
-from gateway.costs.pricing import MessageType, PriceBook, load_price_tables
+from gateway.costs.number_types import sender_number_type
+from gateway.costs.pricing import MessageType, NumberType, PriceBook, load_price_tables
+from gateway.dispatch.planning import RoutePlanner, facts_of
+from gateway.dispatch.store import Claimed
 from gateway.routing import (
     MessageFacts,
     RouteDecision,
     RoutingConfig,
     Rule,
+    SenderType,
     SkippedAccount,
     Strategy,
     country_of,
     parse_routing,
     resolve,
 )
+from gateway.settings import Account, TelnyxAccount, TwilioAccount
 
 REPO = Path(__file__).resolve().parents[3]
 ACCOUNTS = {"twilio": "twilio", "telnyx": "telnyx"}
@@ -330,6 +335,180 @@ def test_cheapest_without_a_country_is_configured_order() -> None:
     unknown = MessageFacts(message_id="m", to="+80012345678", country=None)
     decision = resolve(config(cheapest(["twilio", "telnyx"])), unknown, prices=PRICES)
     assert decision.candidates == ("twilio", "telnyx")
+
+
+# --- cheapest, by the type of number each account sends from -------------------------------
+
+TOLL_FREE, SHORT_CODE, LOCAL = NumberType.TOLL_FREE, NumberType.SHORT_CODE, NumberType.LOCAL
+
+
+def write_typed_table(directory: Path, name: str, figures: dict[str, str]) -> None:
+    """US SMS figures by key: ``"country"`` for the country's, else a number type's."""
+    lines = [
+        f'kind = "{name}"',
+        'currency = "USD"',
+        "[sources.s]",
+        'description = "d"',
+        'evidence = "provider-page"',
+        "as_of = 2026-11-23",
+    ]
+    for key, amount in figures.items():
+        suffix = "" if key == "country" else f".{key}"
+        lines += [
+            f"[countries.US.sms.outbound{suffix}]",
+            f'rate = {{ amount = "{amount}", source = "s" }}',
+        ]
+    (directory / f"{name}.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture
+def typed_prices(tmp_path: Path) -> PriceBook:
+    """Twilio is cheaper by its country figure, dearer from a toll-free number, and gives no
+    short-code figure (the country's applies); Telnyx prices both of those types."""
+    write_typed_table(tmp_path, "twilio", {"country": "0.0079", "toll_free": "0.0100"})
+    write_typed_table(
+        tmp_path, "telnyx", {"country": "0.0083", "toll_free": "0.0090", "short_code": "0.0085"}
+    )
+    return load_price_tables(tmp_path)
+
+
+def typed_as(twilio: NumberType | None, telnyx: NumberType | None) -> SenderType:
+    types = {"twilio": twilio, "telnyx": telnyx}
+    return lambda account, sender: types[account]
+
+
+@pytest.mark.parametrize(
+    ("twilio_type", "telnyx_type", "candidates", "twilio_quote", "telnyx_quote"),
+    [
+        # Types unknown: the country figures, Twilio first.
+        (None, None, ("twilio", "telnyx"), ("0.0079", None), ("0.0083", None)),
+        # Twilio would send from a toll-free number: 0.0100, not its 0.0079 country figure.
+        (TOLL_FREE, LOCAL, ("telnyx", "twilio"), ("0.0100", TOLL_FREE), ("0.0083", None)),
+        (TOLL_FREE, TOLL_FREE, ("telnyx", "twilio"), ("0.0100", TOLL_FREE), ("0.0090", TOLL_FREE)),
+        # No short-code figure in Twilio's table: its country figure, still the cheaper.
+        (SHORT_CODE, SHORT_CODE, ("twilio", "telnyx"), ("0.0079", None), ("0.0085", SHORT_CODE)),
+        (LOCAL, TOLL_FREE, ("twilio", "telnyx"), ("0.0079", None), ("0.0090", TOLL_FREE)),
+    ],
+)
+def test_cheapest_ranks_each_account_by_its_senders_number_type(
+    typed_prices: PriceBook,
+    twilio_type: NumberType | None,
+    telnyx_type: NumberType | None,
+    candidates: tuple[str, ...],
+    twilio_quote: tuple[str, NumberType | None],
+    telnyx_quote: tuple[str, NumberType | None],
+) -> None:
+    decision = resolve(
+        config(cheapest(["twilio", "telnyx"])),
+        facts("+14155550123"),
+        prices=typed_prices,
+        sender_type=typed_as(twilio_type, telnyx_type),
+    )
+    assert decision.candidates == candidates
+    for account, (amount, priced_type) in (("twilio", twilio_quote), ("telnyx", telnyx_quote)):
+        quote = decision.quote(account)
+        assert quote is not None
+        assert quote.price is not None
+        assert (quote.amount, quote.price.number_type) == (Decimal(amount), priced_type)
+
+
+def test_cheapest_reasons_name_the_figure_each_account_was_ranked_by(
+    typed_prices: PriceBook,
+) -> None:
+    routing = config(cheapest(["twilio", "telnyx"]))
+    by_type = resolve(
+        routing, facts("+14155550123"), prices=typed_prices, sender_type=typed_as(TOLL_FREE, LOCAL)
+    )
+    assert by_type.reasons[-1] == (
+        "cheapest for US sms x 1 seg: telnyx 0.0083 USD (country figure, none for local); "
+        "twilio 0.0100 USD (toll_free figure)"
+    )
+    unknown = resolve(
+        routing, facts("+14155550123"), prices=typed_prices, sender_type=typed_as(None, None)
+    )
+    assert (
+        unknown.reasons[-1] == "cheapest for US sms x 1 seg: twilio 0.0079 USD; telnyx 0.0083 USD"
+    )
+
+
+def test_cheapest_with_no_figure_for_the_type_nor_the_country(tmp_path: Path) -> None:
+    write_typed_table(tmp_path, "twilio", {"toll_free": "0.0100"})  # toll-free senders only
+    write_typed_table(tmp_path, "telnyx", {"country": "0.0083"})
+    decision = resolve(
+        config(cheapest(["twilio", "telnyx"])),
+        facts("+14155550123"),
+        prices=load_price_tables(tmp_path),
+        sender_type=typed_as(LOCAL, LOCAL),
+    )
+    assert decision.candidates == ("telnyx", "twilio")
+    assert decision.reasons[-1].endswith(
+        "twilio no price for US (neither a local nor a country figure)"
+    )
+
+
+def typed_by_settings(*accounts: Account) -> SenderType:
+    """As the planner types senders: from each account's settings."""
+    by_name = {account.name: account for account in accounts}
+    return lambda account, sender: sender_number_type(sender, by_name.get(account))
+
+
+#: Twilio sends from a toll-free number, Telnyx from a long code, unless the app gives
+#: ``from``; Twilio knows +14155550199 as toll free (a number ported in, say).
+TWILIO_TOLL_FREE = TwilioAccount(
+    name="twilio",
+    account_sid="AC1",
+    from_number="+18885550100",
+    sender_number_types={"+14155550199": TOLL_FREE},
+)
+TELNYX_LONG_CODE = TelnyxAccount(name="telnyx", from_number="+14155550100")
+
+
+@pytest.mark.parametrize(
+    ("sender", "candidates"),
+    [
+        (None, ("telnyx", "twilio")),  # each account's own number: toll free vs local
+        ("+14155550188", ("twilio", "telnyx")),  # a long code on both: the country figures
+        ("12345", ("twilio", "telnyx")),  # a short code: 0.0079 (country) against 0.0085
+        ("+18005550100", ("telnyx", "twilio")),  # toll free on both: 0.0090 against 0.0100
+        ("+14155550199", ("telnyx", "twilio")),  # toll free as Twilio knows it, local on Telnyx
+    ],
+)
+def test_the_apps_from_decides_the_number_type(
+    typed_prices: PriceBook, sender: str | None, candidates: tuple[str, ...]
+) -> None:
+    decision = resolve(
+        config(cheapest(["twilio", "telnyx"])),
+        MessageFacts.for_message(message_id="m", to="+14155550123", sender=sender),
+        prices=typed_prices,
+        sender_type=typed_by_settings(TWILIO_TOLL_FREE, TELNYX_LONG_CODE),
+    )
+    assert decision.candidates == candidates
+    assert "5550" not in decision.reasons[-1]  # a type in the log text, never a number
+
+
+def test_the_planner_ranks_a_claim_by_its_accounts_senders(typed_prices: PriceBook) -> None:
+    """The dispatcher's route: the claim's ``from`` and the accounts' settings reach resolve."""
+    planner = RoutePlanner(
+        config(cheapest(["twilio", "telnyx"])),
+        typed_prices,
+        accounts=(TWILIO_TOLL_FREE, TELNYX_LONG_CODE),
+    )
+
+    def claim(sender: str | None) -> Claimed:
+        return Claimed(
+            message_id="m",
+            attempt_number=1,
+            account=None,
+            to="+14155550123",
+            body="hi",
+            sender=sender,
+            media_urls=(),
+            country="US",
+        )
+
+    assert planner.decide(facts_of(claim(None))).candidates == ("telnyx", "twilio")
+    assert planner.decide(facts_of(claim("+14155550188"))).candidates == ("twilio", "telnyx")
+    assert planner.sender_type("twilio", None) is TOLL_FREE
 
 
 # --- health -----------------------------------------------------------------------------------
