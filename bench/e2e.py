@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import httpx
 
@@ -172,6 +173,7 @@ def measure(
         elapsed = time.monotonic() - started
         cpu = (sum(p.cpu_seconds() for p in launched) - cpu_before) / elapsed
         simulator_cpu = (sum(p.cpu_seconds() for p in simulators) - simulator_before) / elapsed
+        report.say(_billing_lag(gateway, measured, template, not_final))
         rows_out = gateway.db.rows(
             f"SELECT status, created_at, sent_at, updated_at FROM messages WHERE {measured}",
             m=template,
@@ -226,6 +228,37 @@ def measure(
         for p in reversed(group.launched):
             group.stop(p)
         engine.drop()
+
+
+def _billing_lag(
+    gateway: Gateway, measured: str, template: str, check_processes: Callable[[], int]
+) -> str:
+    """How far behind the load the billing job is: the time from the last message being
+    final to every message having the bill its provider charged (the sandbox's Twilio
+    gives a price once a message is final; the workers' billing job fetches it). Not part
+    of the e2e rate: a gateway whose billing falls behind under load shows it here."""
+    final_at = time.monotonic()
+
+    def unbilled() -> int:
+        check_processes()
+        return int(
+            gateway.db.scalar(
+                f"SELECT count(*) FROM messages WHERE {measured} AND billed_cost IS NULL",
+                m=template,
+            )
+        )
+
+    last, moved = -1, time.monotonic()
+    while (left := unbilled()) > 0:
+        if left != last:
+            last, moved = left, time.monotonic()
+        elif time.monotonic() - moved > STALL_SECONDS:
+            return f"   billing: {left} messages without a bill, none billed for {STALL_SECONDS} s"
+        time.sleep(0.5)  # polling a database from a benchmark, not a test
+    return (
+        f"   billing: every message's bill fetched {time.monotonic() - final_at:.0f} s after "
+        "the last one was final"
+    )
 
 
 def _callback_timeline(gateway: Gateway, template: str) -> str:

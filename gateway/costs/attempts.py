@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -64,6 +64,12 @@ logger = logging.getLogger("gateway.costs")
 
 #: Attempt outcomes that mean a provider took the message (and will bill it).
 COUNTED_OUTCOMES = ("sent", "reconciled")
+#: When the billing job first looks at a send: most messages are final by then, and the
+#: job fetches a final message's bill at once; a look at one still on its way only
+#: schedules the next. (At the send itself it would find nothing final, and it did so
+#: for every message when the agenda started at accept: a look, a row read and an
+#: UPDATE each, for nothing.)
+FIRST_PRICE_LOOK = timedelta(seconds=15)
 
 
 class BillSource(StrEnum):
@@ -280,8 +286,9 @@ async def record_send_costs(
                 currency=estimate.currency,
                 now=now,
             )
-    if message.price_check_at is None or message.price_check_at > now:
-        message.price_check_at = now
+    first_look = now + FIRST_PRICE_LOOK
+    if message.price_check_at is None or message.price_check_at > first_look:
+        message.price_check_at = first_look
 
 
 async def record_reported_cost(

@@ -3,9 +3,11 @@ took it, and what the provider really billed for it. :func:`run_billing_round` r
 own loop beside each dispatcher, every few seconds, so that price fetches never hold up a
 dispatch round.
 
-Every message is on the job's agenda from its accept (``price_check_at``, indexed), and
-leaves it once every send's bill is final or the job gives up; a new send (a failover on a
-delivery report) puts it back. Per due message:
+Every message is on the job's agenda from its first send (``price_check_at``, indexed;
+first looked at :data:`~gateway.costs.attempts.FIRST_PRICE_LOOK` after it), and leaves it
+once every send's bill is final or the job gives up; a new send (a failover on a delivery
+report) or an adopted unknown outcome puts it back. A backlog is worked off in rounds back
+to back (``Dispatcher.work_off``). Per due message:
 
 * **re-estimate**: the dispatcher estimates each send when it records it (the account and
   sender that made it, gateway/costs/attempts.py); a send without an estimate (an unknown
@@ -79,10 +81,17 @@ FETCH_CONCURRENCY = 8
 
 
 class BillingRound(msgspec.Struct):
+    #: Messages the round took off the agenda's head (at most :data:`BATCH`).
+    taken: int = 0
     reestimated: int = 0
     fetched: int = 0
     billed: int = 0
     done: int = 0
+
+    @property
+    def full(self) -> bool:
+        """It took a whole batch: more may be due now."""
+        return self.taken >= BATCH
 
 
 class _Fetch(msgspec.Struct, frozen=True):
@@ -101,7 +110,8 @@ async def run_billing_round(
     now: datetime,
     accounts: Mapping[str, Account] | None = None,
 ) -> BillingRound:
-    """One pass over the due messages. Never raises: billing must not stop dispatching.
+    """One pass over the due messages (at most :data:`BATCH`; ``taken`` says how many, so
+    a caller can tell a backlog). Never raises: billing must not stop dispatching.
     ``accounts`` (the configured ones) tell the sender's number type of a send to estimate."""
     prices = prices or PriceBook()
     result = BillingRound()
@@ -125,6 +135,7 @@ async def run_billing_round(
                 await _finish_billed(session, {f.message_id for f in fetches})
     except Exception:  # a database hiccup: the messages stay due, the next round retries
         logger.exception("billing round failed")
+        result.taken = 0  # not a backlog to work off at once: the next round waits
     return result
 
 
@@ -147,6 +158,7 @@ async def _plan(
             )
         ).scalars()
     )
+    result.taken = len(rows)
     attempts: dict[str, list[Attempt]] = defaultdict(list)
     if rows:
         found = await session.execute(

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +32,7 @@ from gateway.consent.guard import (
     effective_sender,
 )
 from gateway.consent.ledger import OptOuts, opt_outs_of, record_provider_refusal
-from gateway.costs.billing import run_billing_round
+from gateway.costs.billing import BillingRound, run_billing_round
 from gateway.costs.estimate import estimate
 from gateway.costs.number_types import sender_number_type
 from gateway.costs.pricing import MessageType, PriceBook
@@ -50,7 +50,7 @@ from gateway.dispatch.planning import RoutePlanner
 from gateway.dispatch.ratelimit import account_bucket, acquire_all, sender_bucket
 from gateway.dispatch.recording import SendRecorder
 from gateway.dispatch.senders import choose_sender, sticky_sender
-from gateway.dispatch.status_poll import run_status_poll
+from gateway.dispatch.status_poll import StatusPollRound, run_status_poll
 from gateway.events.record import message_status_changed
 from gateway.messages.delivery import apply_pending_reports
 from gateway.reports.rollup import fold
@@ -63,6 +63,8 @@ logger = logging.getLogger("gateway.dispatch")
 #: How often the billing job looks for due messages (its own schedule is coarser: the
 #: first price check of a final message, then 30 s, 2 min…).
 BILLING_INTERVAL_SECONDS = 5.0
+#: Full rounds of one of those jobs before the others get their turn (Dispatcher.work_off).
+BACKLOG_ROUNDS = 10
 
 
 def worker_name() -> str:
@@ -162,16 +164,32 @@ class Dispatcher:
         """The billing job on its own loop: its price fetches and re-estimates must never
         hold up a dispatch round (inline, they halved the scale-out test's rate)."""
         while not stop.is_set():
-            await self.run_billing_once()
+            behind = await self.work_off(self.run_billing_once)
             await self.fold_report_changes()
-            await self.poll_statuses_once()
+            behind = await self.work_off(self.poll_statuses_once) or behind
+            if behind:
+                continue  # a backlog: on at once, after the other jobs had their turn
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=BILLING_INTERVAL_SECONDS)
 
-    async def poll_statuses_once(self) -> None:
+    @staticmethod
+    async def work_off(
+        job: Callable[[], Awaitable[BillingRound | StatusPollRound]],
+    ) -> bool:
+        """Rounds of ``job`` back to back while each takes a full batch, at most
+        :data:`BACKLOG_ROUNDS`; returns whether more is due. One round a wake-up would
+        cap a job at a batch every few seconds: 20 messages a second a worker for billing,
+        10 for the status poll, less than one worker sends, so under sustained load their
+        agendas grew without end (bills and lost reports later and later)."""
+        for _ in range(BACKLOG_ROUNDS):
+            if not (await job()).full:
+                return False
+        return True
+
+    async def poll_statuses_once(self) -> StatusPollRound:
         """Messages whose final report never came: ask their providers (status_poll.py)."""
         try:
-            await run_status_poll(
+            return await run_status_poll(
                 self._sessionmaker,
                 self._providers,
                 settings=self._settings,
@@ -181,6 +199,7 @@ class Dispatcher:
             )
         except Exception:  # it logs its own failures; nothing may stop this loop
             logger.exception("status poll failed", extra={"worker": self.worker})
+            return StatusPollRound()
 
     async def fold_report_changes(self) -> None:
         """Keep the cost report's change log short (PostgreSQL): a report then folds only
@@ -193,9 +212,9 @@ class Dispatcher:
         except Exception:  # a passing database error: the next round or report folds
             logger.exception("folding report changes failed", extra={"worker": self.worker})
 
-    async def run_billing_once(self) -> None:
+    async def run_billing_once(self) -> BillingRound:
         """Cost: re-estimate for the account that took each message, fetch late prices."""
-        await run_billing_round(
+        return await run_billing_round(
             self._sessionmaker,
             self._providers,
             self.planner.config,

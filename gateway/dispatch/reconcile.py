@@ -108,6 +108,9 @@ async def adopt(
     # so delivery times are measured from the send that was delivered.
     message.sent_at = latest.started_at if latest is not None else now
     message.updated_at = now
+    # The send was never recorded: the billing job estimates it and fetches its bill.
+    if message.price_check_at is None:
+        message.price_check_at = now
     if latest is not None:
         await session.execute(
             update(Attempt)

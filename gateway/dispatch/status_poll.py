@@ -78,11 +78,18 @@ _MESSAGES = cast(Table, Message.__table__)
 
 
 class StatusPollRound(msgspec.Struct):
+    #: Messages the round took for a look (at most :data:`BATCH`).
+    taken: int = 0
     fetched: int = 0
     moved: int = 0
     unchanged: int = 0
     errors: int = 0
     gave_up: int = 0
+
+    @property
+    def full(self) -> bool:
+        """It took a whole batch: more may be due now."""
+        return self.taken >= BATCH
 
 
 class Schedule(msgspec.Struct, frozen=True):
@@ -163,6 +170,7 @@ async def run_status_poll(
             STATUS_POLLS.labels(account=look.account, result=outcome).inc()
     except Exception:  # a database hiccup: the messages are looked up again later
         logger.exception("status poll round failed")
+        result.taken = 0  # not a backlog to work off at once: the next round waits
     return result
 
 
@@ -213,6 +221,7 @@ async def _claim(
                 .with_for_update(skip_locked=True)
             )
         ).all()
+    result.taken = len(due) + len(first)
     looks: list[_Look] = []
     for row in (*due, *first):
         message_id, seen, sent_at, claimed_by, account, kind, provider_message_id, status = row

@@ -15,7 +15,7 @@ import msgspec
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.costs.attempts import FirstSend, first_send, record_send_costs
+from gateway.costs.attempts import FIRST_PRICE_LOOK, FirstSend, first_send, record_send_costs
 from gateway.costs.estimate import Estimate
 from gateway.db.models import Attempt, Message
 from gateway.events.record import message_status_changed
@@ -333,9 +333,9 @@ def _sent_message(sent: Sent, firsts: dict[str, FirstSend]) -> dict[str, object]
     first = firsts.get(sent.claim.message_id)
     if first is not None:
         values.update(first.message)
-        # On the billing job's agenda (a message scheduled days ahead may have left it):
-        # written only where the row has no date yet (_KEPT_IF_SET).
-        values["price_check_at"] = now
+        # On the billing job's agenda from its first send (FIRST_PRICE_LOOK): written
+        # only where the row has no date yet (_KEPT_IF_SET).
+        values["price_check_at"] = now + FIRST_PRICE_LOOK
     return values
 
 

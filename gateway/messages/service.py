@@ -133,8 +133,8 @@ def new_message_row(
         valid_until=valid_until,
         created_at=now,
         updated_at=now,
-        # On the billing job's agenda from the start (gateway/costs/billing.py).
-        price_check_at=now,
+        # On the billing job's agenda from its first send (nothing is billed before).
+        price_check_at=None,
         price_checks=0,
     )
 

@@ -124,7 +124,7 @@ async def test_a_stuck_message_is_polled_after_the_delay_and_moves_once(
     assert (await _row(gateway, message_id)).status == "queued"
 
     gateway.clock.advance(2)
-    assert await _poll(gateway) == StatusPollRound(fetched=1, moved=1)
+    assert await _poll(gateway) == StatusPollRound(taken=1, fetched=1, moved=1)
     message = await gateway.message(headers, message_id)
     assert (message["status"], message["error_code"]) == (status, error_code)
     assert await _app_events(gateway, message_id) == [*events_before, f"message.{status}"]
@@ -151,7 +151,7 @@ async def test_a_status_that_is_not_newer_changes_nothing_and_is_looked_up_later
     sent_at = (await _row(gateway, message_id)).sent_at
     assert sent_at is not None
     gateway.clock.advance(AFTER + 1)
-    assert await _poll(gateway) == StatusPollRound(fetched=1, moved=1)  # queued → sent
+    assert await _poll(gateway) == StatusPollRound(taken=1, fetched=1, moved=1)  # queued → sent
     assert (await _row(gateway, message_id)).status == "sent"
     events = await _app_events(gateway, message_id)
     assert events[-1] == "message.sent"
@@ -161,7 +161,7 @@ async def test_a_status_that_is_not_newer_changes_nothing_and_is_looked_up_later
     gateway.clock.advance(BACKOFF_SECONDS[0] - 10)
     assert await _poll(gateway) == StatusPollRound()  # backing off
     gateway.clock.advance(10)
-    assert await _poll(gateway) == StatusPollRound(fetched=1, unchanged=1)
+    assert await _poll(gateway) == StatusPollRound(taken=1, fetched=1, unchanged=1)
     row = await _row(gateway, message_id)
     assert row.status == "sent"
     assert row.status_check_at == next_look + timedelta(seconds=BACKOFF_SECONDS[1])
@@ -200,7 +200,7 @@ async def test_a_fetch_error_backs_off(
     gateway.clock.advance(AFTER + 1)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="gateway.dispatch"):
-        assert await _poll(gateway) == StatusPollRound(errors=1)
+        assert await _poll(gateway) == StatusPollRound(taken=1, errors=1)
     ours = [
         r.getMessage()
         for r in caplog.records
@@ -224,7 +224,7 @@ async def test_a_fetch_error_backs_off(
             .values(provider_message_id=real_sid)
         )
     gateway.clock.advance(BACKOFF_SECONDS[0])
-    assert await _poll(gateway) == StatusPollRound(fetched=1, moved=1)
+    assert await _poll(gateway) == StatusPollRound(taken=1, fetched=1, moved=1)
     assert (await _row(gateway, message_id)).status == "delivered"
 
 
@@ -234,14 +234,14 @@ async def test_messages_past_the_maximum_age_are_left_alone_and_logged_once(
 ) -> None:
     looked_up = await _sent(gateway, headers, NO_RECEIPT)
     gateway.clock.advance(AFTER + 1)
-    assert await _poll(gateway) == StatusPollRound(fetched=1, moved=1)
+    assert await _poll(gateway) == StatusPollRound(taken=1, fetched=1, moved=1)
 
     never_looked_up = await _sent(gateway, headers, DELIVERED)
     gateway.clock.advance(MAX_AGE)
     caplog.set_level(logging.WARNING, logger="gateway.dispatch")
     # The first message's remaining looks were skipped while "the gateway was down": it is
     # given up, not fetched; the second was never looked up, and never will be.
-    assert await _poll(gateway) == StatusPollRound(gave_up=1)
+    assert await _poll(gateway) == StatusPollRound(taken=1, gave_up=1)
     gateway.clock.advance(BACKOFF_SECONDS[-1])
     assert await _poll(gateway) == StatusPollRound()
     given_up = [r for r in caplog.records if "given up" in r.getMessage()]
@@ -279,7 +279,7 @@ async def test_a_report_after_the_poll_does_not_move_the_status_back(
 ) -> None:
     message_id = await _sent(gateway, headers, DELIVERED)
     gateway.clock.advance(AFTER + 1)
-    assert await _poll(gateway) == StatusPollRound(fetched=1, moved=1)
+    assert await _poll(gateway) == StatusPollRound(taken=1, fetched=1, moved=1)
     events = await _app_events(gateway, message_id)
     sid = (await _row(gateway, message_id)).provider_message_id
     assert sid is not None
@@ -305,7 +305,7 @@ async def test_a_final_report_dated_before_the_polled_status_does_not_replace_it
 ) -> None:
     message_id = await _sent(gateway, headers, UNDELIVERABLE, provider="telnyx-sandbox")
     gateway.clock.advance(AFTER + 1)
-    assert await _poll(gateway) == StatusPollRound(fetched=1, moved=1)
+    assert await _poll(gateway) == StatusPollRound(taken=1, fetched=1, moved=1)
     row = await _row(gateway, message_id)
     assert row.status == "undelivered"
     assert row.status_occurred_at is not None  # Telnyx's completed_at, not the poll's time
@@ -352,14 +352,14 @@ class TestFailoverOnAPolledStatus:
         message_id = str(response.json()["message_id"])
         await gateway.dispatcher.run_once()
         gateway.clock.advance(AFTER + 1)
-        assert await _poll(gateway) == StatusPollRound(fetched=1, moved=1)
+        assert await _poll(gateway) == StatusPollRound(taken=1, fetched=1, moved=1)
         requeued = await gateway.message(headers, message_id)
         assert (requeued["status"], requeued["error_code"]) == ("accepted", "30003")
 
         await gateway.dispatcher.run_once()  # the route's next account
         assert len(gateway.sandbox.telnyx.created) == 1
         gateway.clock.advance(AFTER + 1)
-        assert await _poll(gateway) == StatusPollRound(fetched=1, moved=1)
+        assert await _poll(gateway) == StatusPollRound(taken=1, fetched=1, moved=1)
         final = await gateway.message(headers, message_id)
         assert (final["status"], final["error_code"]) == ("undelivered", "40006")
         sends = [a["provider"] for a in final["attempts"] if a["outcome"] == "sent"]
