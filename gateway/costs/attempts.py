@@ -46,10 +46,12 @@ __all__ = [
     "BillSource",
     "FirstSend",
     "Totals",
+    "apply_fetched_cost",
     "apply_totals",
     "attempts_of",
     "first_send",
     "is_final",
+    "locked_with_attempts",
     "record_fetched_cost",
     "record_reported_cost",
     "record_send_costs",
@@ -199,6 +201,27 @@ async def _locked(session: AsyncSession, message_id: str) -> tuple[Message, list
         )
     ).scalar_one()
     return message, await _attempts(session, message_id)
+
+
+async def locked_with_attempts(
+    session: AsyncSession, message_ids: Iterable[str]
+) -> dict[str, tuple[Message, list[Attempt]]]:
+    """Many messages, row-locked in id order (as every writer of a group locks them), each
+    with its attempts: two reads for all of them (a message that is gone is left out)."""
+    ids = sorted(set(message_ids))
+    if not ids:
+        return {}
+    messages = (
+        await session.execute(
+            select(Message)
+            .where(Message.message_id.in_(ids))
+            .order_by(Message.message_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalars()
+    attempts = await attempts_of(session, ids)
+    return {m.message_id: (m, attempts[m.message_id]) for m in messages}
 
 
 async def _attempts(session: AsyncSession, message_id: str) -> list[Attempt]:
@@ -351,8 +374,28 @@ async def record_fetched_cost(
     provider_message_id: str,
     cost: Money,
 ) -> bool:
-    """The billing job read a send's bill from its provider; True if it changed."""
+    """A send's bill read from its provider (the status poll); True if it changed."""
     message, attempts = await _locked(session, message_id)
+    return apply_fetched_cost(
+        message,
+        attempts,
+        attempt_id=attempt_id,
+        provider_message_id=provider_message_id,
+        cost=cost,
+    )
+
+
+def apply_fetched_cost(
+    message: Message,
+    attempts: list[Attempt],
+    *,
+    attempt_id: int,
+    provider_message_id: str,
+    cost: Money,
+) -> bool:
+    """Put a fetched bill on its send of the (locked) message and refresh the totals;
+    True if it changed. A send that is no longer the one fetched (another provider id)
+    is left alone."""
     attempt = next((a for a in attempts if a.attempt_id == attempt_id), None)
     if attempt is None or attempt.provider_message_id != provider_message_id:
         return False

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +41,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.costs.attempts import (
+    apply_fetched_cost,
     apply_totals,
     is_final,
-    record_fetched_cost,
+    locked_with_attempts,
     sends,
     set_estimate,
 )
@@ -122,17 +123,23 @@ async def run_billing_round(
             costs = await _fetch_all(providers, fetches)
             result.fetched = len(fetches)
             async with sessionmaker() as session, session.begin():
+                # The round's messages and their sends in two reads, not a few a message.
+                held = await locked_with_attempts(session, (f.message_id for f in fetches))
                 for fetch in fetches:
                     cost = costs.get(fetch.attempt_id)
-                    if cost is not None and await record_fetched_cost(
-                        session,
-                        message_id=fetch.message_id,
-                        attempt_id=fetch.attempt_id,
-                        provider_message_id=fetch.provider_message_id,
-                        cost=cost,
+                    found = held.get(fetch.message_id)
+                    if (
+                        cost is not None
+                        and found is not None
+                        and apply_fetched_cost(
+                            *found,
+                            attempt_id=fetch.attempt_id,
+                            provider_message_id=fetch.provider_message_id,
+                            cost=cost,
+                        )
                     ):
                         result.billed += 1
-                await _finish_billed(session, {f.message_id for f in fetches})
+                _finish_billed(held.values())
     except Exception:  # a database hiccup: the messages stay due, the next round retries
         logger.exception("billing round failed")
         result.taken = 0  # not a backlog to work off at once: the next round waits
@@ -278,17 +285,9 @@ async def _fetch_all(
     return dict(await asyncio.gather(*(one(f) for f in fetches)))
 
 
-async def _finish_billed(session: AsyncSession, message_ids: set[str]) -> None:
+def _finish_billed(held: Iterable[tuple[Message, list[Attempt]]]) -> None:
     """Messages whose every bill is now final leave the agenda at once."""
-    rows = (
-        await session.execute(
-            select(Message).where(Message.message_id.in_(message_ids)).with_for_update()
-        )
-    ).scalars()
-    for row in rows:
-        attempts = (
-            await session.execute(select(Attempt).where(Attempt.message_id == row.message_id))
-        ).scalars()
+    for message, attempts in held:
         counted = sends(attempts)
         if counted and all(is_final(send) for send in counted):
-            row.price_check_at = None
+            message.price_check_at = None
