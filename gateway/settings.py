@@ -140,8 +140,11 @@ class EventsSettings(msgspec.Struct, frozen=True, kw_only=True):
     enabled: bool = True
     poll_interval_seconds: float = 1.0
     #: Deliveries in flight in one process, and per app: a slow app fills its own slots only.
+    #: An app's events go out at most ``per_app_concurrency`` / its answer time a second
+    #: per process (16 at 50 ms: 320 a second, about a hundred messages' worth; 4, the old
+    #: default, was 80, below what one worker sends).
     concurrency: int = 32
-    per_app_concurrency: int = 4
+    per_app_concurrency: int = 16
     timeout_seconds: float = 10.0
     #: A claimed event whose process died is delivered again after this.
     lease_seconds: float = 60.0
