@@ -11,9 +11,8 @@ accepted through the batch API of a ``serve --sandbox --no-dispatcher`` process 
 before the measurement), then moved ``sent`` → ``delivered`` in the benchmark's own
 process, with each move's events written by the gateway's own
 ``gateway.events.record.message_status_changed``: two events per message, the second due
-only once the first is delivered (per-message order). The worker's dispatcher has nothing
-to do (no message is ``accepted``, none due for a price check or a status poll): ``worker``
-has no switch to run the events loop alone. ``GATEWAY_SECRETS_KEY`` is set, as the README
+only once the first is delivered (per-message order). The worker runs the events loop
+alone (``worker --events-only``). ``GATEWAY_SECRETS_KEY`` is set, as the README
 asks of production, so the apps' signing secrets are stored sealed.
 
 The gateway's rate is events over the span of their arrivals at the receiver (first to
@@ -444,7 +443,9 @@ def measure(
         base_cycle = percentiles(slot_cycles(base_got))
 
         worker = group.start(
-            f"worker-{tag}", [PYTHON, "-m", "gateway.cli", "worker", "--sandbox", NOWHERE], env
+            f"worker-{tag}",
+            [PYTHON, "-m", "gateway.cli", "worker", "--sandbox", NOWHERE, "--events-only"],
+            env,
         )
         started = time.monotonic()
 

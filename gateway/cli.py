@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
-    worker = commands.add_parser("worker", help="run the dispatcher alone (scale-out)")
+    worker = commands.add_parser(
+        "worker", help="run the dispatcher and event delivery without the API (scale-out)"
+    )
     worker.add_argument(
         "--sandbox",
         metavar="URL",
@@ -62,6 +64,17 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="serve this worker's /metrics and /health on this port (GATEWAY_HOST)",
+    )
+    loops = worker.add_mutually_exclusive_group()
+    loops.add_argument(
+        "--no-events",
+        action="store_true",
+        help="send only: leave the apps' event delivery to other processes",
+    )
+    loops.add_argument(
+        "--events-only",
+        action="store_true",
+        help="deliver the apps' events only (needs no provider account)",
     )
     worker.set_defaults(handler=_worker)
 
@@ -303,7 +316,15 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         settings = sandbox_worker_settings(settings, args.sandbox)
     configure_logging(settings.log_level)
     tune_for_serving()
-    return _run(run_worker(settings, _stop_on_signals, metrics_port=args.metrics_port))
+    return _run(
+        run_worker(
+            settings,
+            _stop_on_signals,
+            metrics_port=args.metrics_port,
+            dispatch=not args.events_only,
+            deliver_events=not args.no_events,
+        )
+    )
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

@@ -25,7 +25,15 @@ async def run_worker(
     install_signals: Callable[[asyncio.Event], None],
     *,
     metrics_port: int | None = None,
+    dispatch: bool = True,
+    deliver_events: bool = True,
 ) -> int:
+    """The dispatcher and the apps' event delivery, or one of them (``worker
+    --no-events`` / ``--events-only``: the two loops scaled apart)."""
+    deliver_events = deliver_events and settings.events.enabled
+    if not dispatch and not deliver_events:
+        logger.error("nothing to run: no dispatcher, and event delivery is off")
+        return 1
     engine = create_engine(settings.database_url)
     try:
         if settings.is_sqlite:
@@ -33,7 +41,7 @@ async def run_worker(
         elif not await is_up_to_date(engine):
             logger.error("database not migrated: run 'sms-gateway migrate' first")
             return 1
-        if not settings.accounts:
+        if dispatch and not settings.accounts:
             logger.error("no provider account configured: nothing to send with")
             return 1
         stop = asyncio.Event()
@@ -56,8 +64,9 @@ async def run_worker(
                 consent_scope=settings.consent.scope,
             )
             async with asyncio.TaskGroup() as group:
-                group.create_task(dispatcher.run(stop))
-                if settings.events.enabled:
+                if dispatch:
+                    group.create_task(dispatcher.run(stop))
+                if deliver_events:
                     group.create_task(delivery.run(stop))
                 if metrics_port is not None:  # this worker's counters and breakers
                     group.create_task(

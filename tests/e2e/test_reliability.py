@@ -848,3 +848,44 @@ def test_app_callback_endpoint_down_for_a_while(
     assert listed.status_code == 200, listed.text
     assert listed.json()["data"] == []
     print(f"\n{refused} deliveries refused while the app was down, {len(accepted)} accepted")
+
+
+def test_sending_and_event_delivery_scaled_apart(
+    database: str, processes: ProcessGroup, databases: list[Database], app_endpoint: AppEndpoint
+) -> None:
+    """``serve --no-dispatcher`` (the API), a ``worker --no-events`` that only sends and a
+    ``worker --events-only`` that only delivers the apps' events, with no provider account
+    of its own: every message is sent by the one and every event delivered by the other."""
+    app_endpoint.up.set()
+    count = 20
+    site, db = start_site(processes, database, "--no-dispatcher")
+    databases.append(db)
+    base, headers = site.sandbox.base_url, site.sandbox.headers
+    courier_env = {k: v for k, v in site.env.items() if k != "GATEWAY_SANDBOX_SEED"}
+    courier = processes.start("courier", "worker", "--events-only", env=courier_env)
+    sender = processes.start("sender", "worker", "--sandbox", base, "--no-events", env=site.env)
+    ids = [
+        r["message"]["message_id"]
+        for r in post_batch(
+            base,
+            headers,
+            [{**item, "callback_url": app_endpoint.url} for item in items(site, range(count))],
+        )
+    ]
+
+    def delivered_reported() -> set[str]:
+        return {m for _, kind, m in app_endpoint.snapshot()[1] if kind == "message.delivered"}
+
+    wait_for(
+        lambda: delivered_reported() >= set(ids),
+        timeout=120,
+        what="every message delivered and its delivered event received",
+        state=lambda: (dict(statuses(db)), len(app_endpoint.snapshot()[1])),
+    )
+    for process in (courier, sender):
+        assert process.process.poll() is None, process.log_text()
+    courier_log, sender_log = courier.log_text(), sender.log_text()
+    assert '"event": "event delivery started"' in courier_log
+    assert '"event": "dispatcher started"' not in courier_log
+    assert '"event": "message handed to provider"' in sender_log
+    assert '"event": "event delivery started"' not in sender_log
