@@ -107,6 +107,7 @@ def create_app(
                     planner=state.planner,
                     accounts={a.name: a for a in settings.accounts},
                     consent_scope=settings.consent.scope,
+                    retention=settings.retention,
                     clock=state.clock,
                 )
                 dispatcher_task = asyncio.create_task(dispatcher.run(stop))

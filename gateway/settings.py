@@ -155,6 +155,25 @@ class EventsSettings(msgspec.Struct, frozen=True, kw_only=True):
     retry_for_seconds: float = 86400.0
 
 
+#: The shortest retention allowed, in days: longer than every window in which a row may
+#: still be needed (the status poll looks for 72 hours; a late negative report may fail a
+#: message over and send its body again; apps' events are retried for at least 24 hours).
+RETENTION_MIN_DAYS = 7.0
+
+
+class RetentionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[retention]``: how many days the gateway keeps what it no longer needs
+    (``gateway/retention.py``); 0 keeps for ever, otherwise at least
+    :data:`RETENTION_MIN_DAYS`."""
+
+    #: Provider callbacks and polled statuses (``webhook_events``, with their payloads).
+    webhook_events_days: float = 0.0
+    #: Settled events to apps (delivered, failed, skipped); pending ones always stay.
+    app_events_days: float = 0.0
+    #: The bodies and media URLs of final messages and of inbound messages (blanked).
+    message_bodies_days: float = 0.0
+
+
 class VerificationSettings(msgspec.Struct, frozen=True, kw_only=True):
     """``[verifications]``: one-time codes (``gateway/verify/``)."""
 
@@ -201,6 +220,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dispatcher: DispatcherSettings = msgspec.field(default_factory=DispatcherSettings)
     events: EventsSettings = msgspec.field(default_factory=EventsSettings)
     verifications: VerificationSettings = msgspec.field(default_factory=VerificationSettings)
+    retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     #: Base64 of 32 bytes (``GATEWAY_SECRETS_KEY``): encrypts the apps' signing secrets at
     #: rest. Never in the file.
     secrets_key: str | None = None
@@ -292,9 +312,11 @@ def load_settings(
     apps = dict(_table(document, "apps", path))
     events = dict(_table(document, "events", path))
     verifications = dict(_table(document, "verifications", path))
+    retention = dict(_table(document, "retention", path))
     for prefix, table, fields in (
         ("EVENTS", events, EventsSettings.__struct_fields__),
         ("VERIFICATIONS", verifications, VerificationSettings.__struct_fields__),
+        ("RETENTION", retention, RetentionSettings.__struct_fields__),
     ):
         for key in fields:
             if (value := env.get(f"GATEWAY_{prefix}_{key.upper()}")) is not None:
@@ -309,6 +331,7 @@ def load_settings(
                 "apps": apps,
                 "events": events,
                 "verifications": verifications,
+                "retention": retention,
                 "secrets_key": env.get("GATEWAY_SECRETS_KEY") or None,
                 "dashboard_token": env.get("GATEWAY_DASHBOARD_TOKEN") or None,
                 "consent": consent,
@@ -459,6 +482,7 @@ def _validate(settings: Settings) -> None:
         _validate_spend_cap(f"[apps.{app}]", quota.spend_per_day, quota.spend_currency)
     _validate_consent(settings.consent)
     _validate_events(settings)
+    _validate_retention(settings.retention)
     names = [a.name for a in settings.accounts]
     if duplicates := {n for n in names if names.count(n) > 1}:
         raise ConfigError(f"accounts: duplicate account names {sorted(duplicates)}")
@@ -498,6 +522,15 @@ def _validate_consent(consent: ConsentSettings) -> None:
         check_reply_rules(consent)
     except ValueError as exc:
         raise ConfigError(f"[consent] {exc}") from exc
+
+
+def _validate_retention(retention: RetentionSettings) -> None:
+    for name in retention.__struct_fields__:
+        days = getattr(retention, name)
+        if days < 0 or 0 < days < RETENTION_MIN_DAYS:
+            raise ConfigError(
+                f"[retention] {name}: 0 (keep for ever) or at least {RETENTION_MIN_DAYS:g} days"
+            )
 
 
 def _validate_events(settings: Settings) -> None:

@@ -62,6 +62,7 @@ async def run_worker(
                 planner=build_planner(settings),
                 accounts={a.name: a for a in settings.accounts},
                 consent_scope=settings.consent.scope,
+                retention=settings.retention,
             )
             async with asyncio.TaskGroup() as group:
                 if dispatch:

@@ -18,7 +18,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import msgspec
@@ -54,7 +54,8 @@ from gateway.dispatch.status_poll import StatusPollRound, run_status_poll
 from gateway.events.record import message_status_changed
 from gateway.messages.delivery import apply_pending_reports
 from gateway.reports.rollup import fold
-from gateway.settings import Account, DispatcherSettings
+from gateway.retention import Retention, RetentionRound
+from gateway.settings import Account, DispatcherSettings, RetentionSettings
 from gateway.system.metrics import FAILOVERS, PROVIDER_ATTEMPTS
 from providers import DeliveryStatus, OptedOut, OutboundMessage, Provider, ProviderError
 
@@ -65,6 +66,13 @@ logger = logging.getLogger("gateway.dispatch")
 BILLING_INTERVAL_SECONDS = 5.0
 #: Full rounds of one of those jobs before the others get their turn (Dispatcher.work_off).
 BACKLOG_ROUNDS = 10
+
+
+class _Round(Protocol):
+    """What a job's round says about its agenda (``Dispatcher.work_off``)."""
+
+    @property
+    def full(self) -> bool: ...
 
 
 def worker_name() -> str:
@@ -97,6 +105,7 @@ class Dispatcher:
         planner: RoutePlanner | None = None,
         accounts: Mapping[str, Account] | None = None,
         consent_scope: str = "global",
+        retention: RetentionSettings | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._providers = providers
@@ -109,11 +118,18 @@ class Dispatcher:
         self._accounts = dict(accounts or {})
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._consent_scope = consent_scope  # how a provider's opt-out refusal is recorded
+        self.retention = Retention(sessionmaker, retention or RetentionSettings())
         self.recorder = SendRecorder(
             sessionmaker,
             accounts=self._accounts,
             rerouter=lambda: self.planner.report_failover,
-            patience_seconds=settings.claim_ttl_seconds,
+            # A provider's answer held while the database is away is recorded when it is
+            # back, if that is before any process could send the message again. Nobody can
+            # while the database is away, and after it returns the message waits its claim
+            # out and then the reconcile window: patience for that long covers outages of
+            # that length (6 minutes by default; the claim alone, 60 s, left a longer
+            # outage's answers dropped, and their messages were sent twice).
+            patience_seconds=settings.claim_ttl_seconds + settings.reconcile_seconds,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -167,15 +183,23 @@ class Dispatcher:
             behind = await self.work_off(self.run_billing_once)
             await self.fold_report_changes()
             behind = await self.work_off(self.poll_statuses_once) or behind
+            if self.retention.enabled:
+                behind = await self.work_off(self.run_retention_once) or behind
             if behind:
                 continue  # a backlog: on at once, after the other jobs had their turn
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=BILLING_INTERVAL_SECONDS)
 
+    async def run_retention_once(self) -> RetentionRound:
+        """What ``[retention]`` says is no longer needed: one batch of each kind."""
+        try:
+            return await self.retention.run_once(self._clock())
+        except Exception:  # a passing database error: the next round tries again
+            logger.exception("retention round failed", extra={"worker": self.worker})
+            return RetentionRound()
+
     @staticmethod
-    async def work_off(
-        job: Callable[[], Awaitable[BillingRound | StatusPollRound]],
-    ) -> bool:
+    async def work_off(job: Callable[[], Awaitable[_Round]]) -> bool:
         """Rounds of ``job`` back to back while each takes a full batch, at most
         :data:`BACKLOG_ROUNDS`; returns whether more is due. One round a wake-up would
         cap a job at a batch every few seconds: 20 messages a second a worker for billing,

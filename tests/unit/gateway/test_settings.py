@@ -225,3 +225,32 @@ def test_quotas_and_traffic_settings_are_validated(tmp_path: Path) -> None:
         load_settings(config, environ={})
     config.write_text("[dispatcher]\nstatus_poll_after_seconds = 0\n")  # 0: no poll
     assert load_settings(config, environ={}).dispatcher.status_poll_after_seconds == 0
+
+
+def test_retention_is_off_by_default_read_from_the_file_and_the_environment(
+    tmp_path: Path,
+) -> None:
+    assert load_settings(None, environ={}).retention.webhook_events_days == 0
+    config = tmp_path / "gateway.toml"
+    config.write_text("[retention]\nwebhook_events_days = 30\n", encoding="utf-8")
+    settings = load_settings(config, environ={"GATEWAY_RETENTION_APP_EVENTS_DAYS": "14"})
+    retention = settings.retention
+    assert (retention.webhook_events_days, retention.app_events_days) == (30, 14)
+    assert retention.message_bodies_days == 0
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("webhook_events_days = 3", "webhook_events_days: 0 .keep for ever. or at least 7"),
+        ("message_bodies_days = -1", "message_bodies_days: 0 .keep for ever. or at least 7"),
+        ("keep_everything = true", "keep_everything"),
+    ],
+)
+def test_retention_below_a_week_or_unknown_keys_stop_start_up(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(f"[retention]\n{table}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config, environ={})

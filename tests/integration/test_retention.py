@@ -1,0 +1,155 @@
+"""Data retention (``[retention]``, gateway/retention.py) against the whole gateway: what is
+older than the configured days goes (callbacks, settled app events, bodies of final and
+inbound messages), what is newer or still needed stays, and every round is bounded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import httpx
+import pytest
+import respx
+from sqlalchemy import func, select
+
+from gateway import retention as retention_module
+from gateway.db.models import AppEvent, InboundRecord, Message, WebhookEvent
+from gateway.retention import Retention
+from gateway.settings import RetentionSettings, Settings
+from tests.integration.conftest import Gateway, with_settings
+
+pytestmark = pytest.mark.asyncio
+
+DAYS = 7.0
+HOOK = "https://billing.test/events"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return with_settings(
+        settings,
+        retention=RetentionSettings(
+            webhook_events_days=DAYS, app_events_days=DAYS, message_bodies_days=DAYS
+        ),
+    )
+
+
+@pytest.fixture
+def app_endpoint() -> Iterator[respx.MockRouter]:
+    # The app is never reached: its events stay pending (nothing delivers them here).
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+        router.post(HOOK).mock(return_value=httpx.Response(503))
+        yield router
+
+
+async def _traffic(gateway: Gateway, headers: dict[str, str], *, tag: str) -> list[str]:
+    """Two messages sent and delivered (one with its own callback URL, so its events stay
+    pending) and an inbound reply; returns the message ids."""
+    ids = []
+    for n, extra in enumerate(({}, {"callback_url": HOOK})):
+        response = await gateway.send(
+            headers, to=f"+1415555{n:04d}", body=f"{tag} body {n}", **extra
+        )
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["message_id"])
+    assert await gateway.dispatcher.run_once() == 2
+    await gateway.sandbox.drain_callbacks()
+    inbound = await gateway.client.post(
+        "/sandbox/twilio/inbound",
+        json={"from": "+14155550000", "to": "+15005550006", "body": f"{tag} reply"},
+    )
+    assert inbound.status_code == 202, inbound.text
+    for message_id in ids:
+        assert (await gateway.message(headers, message_id))["status"] == "delivered"
+    return ids
+
+
+async def _count(gateway: Gateway, model: type, *where: object) -> int:
+    async with gateway.state.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(model).where(*where)))
+
+
+async def _bodies(gateway: Gateway, ids: list[str]) -> list[str]:
+    async with gateway.state.sessionmaker() as session:
+        found = await session.execute(
+            select(Message.body).where(Message.message_id.in_(ids)).order_by(Message.message_id)
+        )
+        return list(found.scalars())
+
+
+async def test_what_is_older_than_its_days_goes_and_the_rest_stays(
+    gateway: Gateway, headers: dict[str, str], app_endpoint: respx.MockRouter
+) -> None:
+    old = await _traffic(gateway, headers, tag="old")
+    gateway.clock.advance(timedelta(days=DAYS, hours=1).total_seconds())
+    cutoff: datetime = gateway.clock() - timedelta(days=DAYS)
+    new = await _traffic(gateway, headers, tag="new")
+
+    old_callbacks = await _count(gateway, WebhookEvent, WebhookEvent.received_at < cutoff)
+    old_settled = await _count(
+        gateway, AppEvent, AppEvent.created_at < cutoff, AppEvent.state != "pending"
+    )
+    old_pending = await _count(
+        gateway, AppEvent, AppEvent.created_at < cutoff, AppEvent.state == "pending"
+    )
+    assert old_callbacks >= 5  # sent and delivered of two messages, and the reply
+    assert old_settled >= 4
+    assert old_pending >= 3  # the second message's: its app never answered
+    callbacks_before = await _count(gateway, WebhookEvent)
+    app_events_before = await _count(gateway, AppEvent)
+
+    retention = Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
+    done = await retention.run_once(gateway.clock())
+    assert (done.webhook_events, done.app_events) == (old_callbacks, old_settled)
+    assert (done.message_bodies, done.inbound_bodies) == (2, 1)
+    assert done.full is False
+
+    # Only the old callbacks and the old settled events are gone.
+    assert await _count(gateway, WebhookEvent) == callbacks_before - old_callbacks
+    assert await _count(gateway, WebhookEvent, WebhookEvent.received_at < cutoff) == 0
+    assert await _count(gateway, AppEvent) == app_events_before - old_settled
+    assert await _count(gateway, AppEvent, AppEvent.state == "pending") >= old_pending
+    # Old final messages keep their rows and figures, not their bodies; new ones keep all.
+    assert await _bodies(gateway, old) == ["", ""]
+    assert await _bodies(gateway, new) == ["new body 0", "new body 1"]
+    for message_id in old:
+        shown = await gateway.message(headers, message_id)
+        assert (shown["status"], shown["to"].startswith("+1415555")) == ("delivered", True)
+    inbound = (await gateway.client.get("/v1/inbound", headers=headers)).json()["data"]
+    assert sorted(m["body"] for m in inbound) == ["", "new reply"]
+    async with gateway.state.sessionmaker() as session:
+        media = (await session.execute(select(InboundRecord.media_urls))).scalars().all()
+    assert all(urls == [] for urls in media)
+
+    again = await retention.run_once(gateway.clock())
+    assert (again.webhook_events, again.app_events, again.message_bodies) == (0, 0, 0)
+
+
+async def test_each_round_is_bounded_and_says_when_more_is_due(
+    gateway: Gateway,
+    headers: dict[str, str],
+    app_endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _traffic(gateway, headers, tag="old")
+    await _traffic(gateway, headers, tag="older")
+    gateway.clock.advance(timedelta(days=DAYS, hours=1).total_seconds())
+    callbacks = await _count(gateway, WebhookEvent)
+    monkeypatch.setattr(retention_module, "BATCH", 2)
+    retention = Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
+    first = await retention.run_once(gateway.clock())
+    assert first.full is True
+    assert (first.webhook_events, first.message_bodies) == (2, 2)
+    rounds = 1
+    while (await retention.run_once(gateway.clock())).full:
+        rounds += 1
+    assert rounds >= callbacks // 2 - 1
+    assert await _count(gateway, WebhookEvent) == 0
+    assert await _count(gateway, Message, Message.body != "") == 0
+
+
+async def test_the_dispatchers_job_loop_runs_it_only_when_configured(gateway: Gateway) -> None:
+    assert gateway.dispatcher.retention.enabled is False  # the test dispatcher: no settings
+    configured = Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
+    assert configured.enabled is True
+    assert (await gateway.dispatcher.run_retention_once()).full is False
