@@ -790,6 +790,15 @@ def app_endpoint() -> Iterator[AppEndpoint]:
         endpoint.close()
 
 
+def _posted_with_callbacks(site: Site, count: int, app_endpoint: AppEndpoint) -> list[str]:
+    """``count`` messages whose events go to ``app_endpoint``; returns their ids."""
+    base, headers = site.sandbox.base_url, site.sandbox.headers
+    items_with_url = [
+        {**item, "callback_url": app_endpoint.url} for item in items(site, range(count))
+    ]
+    return [r["message"]["message_id"] for r in post_batch(base, headers, items_with_url)]
+
+
 def test_app_callback_endpoint_down_for_a_while(
     database: str, processes: ProcessGroup, databases: list[Database], app_endpoint: AppEndpoint
 ) -> None:
@@ -805,14 +814,7 @@ def test_app_callback_endpoint_down_for_a_while(
     )
     databases.append(db)
     base, headers = site.sandbox.base_url, site.sandbox.headers
-    ids = [
-        r["message"]["message_id"]
-        for r in post_batch(
-            base,
-            headers,
-            [{**item, "callback_url": app_endpoint.url} for item in items(site, range(count))],
-        )
-    ]
+    ids = _posted_with_callbacks(site, count, app_endpoint)
     wait_for(
         lambda: statuses(db)["delivered"] == count and app_endpoint.snapshot()[0] >= count,
         timeout=120,
@@ -860,18 +862,11 @@ def test_sending_and_event_delivery_scaled_apart(
     count = 20
     site, db = start_site(processes, database, "--no-dispatcher")
     databases.append(db)
-    base, headers = site.sandbox.base_url, site.sandbox.headers
+    base = site.sandbox.base_url
     courier_env = {k: v for k, v in site.env.items() if k != "GATEWAY_SANDBOX_SEED"}
     courier = processes.start("courier", "worker", "--events-only", env=courier_env)
     sender = processes.start("sender", "worker", "--sandbox", base, "--no-events", env=site.env)
-    ids = [
-        r["message"]["message_id"]
-        for r in post_batch(
-            base,
-            headers,
-            [{**item, "callback_url": app_endpoint.url} for item in items(site, range(count))],
-        )
-    ]
+    ids = _posted_with_callbacks(site, count, app_endpoint)
 
     def delivered_reported() -> set[str]:
         return {m for _, kind, m in app_endpoint.snapshot()[1] if kind == "message.delivered"}

@@ -297,22 +297,31 @@ async def test_cancel_writes_its_event_in_the_same_commit(gateway: Gateway) -> N
     assert stored[0].payload["data"]["previous_status"] is None
 
 
+async def _six_of_marketing_and_one_of_billing(
+    gateway: Gateway, app_endpoint: respx.MockRouter
+) -> dict[str, str]:
+    """Six messages of ``marketing`` and one of ``billing`` sent and delivered (``billing``'s
+    URL answers 204); returns ``marketing``'s headers."""
+    quiet, _ = await _key(gateway, "marketing")
+    billing, _ = await _key(gateway, "billing")
+    app_endpoint.post(APP_HOOK).mock(return_value=httpx.Response(204))
+    for n in range(6):
+        response = await gateway.send(quiet, to=f"+1415555{n:04d}", body="marketing")
+        assert response.status_code == 202
+    response = await gateway.send(billing, to="+14155550100", body="with url")
+    assert response.status_code == 202
+    assert await gateway.dispatcher.run_once() == 7
+    await gateway.sandbox.drain_callbacks()
+    return quiet
+
+
 async def test_events_of_an_app_without_a_url_are_settled_as_they_are_written(
     gateway: Gateway, app_endpoint: respx.MockRouter
 ) -> None:
     """An app without a URL must not cost the delivery loop anything: its events are
     written ``skipped`` (and stay listed), so a round takes only the events that have
     somewhere to go."""
-    quiet, _ = await _key(gateway, "marketing")  # no callback URL configured
-    billing, _ = await _key(gateway, "billing")
-    app_endpoint.post(APP_HOOK).mock(return_value=httpx.Response(204))
-    for n in range(6):
-        response = await gateway.send(quiet, to=f"+1415555{n:04d}", body="no url")
-        assert response.status_code == 202
-    response = await gateway.send(billing, to="+14155550100", body="with url")
-    assert response.status_code == 202
-    assert await gateway.dispatcher.run_once() == 7
-    await gateway.sandbox.drain_callbacks()
+    quiet = await _six_of_marketing_and_one_of_billing(gateway, app_endpoint)  # no URL
     stored = await _stored(gateway)
     nowhere = [e for e in stored if e.app == "marketing"]
     assert len(nowhere) >= 18  # sending, sent and delivered of six messages
@@ -345,16 +354,7 @@ class TestAnAppThatLostItsUrl:
     ) -> None:
         """One claim round settles all of its due events, even with one slot per app,
         while the events of an app with a URL still go through their slots."""
-        quiet, _ = await _key(gateway, "marketing")
-        billing, _ = await _key(gateway, "billing")
-        app_endpoint.post(APP_HOOK).mock(return_value=httpx.Response(204))
-        for n in range(6):
-            response = await gateway.send(quiet, to=f"+1415555{n:04d}", body="url gone")
-            assert response.status_code == 202
-        response = await gateway.send(billing, to="+14155550100", body="with url")
-        assert response.status_code == 202
-        assert await gateway.dispatcher.run_once() == 7
-        await gateway.sandbox.drain_callbacks()
+        await _six_of_marketing_and_one_of_billing(gateway, app_endpoint)
         nowhere = [e for e in await _stored(gateway) if e.app == "marketing"]
         assert len(nowhere) >= 12  # at least sent and delivered of six messages
         assert {e.state for e in nowhere} == {"pending"}  # it had a URL when they were written
