@@ -68,6 +68,22 @@ BILLING_INTERVAL_SECONDS = 5.0
 BACKLOG_ROUNDS = 10
 
 
+#: The shortest outage a provider's answer is held through (see answer_patience).
+OUTAGE_PATIENCE_SECONDS = 900.0
+
+
+def answer_patience(settings: DispatcherSettings) -> float:
+    """How long a provider's answer is held while the database is away. It is recorded
+    when the database is back (the recorder tries again at least every 2 s), and nobody
+    can send the message again before that: while the database is away nothing is
+    claimed, and once it is back the message waits its claim out and then the reconcile
+    window. So holding longer only costs memory, and a stop during an outage waits for
+    it: at least 15 minutes, or the claim and the reconcile window if longer. Holding it
+    for the claim alone (60 s) dropped the answers of a longer outage, and their messages
+    were sent twice."""
+    return max(OUTAGE_PATIENCE_SECONDS, settings.claim_ttl_seconds + settings.reconcile_seconds)
+
+
 class _Round(Protocol):
     """What a job's round says about its agenda (``Dispatcher.work_off``)."""
 
@@ -123,13 +139,7 @@ class Dispatcher:
             sessionmaker,
             accounts=self._accounts,
             rerouter=lambda: self.planner.report_failover,
-            # A provider's answer held while the database is away is recorded when it is
-            # back, if that is before any process could send the message again. Nobody can
-            # while the database is away, and after it returns the message waits its claim
-            # out and then the reconcile window: patience for that long covers outages of
-            # that length (6 minutes by default; the claim alone, 60 s, left a longer
-            # outage's answers dropped, and their messages were sent twice).
-            patience_seconds=settings.claim_ttl_seconds + settings.reconcile_seconds,
+            patience_seconds=answer_patience(settings),
         )
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -11,9 +11,9 @@ with :func:`gateway.dispatch.store.record_sends`, in one transaction.
 Each send's caller is answered only after the commit that holds it. If a group fails
 (a deadlock with another process, a statement error), it is rolled back whole and each send
 is recorded again in its own transaction, so one bad row never takes the others down. While
-the database is unreachable, a send waits for it (for its claim's lifetime and the reconcile
-window: ``patience_seconds``) rather than be dropped: the provider has the message and only
-this process knows it.
+the database is unreachable, a send waits for it (``patience_seconds``: at least 15 minutes,
+``gateway.dispatch.dispatcher.answer_patience``) rather than be dropped: the provider has the
+message and only this process knows it.
 """
 
 from __future__ import annotations
