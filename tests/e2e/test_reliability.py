@@ -98,7 +98,9 @@ def site_env(url: str, seed: str, **extra: str) -> dict[str, str]:
 def database(postgres: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
     name = f"rel_{request.node.name[5:30]}_{secrets.token_hex(3)}".lower()
     name = "".join(c if c.isalnum() else "_" for c in name)
-    url = postgres.create_database(name)
+    # Durable commits: the database-restart test crashes the server under load, and a
+    # commit the gateway was told had happened must survive it, as in production.
+    url = postgres.create_database(name, durable=True)
     try:
         yield url
     finally:
@@ -534,6 +536,8 @@ def test_database_restart_under_load_recovers_without_manual_action(
         GATEWAY_DISPATCHER_RECONCILE_SECONDS="5",
     )
     databases.append(db)
+    # The premise: what the gateway was told is committed survives the crash.
+    assert db.scalar("SHOW synchronous_commit") == "on"
     base, headers = site.sandbox.base_url, site.sandbox.headers
     half = count // 2
     post_batch(base, headers, items(site, range(half)))

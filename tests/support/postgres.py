@@ -143,9 +143,18 @@ class PostgresServer:
         """The URL of another database on this server."""
         return make_url(self.url).set(database=database).render_as_string(hide_password=False)
 
-    def create_database(self, name: str, *, template: str | None = None) -> str:
+    def create_database(
+        self, name: str, *, template: str | None = None, durable: bool = False
+    ) -> str:
         """Create a database (a copy of ``template``, or an empty one) and return its asyncpg
         URL. The template must have no open connections.
+
+        ``durable``: its sessions commit synchronously (``synchronous_commit = on``, as in
+        production), so that every commit acknowledged to the gateway survives
+        ``stop_server("immediate")``. The server's own setting (off, for speed) acknowledges
+        a commit before its WAL is written; the flush before an immediate stop cannot catch
+        the commits made between it and the stop, and a busy gateway makes some: they were
+        lost, and with them sends the gateway had recorded (which it then made again).
 
         Safe to call from sync code and from inside a running event loop: the statement runs
         on its own loop in a helper thread.
@@ -160,7 +169,10 @@ class PostgresServer:
             # through the WAL: ~140 ms here for a small schema. FILE_COPY copies the files and
             # checkpoints, which costs nothing with fsync off: ~20 ms.
             statement += " STRATEGY FILE_COPY"
-        _run_admin(self._admin_url, statement)
+        statements = [statement]
+        if durable:
+            statements.append(f'ALTER DATABASE "{name}" SET synchronous_commit = on')
+        _run_admin(self._admin_url, *statements)
         return self.url_for(name)
 
     def drop_database(self, name: str) -> None:
@@ -193,7 +205,8 @@ class PostgresServer:
         first (``pg_switch_wal()`` flushes everything written so far; a no-op commit would not,
         as PostgreSQL skips the flush for transactions that wrote no WAL). Without this, every
         simulated crash lost the last commits: a property of the test tuning, not of anything
-        under test.
+        under test. Commits made between the flush and the stop are still lost, unless the
+        database was created ``durable`` (:meth:`create_database`).
         """
         with self._lock:
             self._require_local("stop_server")
