@@ -148,10 +148,13 @@ def measure(
         accepted = load(gateway.base_url, requests, warmup=0, server=launched)
         measured = "message_id <> :m AND message_id NOT LIKE 'msg_fill_%'"
 
-        def not_final() -> int:
+        def alive() -> None:
             for p in launched:
                 if p.process.poll() is not None:
                     raise RuntimeError(f"{p.name} exited: {p.log_text()[-2000:]}")
+
+        def not_final() -> int:
+            alive()
             return int(
                 gateway.db.scalar(
                     f"SELECT count(*) FROM messages WHERE {measured} AND status IN "
@@ -162,18 +165,12 @@ def measure(
 
         # Until every message is final, or nothing has moved for STALL_SECONDS (a lost
         # report leaves its message `sent` for ever: it counts as not delivered).
-        last, moved = -1, time.monotonic()
-        while (left := not_final()) > 0:
-            if left != last:
-                last, moved = left, time.monotonic()
-            elif time.monotonic() - moved > STALL_SECONDS:
-                report.say(f"   {left} messages not final after {STALL_SECONDS} s without change")
-                break
-            time.sleep(0.5)  # polling a database from a benchmark, not a test
+        if left := _until_none_left(not_final):
+            report.say(f"   {left} messages not final after {STALL_SECONDS} s without change")
         elapsed = time.monotonic() - started
         cpu = (sum(p.cpu_seconds() for p in launched) - cpu_before) / elapsed
         simulator_cpu = (sum(p.cpu_seconds() for p in simulators) - simulator_before) / elapsed
-        report.say(_billing_lag(gateway, measured, template, not_final))
+        report.say(_billing_lag(gateway, measured, template, alive))
         rows_out = gateway.db.rows(
             f"SELECT status, created_at, sent_at, updated_at FROM messages WHERE {measured}",
             m=template,
@@ -230,9 +227,20 @@ def measure(
         engine.drop()
 
 
-def _billing_lag(
-    gateway: Gateway, measured: str, template: str, check_processes: Callable[[], int]
-) -> str:
+def _until_none_left(left: Callable[[], int]) -> int:
+    """Poll ``left()`` until it is 0, or until it has not changed for STALL_SECONDS;
+    returns what is left then (0: none)."""
+    last, moved = -1, time.monotonic()
+    while (count := left()) > 0:
+        if count != last:
+            last, moved = count, time.monotonic()
+        elif time.monotonic() - moved > STALL_SECONDS:
+            return count
+        time.sleep(0.5)  # polling a database from a benchmark, not a test
+    return 0
+
+
+def _billing_lag(gateway: Gateway, measured: str, template: str, alive: Callable[[], None]) -> str:
     """How far behind the load the billing job is: the time from the last message being
     final to every message having the bill its provider charged (the sandbox's Twilio
     gives a price once a message is final; the workers' billing job fetches it). Not part
@@ -240,7 +248,7 @@ def _billing_lag(
     final_at = time.monotonic()
 
     def unbilled() -> int:
-        check_processes()
+        alive()
         return int(
             gateway.db.scalar(
                 f"SELECT count(*) FROM messages WHERE {measured} AND billed_cost IS NULL",
@@ -248,13 +256,8 @@ def _billing_lag(
             )
         )
 
-    last, moved = -1, time.monotonic()
-    while (left := unbilled()) > 0:
-        if left != last:
-            last, moved = left, time.monotonic()
-        elif time.monotonic() - moved > STALL_SECONDS:
-            return f"   billing: {left} messages without a bill, none billed for {STALL_SECONDS} s"
-        time.sleep(0.5)  # polling a database from a benchmark, not a test
+    if left := _until_none_left(unbilled):
+        return f"   billing: {left} messages without a bill, none billed for {STALL_SECONDS} s"
     return (
         f"   billing: every message's bill fetched {time.monotonic() - final_at:.0f} s after "
         "the last one was final"

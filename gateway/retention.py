@@ -37,6 +37,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from sqlalchemy.sql.visitors import iterate
 
 from gateway.db.models import AppEvent, InboundRecord, Message, WebhookEvent
+from gateway.events.outbox import PENDING
 from gateway.settings import RetentionSettings
 from providers import DeliveryStatus
 
@@ -52,7 +53,6 @@ _APP_EVENTS = cast(Table, AppEvent.__table__)
 _MESSAGES = cast(Table, Message.__table__)
 _INBOUND = cast(Table, InboundRecord.__table__)
 _FINAL = tuple(sorted(s.value for s in DeliveryStatus if s.is_terminal))
-_UNSETTLED = "pending"
 
 
 class RetentionRound(msgspec.Struct):
@@ -89,9 +89,7 @@ class Retention:
                 )
         if s.app_events_days:
             cutoff = now - timedelta(days=s.app_events_days)
-            old_and_settled = (_APP_EVENTS.c.created_at < cutoff) & (
-                _APP_EVENTS.c.state != _UNSETTLED
-            )
+            old_and_settled = (_APP_EVENTS.c.created_at < cutoff) & (_APP_EVENTS.c.state != PENDING)
             async with self._sessionmaker() as session, session.begin():
                 done.app_events = await _delete_head(
                     session, _APP_EVENTS, "event_pk", old_and_settled

@@ -28,10 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.clock import new_id
 from gateway.db.models import AppEvent, InboundRecord, Message
 from gateway.events.destinations import nowhere_to_go
-from gateway.events.outbox import NOWHERE, SKIPPED
+from gateway.events.outbox import NOWHERE, PENDING, SKIPPED
 from providers import DeliveryStatus
 
-PENDING = "pending"
 INITIAL = frozenset({DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.value})
 
 

@@ -19,6 +19,7 @@ import httpx
 import msgspec
 import pytest
 from litestar import Litestar
+from sqlalchemy import func, select
 
 from gateway.app import create_app
 from gateway.auth.keys import create_key
@@ -49,6 +50,26 @@ class Gateway:
 
     async def send(self, headers: dict[str, str], **body: Any) -> httpx.Response:
         return await self.client.post("/v1/messages", json=body, headers=headers)
+
+    async def count(self, model: type[Any], *where: Any) -> int:
+        """Rows of ``model``'s table matching ``where``."""
+        async with self.state.sessionmaker() as session:
+            counted = await session.scalar(select(func.count()).select_from(model).where(*where))
+        return int(counted or 0)
+
+    async def dispatch_and_report(self) -> None:
+        """One dispatcher round, then every callback the simulators owe the gateway."""
+        await self.dispatcher.run_once()
+        await self.sandbox.drain_callbacks()
+
+    async def settle_and_bill(self) -> None:
+        """The billing job's rounds after the final reports: its first look at a send
+        (``FIRST_PRICE_LOOK``, 15 s), then the next check 30 s on; Twilio's prices are
+        fetched."""
+        self.clock.advance(16)
+        await self.dispatcher.run_billing_once()
+        self.clock.advance(31)
+        await self.dispatcher.run_billing_once()
 
     async def message(self, headers: dict[str, str], message_id: str) -> dict[str, Any]:
         response = await self.client.get(f"/v1/messages/{message_id}", headers=headers)

@@ -100,19 +100,6 @@ async def _send(gateway: Gateway, headers: dict[str, str], to: str, **extra: Any
     return str(response.json()["message_id"])
 
 
-async def _dispatch_and_report(gateway: Gateway) -> None:
-    await gateway.dispatcher.run_once()
-    await gateway.sandbox.drain_callbacks()
-
-
-async def _settle_and_bill(gateway: Gateway) -> None:
-    """The billing job's next rounds: the final message's prices are fetched."""
-    gateway.clock.advance(16)
-    await gateway.dispatcher.run_billing_once()
-    gateway.clock.advance(31)
-    await gateway.dispatcher.run_billing_once()
-
-
 async def _row(gateway: Gateway, message_id: str) -> tuple[Message, list[Attempt]]:
     async with gateway.state.sessionmaker() as session:
         message = await session.get_one(Message, message_id)
@@ -139,9 +126,9 @@ class TestFailoverKeepsEveryBill:
         self, gateway: Gateway, headers: dict[str, str]
     ) -> None:
         message_id = await _send(gateway, headers, UNDELIVERABLE)
-        await _dispatch_and_report(gateway)  # Twilio: undelivered 30003 -> back in the queue
-        await _dispatch_and_report(gateway)  # Telnyx: takes it, then undelivered 40006: final
-        await _settle_and_bill(gateway)
+        await gateway.dispatch_and_report()  # Twilio: undelivered 30003 -> back in the queue
+        await gateway.dispatch_and_report()  # Telnyx: takes it, then undelivered 40006: final
+        await gateway.settle_and_bill()
 
         message = await gateway.message(headers, message_id)
         assert message["status"] == "undelivered"
@@ -176,7 +163,7 @@ class TestFailoverKeepsEveryBill:
         """Before the second send is priced, the message has no total (unknown is never
         zero), while the first send keeps its own bill."""
         message_id = await _send(gateway, headers, UNDELIVERABLE)
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
         await gateway.dispatcher.run_once()  # Telnyx takes it; no report drained yet
         row, attempts = await _row(gateway, message_id)
         first, second = [a for a in attempts if a.outcome == "sent"]
@@ -186,7 +173,7 @@ class TestFailoverKeepsEveryBill:
         assert row.billed_cost is None  # the Twilio send's bill is still unknown
         assert row.estimated_cost == Decimal("0.0158")
         await gateway.sandbox.drain_callbacks()
-        await _settle_and_bill(gateway)
+        await gateway.settle_and_bill()
         row, attempts = await _row(gateway, message_id)
         assert [(a.billed_cost, a.billed_source) for a in attempts if a.outcome == "sent"] == [
             (Decimal("0.0083"), "fetch"),
@@ -208,8 +195,8 @@ class TestTwoTwilioAccounts:
     ) -> None:
         message_id = await _send(gateway, headers, UNDELIVERABLE)
         for _ in range(2):
-            await _dispatch_and_report(gateway)
-        await _settle_and_bill(gateway)
+            await gateway.dispatch_and_report()
+        await gateway.settle_and_bill()
         message = await gateway.message(headers, message_id)
         sends = _sent(message)
         assert [a["provider"] for a in sends] == ["twilio-sandbox", "twilio-sandbox-2"]
@@ -232,8 +219,8 @@ class TestSpendCountersCountEverySend:
         self, gateway: Gateway, headers: dict[str, str]
     ) -> None:
         await _send(gateway, headers, UNDELIVERABLE)
-        await _dispatch_and_report(gateway)
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
+        await gateway.dispatch_and_report()
         async with gateway.state.sessionmaker() as session:
             counters = {
                 (c.scope, c.name): c.amount
@@ -285,7 +272,7 @@ class TestTelnyxCostFromTheSend:
         self, gateway: Gateway, headers: dict[str, str]
     ) -> None:
         message_id = await _send(gateway, headers, NO_REPORT, provider="telnyx-sandbox")
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
         gateway.clock.advance(3601)  # ``sent`` for an hour: final for billing
         await gateway.dispatcher.run_billing_once()
         row, attempts = await _row(gateway, message_id)

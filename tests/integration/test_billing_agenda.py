@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from sqlalchemy import func, select
 
 from gateway.costs.attempts import FIRST_PRICE_LOOK
 from gateway.costs.billing import BATCH as BILLING_BATCH
@@ -51,11 +50,6 @@ async def _row(gateway: Gateway, message_id: str) -> Message:
     return row
 
 
-async def _count(gateway: Gateway, *where: object) -> int:
-    async with gateway.state.sessionmaker() as session:
-        return int(await session.scalar(select(func.count()).select_from(Message).where(*where)))
-
-
 async def test_a_message_joins_the_agenda_with_its_send_and_is_billed_at_the_first_look(
     gateway: Gateway, headers: dict[str, str]
 ) -> None:
@@ -84,13 +78,13 @@ async def test_billing_works_off_a_backlog_in_one_go(
 ) -> None:
     await _sent_in_one_batch(gateway, headers)
     await gateway.sandbox.drain_callbacks()
-    assert await _count(gateway, Message.status == "delivered") == MESSAGES
+    assert await gateway.count(Message, Message.status == "delivered") == MESSAGES
     gateway.clock.advance(16)  # past the recheck of messages not final at their first look
     behind = await gateway.dispatcher.work_off(gateway.dispatcher.run_billing_once)
     assert behind is False
     # Every send's bill fetched from the provider, none left on the agenda.
-    assert await _count(gateway, Message.billed_cost.is_not(None)) == MESSAGES
-    assert await _count(gateway, Message.price_check_at.is_not(None)) == 0
+    assert await gateway.count(Message, Message.billed_cost.is_not(None)) == MESSAGES
+    assert await gateway.count(Message, Message.price_check_at.is_not(None)) == 0
 
 
 async def test_the_status_poll_works_off_a_backlog_in_one_go(
@@ -101,12 +95,12 @@ async def test_the_status_poll_works_off_a_backlog_in_one_go(
     gateway.sandbox.callback_delay_seconds = 0.0
     gateway.sandbox.http_client = None  # no callbacks at all: the reports are lost
     await _sent_in_one_batch(gateway, headers)
-    assert await _count(gateway, Message.status == "delivered") == 0
+    assert await gateway.count(Message, Message.status == "delivered") == 0
     assert MESSAGES > 2 * POLL_BATCH
     gateway.clock.advance(61)
     behind = await gateway.dispatcher.work_off(gateway.dispatcher.poll_statuses_once)
     assert behind is False
-    assert await _count(gateway, Message.status == "delivered") == MESSAGES
+    assert await gateway.count(Message, Message.status == "delivered") == MESSAGES
 
 
 async def test_a_backlog_beyond_the_round_limit_says_more_is_due(
@@ -119,6 +113,6 @@ async def test_a_backlog_beyond_the_round_limit_says_more_is_due(
     await gateway.sandbox.drain_callbacks()
     gateway.clock.advance(16)
     assert await gateway.dispatcher.work_off(gateway.dispatcher.run_billing_once) is True
-    assert await _count(gateway, Message.billed_cost.is_not(None)) == 2 * BILLING_BATCH
+    assert await gateway.count(Message, Message.billed_cost.is_not(None)) == 2 * BILLING_BATCH
     assert await gateway.dispatcher.work_off(gateway.dispatcher.run_billing_once) is False
-    assert await _count(gateway, Message.billed_cost.is_not(None)) == MESSAGES
+    assert await gateway.count(Message, Message.billed_cost.is_not(None)) == MESSAGES

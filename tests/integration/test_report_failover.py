@@ -42,12 +42,6 @@ async def _send(gateway: Gateway, headers: dict[str, str], to: str, **extra: Any
     return str(response.json()["message_id"])
 
 
-async def _dispatch_and_report(gateway: Gateway) -> None:
-    """One dispatcher round, then every callback the simulators owe the gateway."""
-    await gateway.dispatcher.run_once()
-    await gateway.sandbox.drain_callbacks()
-
-
 def _sends(message: dict[str, Any]) -> list[str]:
     return [a["provider"] for a in message["attempts"] if a["outcome"] == "sent"]
 
@@ -65,13 +59,13 @@ class TestFailoverOnReport:
         self, gateway: Gateway, headers: dict[str, str]
     ) -> None:
         message_id = await _send(gateway, headers, UNDELIVERABLE)
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
 
         requeued = await gateway.message(headers, message_id)
         assert (requeued["status"], requeued["error_code"]) == ("accepted", "30003")
         assert "unreachable" in requeued["error_detail"]
 
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
         final = await gateway.message(headers, message_id)
         assert _sends(final) == ["twilio-sandbox", "telnyx-sandbox"]
         # No third account: Telnyx's own undelivered report is the last word.
@@ -83,8 +77,8 @@ class TestFailoverOnReport:
         self, gateway: Gateway, headers: dict[str, str]
     ) -> None:
         message_id = await _send(gateway, headers, "+14155550100")
-        await _dispatch_and_report(gateway)
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
+        await gateway.dispatch_and_report()
         message = await gateway.message(headers, message_id)
         assert (message["status"], _sends(message)) == ("delivered", ["twilio-sandbox"])
         assert gateway.sandbox.telnyx.created == []
@@ -93,7 +87,7 @@ class TestFailoverOnReport:
         self, gateway: Gateway, headers: dict[str, str]
     ) -> None:
         message_id = await _send(gateway, headers, UNDELIVERABLE)
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
         message = await gateway.message(headers, message_id)
         assert message["status"] == "accepted"
         # The carrier changes its mind before the dispatcher's next round.
@@ -118,7 +112,7 @@ class TestFailoverOnReport:
         self, gateway: Gateway, headers: dict[str, str]
     ) -> None:
         message_id = await _send(gateway, headers, UNDELIVERABLE, provider="twilio-sandbox")
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
         message = await gateway.message(headers, message_id)
         assert (message["status"], message["error_code"]) == ("undelivered", "30003")
         assert await gateway.dispatcher.run_once() == 0
@@ -128,7 +122,7 @@ class TestFailoverOnReport:
         self, gateway: Gateway, headers: dict[str, str]
     ) -> None:
         message_id = await _send(gateway, headers, UNDELIVERABLE, validity_seconds=60)
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
         assert (await gateway.message(headers, message_id))["status"] == "accepted"
         gateway.clock.advance(61)
         await gateway.dispatcher.run_once()
@@ -150,7 +144,7 @@ class TestClassNotNamed:
         self, gateway: Gateway, headers: dict[str, str]
     ) -> None:
         message_id = await _send(gateway, headers, UNDELIVERABLE)
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
         message = await gateway.message(headers, message_id)
         assert (message["status"], message["error_code"]) == ("undelivered", "30003")
         assert await gateway.dispatcher.run_once() == 0
@@ -180,7 +174,7 @@ class TestSendCap:
     ) -> None:
         message_id = await _send(gateway, headers, UNDELIVERABLE)
         for _ in range(3):
-            await _dispatch_and_report(gateway)
+            await gateway.dispatch_and_report()
         message = await gateway.message(headers, message_id)
         assert _sends(message) == ["twilio-sandbox", "twilio-sandbox-2"]
         assert (message["status"], message["error_code"]) == ("undelivered", "30003")

@@ -60,20 +60,6 @@ async def _send(gateway: Gateway, headers: dict[str, str], to: str) -> str:
     return str(response.json()["message_id"])
 
 
-async def _dispatch_and_report(gateway: Gateway) -> None:
-    """One dispatcher round, then every callback the simulators owe the gateway."""
-    await gateway.dispatcher.run_once()
-    await gateway.sandbox.drain_callbacks()
-
-
-async def _settle_and_bill(gateway: Gateway) -> None:
-    """The billing job's rounds after the final reports: Twilio's prices are fetched."""
-    gateway.clock.advance(16)
-    await gateway.dispatcher.run_billing_once()
-    gateway.clock.advance(31)
-    await gateway.dispatcher.run_billing_once()
-
-
 def _windows(gateway: Gateway) -> list[dict[str, str]]:
     """The messages' whole UTC day, and the default window (the last 30 days until now)."""
     day = gateway.clock().date()
@@ -138,10 +124,10 @@ class TestFailedOverThenDelivered:
     ) -> tuple[str, str]:
         failed_over = await _send(gateway, headers, UNDELIVERABLE)
         ordinary = await _send(gateway, headers, ORDINARY)
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
         monkeypatch.setitem(OUTCOME_BY_LAST_FOUR, "9005", Outcome.DELIVERED)
-        await _dispatch_and_report(gateway)
-        await _settle_and_bill(gateway)
+        await gateway.dispatch_and_report()
+        await gateway.settle_and_bill()
         message = await gateway.message(headers, failed_over)
         sent = [a["provider"] for a in message["attempts"] if a["outcome"] == "sent"]
         assert (message["status"], sent) == ("delivered", [TWILIO, TELNYX])
@@ -201,7 +187,7 @@ class TestFailedOverThenDelivered:
         call it, with another app's plain message beside."""
         await self._traffic(gateway, headers, monkeypatch)
         other = await _send(gateway, await gateway.key_for("other"), ORDINARY)
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
         start = datetime.combine(gateway.clock().date(), datetime.min.time(), tzinfo=UTC)
         params = ReportParams(
             since=start, until=start + timedelta(days=1), group_by=("provider", "country")
@@ -230,9 +216,9 @@ class TestFailedOverAndUndeliveredTwice:
         self, gateway: Gateway, headers: dict[str, str]
     ) -> None:
         await _send(gateway, headers, UNDELIVERABLE)
-        await _dispatch_and_report(gateway)
-        await _dispatch_and_report(gateway)
-        await _settle_and_bill(gateway)
+        await gateway.dispatch_and_report()
+        await gateway.dispatch_and_report()
+        await gateway.settle_and_bill()
         for report in await _reports(gateway, headers):
             assert _groups(report) == {
                 (TELNYX, "US"): (1, 1, Decimal("0.004"), Decimal("0.0075"), Decimal("0.004")),
@@ -253,7 +239,7 @@ class TestWaitingForTheNextAccount:
         account's attempt: read from the row, the message was pending at Twilio."""
         message_id = await _send(gateway, headers, UNDELIVERABLE)
         await _send(gateway, headers, ORDINARY)
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
         assert (await gateway.message(headers, message_id))["status"] == "accepted"
         for report in await _reports(gateway, headers):
             assert _scorecard(report) == {(TWILIO, "US"): (2, 1, 1, 0, "0.5000")}
@@ -267,10 +253,10 @@ class TestTheNextAccountRefuses:
         """Telnyx refuses the second attempt (400, invalid number): the message fails with
         Telnyx's account on its row, but only Twilio took it, billed it and failed it."""
         message_id = await _send(gateway, headers, UNDELIVERABLE)
-        await _dispatch_and_report(gateway)
+        await gateway.dispatch_and_report()
         monkeypatch.setitem(OUTCOME_BY_LAST_FOUR, "9005", Outcome.INVALID_NUMBER)
-        await _dispatch_and_report(gateway)
-        await _settle_and_bill(gateway)
+        await gateway.dispatch_and_report()
+        await gateway.settle_and_bill()
         message = await gateway.message(headers, message_id)
         assert (message["status"], message["provider"]) == ("failed", TELNYX)
         for report in await _reports(gateway, headers):

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 import respx
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from gateway import retention as retention_module
 from gateway.db.models import AppEvent, InboundRecord, Message, WebhookEvent
@@ -64,11 +64,6 @@ async def _traffic(gateway: Gateway, headers: dict[str, str], *, tag: str) -> li
     return ids
 
 
-async def _count(gateway: Gateway, model: type, *where: object) -> int:
-    async with gateway.state.sessionmaker() as session:
-        return int(await session.scalar(select(func.count()).select_from(model).where(*where)))
-
-
 async def _bodies(gateway: Gateway, ids: list[str]) -> list[str]:
     async with gateway.state.sessionmaker() as session:
         found = await session.execute(
@@ -85,18 +80,15 @@ async def test_what_is_older_than_its_days_goes_and_the_rest_stays(
     cutoff: datetime = gateway.clock() - timedelta(days=DAYS)
     new = await _traffic(gateway, headers, tag="new")
 
-    old_callbacks = await _count(gateway, WebhookEvent, WebhookEvent.received_at < cutoff)
-    old_settled = await _count(
-        gateway, AppEvent, AppEvent.created_at < cutoff, AppEvent.state != "pending"
-    )
-    old_pending = await _count(
-        gateway, AppEvent, AppEvent.created_at < cutoff, AppEvent.state == "pending"
-    )
+    old_callbacks = await gateway.count(WebhookEvent, WebhookEvent.received_at < cutoff)
+    aged = AppEvent.created_at < cutoff
+    old_settled = await gateway.count(AppEvent, aged, AppEvent.state != "pending")
+    old_pending = await gateway.count(AppEvent, aged, AppEvent.state == "pending")
     assert old_callbacks >= 5  # sent and delivered of two messages, and the reply
     assert old_settled >= 4
     assert old_pending >= 3  # the second message's: its app never answered
-    callbacks_before = await _count(gateway, WebhookEvent)
-    app_events_before = await _count(gateway, AppEvent)
+    callbacks_before = await gateway.count(WebhookEvent)
+    app_events_before = await gateway.count(AppEvent)
 
     retention = Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
     done = await retention.run_once(gateway.clock())
@@ -105,10 +97,10 @@ async def test_what_is_older_than_its_days_goes_and_the_rest_stays(
     assert done.full is False
 
     # Only the old callbacks and the old settled events are gone.
-    assert await _count(gateway, WebhookEvent) == callbacks_before - old_callbacks
-    assert await _count(gateway, WebhookEvent, WebhookEvent.received_at < cutoff) == 0
-    assert await _count(gateway, AppEvent) == app_events_before - old_settled
-    assert await _count(gateway, AppEvent, AppEvent.state == "pending") >= old_pending
+    assert await gateway.count(WebhookEvent) == callbacks_before - old_callbacks
+    assert await gateway.count(WebhookEvent, WebhookEvent.received_at < cutoff) == 0
+    assert await gateway.count(AppEvent) == app_events_before - old_settled
+    assert await gateway.count(AppEvent, AppEvent.state == "pending") >= old_pending
     # Old final messages keep their rows and figures, not their bodies; new ones keep all.
     assert await _bodies(gateway, old) == ["", ""]
     assert await _bodies(gateway, new) == ["new body 0", "new body 1"]
@@ -134,7 +126,7 @@ async def test_each_round_is_bounded_and_says_when_more_is_due(
     await _traffic(gateway, headers, tag="old")
     await _traffic(gateway, headers, tag="older")
     gateway.clock.advance(timedelta(days=DAYS, hours=1).total_seconds())
-    callbacks = await _count(gateway, WebhookEvent)
+    callbacks = await gateway.count(WebhookEvent)
     monkeypatch.setattr(retention_module, "BATCH", 2)
     retention = Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
     first = await retention.run_once(gateway.clock())
@@ -144,8 +136,8 @@ async def test_each_round_is_bounded_and_says_when_more_is_due(
     while (await retention.run_once(gateway.clock())).full:
         rounds += 1
     assert rounds >= callbacks // 2 - 1
-    assert await _count(gateway, WebhookEvent) == 0
-    assert await _count(gateway, Message, Message.body != "") == 0
+    assert await gateway.count(WebhookEvent) == 0
+    assert await gateway.count(Message, Message.body != "") == 0
 
 
 async def test_the_dispatchers_job_loop_runs_it_only_when_configured(gateway: Gateway) -> None:
