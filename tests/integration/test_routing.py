@@ -436,6 +436,7 @@ class TestCheapestByTheSendersNumberType:
             "/v1/routes/resolve", json={"to": "+14155550100", "from": "+1"}, headers=headers
         )
         assert bad.status_code == 422
+        assert bad.headers["content-type"].startswith("application/problem+json")
         assert bad.json()["errors"][0]["field"] == "from"
 
     async def test_a_send_goes_and_is_estimated_as_it_was_ranked(
