@@ -6,9 +6,14 @@ by each dispatcher's job loop beside billing and the status poll.
   evidence for unknown outcomes, both needed for minutes or hours, never for a week.
 * ``app_events_days``: settled app events (delivered, failed, skipped) created longer ago
   are deleted; ``GET /v1/events`` no longer lists them. A pending one stays.
-* ``message_bodies_days``: the body and media URLs of final messages (delivered,
-  undelivered, failed, canceled) and of inbound messages created longer ago are blanked;
-  the rest of each row (status, numbers, costs, report figures) stays.
+* ``message_bodies_days``: the body and media URLs of messages created longer ago that are
+  final (delivered, undelivered, failed, canceled) or ``sent`` (a provider has them; past
+  the status poll's 72 hours no outcome is coming), and of inbound messages received longer
+  ago, are blanked: the body becomes ``""`` and each media URL ``""`` (their number stays,
+  so an MMS is still billed and reported as one). The rest of each row (status, numbers,
+  costs, report figures) stays.
+  A message still to be sent (accepted, scheduled, sending, unknown) keeps its body until it
+  is sent or ends; a report failover never sends a blanked message again.
 
 0 keeps for ever (the default); otherwise at least
 :data:`~gateway.settings.RETENTION_MIN_DAYS` (7), beyond every window
@@ -21,7 +26,10 @@ round reads at most :data:`BATCH` rows even when nothing is old (an age filter w
 ``LIMIT`` walks the whole retained window once nothing matches). Blanked rows stay, so the
 body walk keeps a cursor: ids are time-ordered (``gateway.clock.new_id``), so every id
 below the cut-off's id was created before it, and the walk resumes after the last id it
-looked at (from the start again when the process restarts).
+looked at (from the start again when the process restarts). A message the walk passed while
+it was still to be sent (scheduled weeks ahead, say) is *held*: once the walk has caught up
+with the cut-off, it walks again from the oldest held id, :data:`REWALK_AFTER` later, so
+such a body goes at most that long after the message is sent.
 """
 
 from __future__ import annotations
@@ -31,7 +39,16 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Column, ColumnElement, CursorResult, Table, delete, select, update
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    CursorResult,
+    Table,
+    and_,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.util import ClauseAdapter
 from sqlalchemy.sql.visitors import iterate
@@ -39,20 +56,28 @@ from sqlalchemy.sql.visitors import iterate
 from gateway.db.models import AppEvent, InboundRecord, Message, WebhookEvent
 from gateway.events.outbox import PENDING
 from gateway.settings import RetentionSettings
+from gateway.system.metrics import RETENTION_ROWS
 from providers import DeliveryStatus
 
-__all__ = ["BATCH", "Retention", "RetentionRound"]
+__all__ = ["BATCH", "REWALK_AFTER", "Retention", "RetentionRound"]
 
 logger = logging.getLogger("gateway.retention")
 
 #: Rows a statement looks at.
 BATCH = 1000
+#: How long after catching up the body walk goes back to the messages it held (still to be
+#: sent when it passed them). Each walk back reads every id from the oldest held one to the
+#: cut-off, so it is not run often: a send is scheduled at most 35 days ahead
+#: (``MAX_SCHEDULE_AHEAD``), so with the shortest retention (7 days) that is up to 28 days
+#: of traffic, read in rounds of :data:`BATCH`.
+REWALK_AFTER = timedelta(days=1)
 
 _WEBHOOK_EVENTS = cast(Table, WebhookEvent.__table__)
 _APP_EVENTS = cast(Table, AppEvent.__table__)
 _MESSAGES = cast(Table, Message.__table__)
 _INBOUND = cast(Table, InboundRecord.__table__)
-_FINAL = tuple(sorted(s.value for s in DeliveryStatus if s.is_terminal))
+#: Messages whose bodies the gateway no longer needs: final, or with a provider.
+_DONE = tuple(sorted(s.value for s in DeliveryStatus if s.is_terminal or s is DeliveryStatus.SENT))
 
 
 class RetentionRound(msgspec.Struct):
@@ -64,13 +89,39 @@ class RetentionRound(msgspec.Struct):
     full: bool = False
 
 
+class _BodyWalk:
+    """Where one table's body walk is."""
+
+    def __init__(self) -> None:
+        #: The walk goes on with the ids after this one.
+        self.after = ""
+        #: The oldest id passed while its row was not yet done (None: none since the last
+        #: walk back began).
+        self.held: str | None = None
+        #: When the walk goes back to ``held``: set when it catches up with the cut-off.
+        self.back_at: datetime | None = None
+
+    def start_round(self, now: datetime) -> None:
+        if self.held is not None and self.back_at is not None and now >= self.back_at:
+            # Just below ``held`` (its prefix sorts before it), so that it is read again.
+            self.after, self.held, self.back_at = self.held[:-1], None, None
+
+    def passed(self, ids: list[str], held: list[str], now: datetime) -> None:
+        if held and self.held is None:
+            self.held = held[0]
+        if ids:
+            self.after = ids[-1]
+        if len(ids) < BATCH and self.held is not None and self.back_at is None:
+            self.back_at = now + REWALK_AFTER  # caught up
+
+
 class Retention:
     """One per process: the body walks' cursors live here."""
 
     def __init__(self, sessionmaker: async_sessionmaker[Any], settings: RetentionSettings) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
-        self._after: dict[str, str] = {}
+        self._walks: dict[str, _BodyWalk] = {}
 
     @property
     def enabled(self) -> bool:
@@ -101,25 +152,26 @@ class Retention:
                 _MESSAGES,
                 "message_id",
                 "msg",
+                now,
                 cutoff,
                 _MESSAGES.c.created_at < cutoff,
-                _MESSAGES.c.status.in_(_FINAL),
+                _MESSAGES.c.status.in_(_DONE),
             )
             done.full = done.full or walked
             done.inbound_bodies, walked = await self._blank(
-                _INBOUND, "inbound_id", "inb", cutoff, _INBOUND.c.received_at < cutoff
+                _INBOUND, "inbound_id", "inb", now, cutoff, _INBOUND.c.received_at < cutoff
             )
             done.full = done.full or walked
-        if any((done.webhook_events, done.app_events, done.message_bodies, done.inbound_bodies)):
-            logger.info(
-                "retention round",
-                extra={
-                    "webhook_events": done.webhook_events,
-                    "app_events": done.app_events,
-                    "message_bodies": done.message_bodies,
-                    "inbound_bodies": done.inbound_bodies,
-                },
-            )
+        counts = {
+            "webhook_events": done.webhook_events,
+            "app_events": done.app_events,
+            "message_bodies": done.message_bodies,
+            "inbound_bodies": done.inbound_bodies,
+        }
+        if any(counts.values()):
+            for kind, rows in counts.items():
+                RETENTION_ROWS.labels(kind=kind).inc(rows)
+            logger.info("retention round", extra=counts)
         return done
 
     async def _blank(
@@ -127,36 +179,58 @@ class Retention:
         table: Table,
         id_name: str,
         prefix: str,
+        now: datetime,
         cutoff: datetime,
         *conditions: ColumnElement[bool],
     ) -> tuple[int, bool]:
-        """Blank the bodies of the next batch of rows created before ``cutoff`` (by id)
-        that meet ``conditions`` (their own date too: an id is the clock of the process
-        that made it); returns how many were blanked and whether the walk took a whole
-        batch."""
+        """Blank the bodies (and media URLs) of the next batch of rows created before
+        ``cutoff`` (by id) that meet ``conditions`` (their own date too: an id is the clock
+        of the process that made it); returns how many were blanked and whether the walk
+        took a whole batch."""
         ids = table.c[id_name]
         before = f"{prefix}_{int(cutoff.timestamp() * 1000):012x}"
-        after = self._after.get(table.name, "")
+        walk = self._walks.setdefault(table.name, _BodyWalk())
+        walk.start_round(now)
+        done = and_(*conditions)
+        blanked = 0
         async with self._sessionmaker() as session, session.begin():
-            walked = list(
-                (
-                    await session.execute(
-                        select(ids).where(ids > after, ids < before).order_by(ids).limit(BATCH)
-                    )
-                ).scalars()
-            )
-            if not walked:
-                return 0, False
-            blanked = cast(
-                CursorResult[Any],
+            rows = (
                 await session.execute(
-                    update(table)
-                    .where(ids.in_(walked), table.c.body != "", *conditions)
-                    .values(body="", media_urls=[])
-                ),
-            )
-        self._after[table.name] = walked[-1]
-        return int(blanked.rowcount or 0), len(walked) == BATCH
+                    select(ids, table.c.body != "", done, table.c.media_urls)
+                    .where(ids > walk.after, ids < before)
+                    .order_by(ids)
+                    .limit(BATCH)
+                )
+            ).all()
+            walked, held, text_only, with_media = [], [], [], []
+            for row_id, has_body, is_done, media_urls in rows:
+                walked.append(row_id)
+                has_media = any(media_urls or ())
+                if not (has_body or has_media):
+                    continue  # blank already
+                if not is_done:
+                    held.append(row_id)
+                elif has_media:
+                    with_media.append((row_id, len(media_urls)))
+                else:
+                    text_only.append(row_id)
+            # ``conditions`` again in each UPDATE: a row that changed since the read (a
+            # report failover sending it again) is left as it now is.
+            if text_only:
+                result = await session.execute(
+                    update(table).where(ids.in_(text_only), done).values(body="")
+                )
+                blanked += int(cast(CursorResult[Any], result).rowcount or 0)
+            for row_id, count in with_media:  # rare (MMS): one statement each
+                # Each URL becomes "": their number stays, so an MMS stays an MMS in its
+                # bill and in the cost reports, which count media.
+                blank = {"body": "", "media_urls": [""] * count}
+                result = await session.execute(
+                    update(table).where(ids == row_id, done).values(blank)
+                )
+                blanked += int(cast(CursorResult[Any], result).rowcount or 0)
+        walk.passed(walked, held, now)
+        return blanked, len(walked) == BATCH
 
 
 async def _delete_head(

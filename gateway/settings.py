@@ -170,7 +170,8 @@ class RetentionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     webhook_events_days: float = 0.0
     #: Settled events to apps (delivered, failed, skipped); pending ones always stay.
     app_events_days: float = 0.0
-    #: The bodies and media URLs of final messages and of inbound messages (blanked).
+    #: The bodies and media URLs of messages that are final or ``sent`` and of inbound
+    #: messages (blanked; a message still to be sent keeps its body).
     message_bodies_days: float = 0.0
 
 

@@ -4,7 +4,8 @@ report's failure class in ``failover_on_report``, the message goes back to the q
 rule's next account instead of ending, up to ``max_sends`` accepted sends in all.
 
 Never for opted-out or invalid numbers (configuration refuses those classes), never for a
-message whose app forced an account, never past the message's validity. The old provider id
+message whose app forced an account, never past the message's validity, never for a message
+whose body data retention has blanked. The old provider id
 stays on the message until the next send is recorded, so a late ``delivered`` for the first
 send still lands and stops the second one from being made.
 """
@@ -52,6 +53,10 @@ class ReportFailover:
         if failure not in rule.failover_on_report:
             return False
         if message.valid_until is not None and now >= message.valid_until:
+            return False
+        if not message.body and not any(message.media_urls or ()):
+            # Blanked by data retention (gateway/retention.py; a media URL becomes ""):
+            # nothing left to send.
             return False
         excluded = list(dict.fromkeys([*(message.excluded_accounts or []), account]))
         remaining = [a for a in rule.accounts if a not in excluded]

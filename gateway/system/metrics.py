@@ -3,10 +3,11 @@
 Two kinds, on purpose:
 
 - **Counters of what this process did** (accepted, provider attempts, failovers, webhook
-  verifications and events) live at module level, because prometheus_client's registry is
-  process-wide by design. Prometheus sums them over processes; a ``worker`` serves its own
-  on ``--metrics-port``. Circuit breakers are per process too, so each process reports its
-  own (read from its planner when scraped).
+  verifications and events, status polls, rows data retention removed) live at module
+  level, because prometheus_client's registry is process-wide by design. Prometheus sums
+  them over processes; a ``worker`` serves its own on ``--metrics-port``. Circuit breakers
+  are per process too, so each process reports its own (read from its planner when
+  scraped).
 - **The state of the queue** (depth by status, messages due, dispatch lag) and today's
   estimated spend are the same for every process: they are read from the database when
   scraped, so any API process gives the right figure however many workers send. Each is
@@ -92,6 +93,12 @@ STATUS_POLLS = Counter(
     "Messages whose final report did not come, looked up at their provider, by account and "
     "result (moved, unchanged, error, gave_up)",
     ["account", "result"],
+)
+RETENTION_ROWS = Counter(
+    "sms_gateway_retention_rows_total",
+    "Rows data retention removed (webhook_events, app_events) or blanked (message_bodies, "
+    "inbound_bodies)",
+    ["kind"],
 )
 
 #: Statuses of a message the gateway still has to hand over (or is handing over).

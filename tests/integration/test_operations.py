@@ -8,7 +8,6 @@ import asyncio
 import io
 import json
 import logging
-import re
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -24,37 +23,15 @@ from gateway.dispatch.planning import build_planner
 from gateway.system.logging import JsonFormatter, configure_logging
 from gateway.system.metrics_server import serve_metrics
 from tests.integration.conftest import Gateway
+from tests.support.metrics import scrape, value
 
 pytestmark = pytest.mark.asyncio
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
-
-
-async def scrape(gateway: Gateway) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    response = await gateway.client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-    for line in response.text.splitlines():
-        if line.startswith("#") or not line:
-            continue
-        match = _SAMPLE.match(line)
-        assert match, line
-        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        samples[(match.group(1), labels)] = float(match.group(3))
-    return samples
-
-
-def value(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: str, **labels: str
-) -> float:
-    return samples.get((metric, frozenset(labels.items())), 0.0)
 
 
 async def test_metrics_count_sends_and_read_the_queue_from_the_database(
     gateway: Gateway, headers: dict[str, str]
 ) -> None:
-    before = await scrape(gateway)
+    before = await scrape(gateway.client)
     ids = []
     for n in range(3):
         response = await gateway.send(headers, to=f"+1415555010{n}", body="metrics")
@@ -77,7 +54,7 @@ async def test_metrics_count_sends_and_read_the_queue_from_the_database(
             )
         )
 
-    waiting = await scrape(gateway)
+    waiting = await scrape(gateway.client)
     assert value(waiting, "sms_gateway_queue_depth", status="accepted") == 3
     assert value(waiting, "sms_gateway_queue_depth", status="sending") == 0
     assert value(waiting, "sms_gateway_queue_due") == 3
@@ -93,7 +70,7 @@ async def test_metrics_count_sends_and_read_the_queue_from_the_database(
 
     assert await gateway.dispatcher.run_once() == 3
     await gateway.sandbox.drain_callbacks()
-    after = await scrape(gateway)
+    after = await scrape(gateway.client)
     assert value(after, "sms_gateway_queue_depth", status="accepted") == 0
     assert value(after, "sms_gateway_queue_due") == 0
     assert value(after, "sms_gateway_dispatch_lag_seconds") == 0
@@ -120,14 +97,14 @@ async def test_metrics_count_sends_and_read_the_queue_from_the_database(
 
 
 async def test_failovers_are_counted(gateway: Gateway, headers: dict[str, str]) -> None:
-    before = await scrape(gateway)
+    before = await scrape(gateway.client)
     outage = await gateway.client.post("/sandbox/twilio/outage", json={"seconds": 60})
     assert outage.status_code == 200
     response = await gateway.send(headers, to="+14155550111", body="failover")
     assert response.status_code == 202
     assert await gateway.dispatcher.run_once() == 1  # Twilio refuses: failover
     assert await gateway.dispatcher.run_once() == 1  # Telnyx takes it
-    after = await scrape(gateway)
+    after = await scrape(gateway.client)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)

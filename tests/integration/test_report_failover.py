@@ -8,6 +8,7 @@ unavailable); both are the failure class ``unreachable``.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,23 @@ import pytest
 
 from gateway.costs.pricing import load_price_tables
 from gateway.dispatch.planning import RoutePlanner
+from gateway.retention import Retention
 from gateway.routing.breaker import BreakerSettings
 from gateway.routing.config import parse_routing
-from gateway.settings import DispatcherSettings, Settings, TwilioAccount, routing_config
+from gateway.settings import (
+    DispatcherSettings,
+    RetentionSettings,
+    Settings,
+    TwilioAccount,
+    routing_config,
+)
 from tests.integration.conftest import Gateway, with_settings, with_twilio_changes
 from tests.support.signing import twilio_form, twilio_status
 
 pytestmark = pytest.mark.asyncio
 
 UNDELIVERABLE = "+14155559005"
+NO_RECEIPT = "+14155559007"  # accepted by the simulators, never reported on
 SANDBOX_ACCOUNTS = {"twilio-sandbox": "twilio", "telnyx-sandbox": "telnyx"}
 
 
@@ -106,6 +115,38 @@ class TestFailoverOnReport:
         assert await gateway.dispatcher.run_once() == 0
         message = await gateway.message(headers, message_id)
         assert message["status"] == "delivered"
+        assert gateway.sandbox.telnyx.created == []
+
+    @pytest.mark.parametrize("media_urls", [[], ["https://cdn.example.com/a.png"]])
+    async def test_a_message_whose_body_retention_blanked_is_never_sent_again(
+        self, gateway: Gateway, headers: dict[str, str], media_urls: list[str]
+    ) -> None:
+        message_id = await _send(gateway, headers, NO_RECEIPT, media_urls=media_urls)
+        await gateway.dispatch_and_report()
+        message = await gateway.message(headers, message_id)
+        assert message["status"] == "sent"
+        gateway.clock.advance(timedelta(days=7, hours=1).total_seconds())
+        retention = Retention(gateway.state.sessionmaker, RetentionSettings(message_bodies_days=7))
+        assert (await retention.run_once(gateway.clock())).message_bodies == 1
+        # The carrier's undelivered report comes at last: nothing is left to send again.
+        credentials = gateway.sandbox.credentials
+        body, signed = twilio_form(
+            f"http://gateway.test/webhooks/sms?ref={message_id}",
+            twilio_status(
+                credentials.twilio_account_sid,
+                message["provider_message_id"],
+                "undelivered",
+                "30003",
+            ),
+            credentials.twilio_auth_token,
+        )
+        response = await gateway.client.post(
+            f"/webhooks/sms?ref={message_id}", content=body, headers=signed
+        )
+        assert response.status_code == 200
+        assert await gateway.dispatcher.run_once() == 0
+        message = await gateway.message(headers, message_id)
+        assert (message["status"], message["error_code"]) == ("undelivered", "30003")
         assert gateway.sandbox.telnyx.created == []
 
     async def test_a_forced_account_is_never_failed_over(

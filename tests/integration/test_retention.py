@@ -1,11 +1,14 @@
 """Data retention (``[retention]``, gateway/retention.py) against the whole gateway: what is
-older than the configured days goes (callbacks, settled app events, bodies of final and
-inbound messages), what is newer or still needed stays, and every round is bounded."""
+older than the configured days goes (callbacks, settled app events, bodies of final, sent
+and inbound messages), what is newer or still needed stays (a scheduled message's body until
+it is sent), an MMS stays an MMS in the cost reports, and every round is bounded."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,14 +16,18 @@ import respx
 from sqlalchemy import select
 
 from gateway import retention as retention_module
+from gateway.costs.pricing import load_price_tables
 from gateway.db.models import AppEvent, InboundRecord, Message, WebhookEvent
-from gateway.retention import Retention
+from gateway.retention import REWALK_AFTER, Retention
 from gateway.settings import RetentionSettings, Settings
 from tests.integration.conftest import Gateway, with_settings
+from tests.support.metrics import scrape, value
 
 pytestmark = pytest.mark.asyncio
 
 DAYS = 7.0
+AGED = timedelta(days=DAYS, hours=1)
+RETENTION_METRIC = "sms_gateway_retention_rows_total"
 HOOK = "https://billing.test/events"
 
 
@@ -31,6 +38,8 @@ def settings(settings: Settings) -> Settings:
         retention=RetentionSettings(
             webhook_events_days=DAYS, app_events_days=DAYS, message_bodies_days=DAYS
         ),
+        # The repository's tables: the cost report prices an MMS and an SMS differently.
+        prices=load_price_tables(Path(__file__).parents[2] / "config" / "pricing"),
     )
 
 
@@ -91,10 +100,23 @@ async def test_what_is_older_than_its_days_goes_and_the_rest_stays(
     app_events_before = await gateway.count(AppEvent)
 
     retention = Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
+    metrics_before = await scrape(gateway.client)
     done = await retention.run_once(gateway.clock())
     assert (done.webhook_events, done.app_events) == (old_callbacks, old_settled)
     assert (done.message_bodies, done.inbound_bodies) == (2, 1)
     assert done.full is False
+    metrics_after = await scrape(gateway.client)
+    counted = {
+        kind: value(metrics_after, RETENTION_METRIC, kind=kind)
+        - value(metrics_before, RETENTION_METRIC, kind=kind)
+        for kind in ("webhook_events", "app_events", "message_bodies", "inbound_bodies")
+    }
+    assert counted == {
+        "webhook_events": old_callbacks,
+        "app_events": old_settled,
+        "message_bodies": 2,
+        "inbound_bodies": 1,
+    }
 
     # Only the old callbacks and the old settled events are gone.
     assert await gateway.count(WebhookEvent) == callbacks_before - old_callbacks
@@ -145,3 +167,87 @@ async def test_the_dispatchers_job_loop_runs_it_only_when_configured(gateway: Ga
     configured = Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
     assert configured.enabled is True
     assert (await gateway.dispatcher.run_retention_once()).full is False
+
+
+def _retention(gateway: Gateway) -> Retention:
+    return Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
+
+
+async def test_a_scheduled_body_is_kept_until_sent_then_goes_on_the_walk_back(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    send_at = gateway.clock() + AGED + timedelta(hours=1)
+    response = await gateway.send(
+        headers, to="+14155550100", body="next week", send_at=send_at.isoformat()
+    )
+    assert response.status_code == 202, response.text
+    message_id = response.json()["message_id"]
+    retention = _retention(gateway)
+
+    gateway.clock.advance(AGED.total_seconds())
+    held = await retention.run_once(gateway.clock())
+    assert held.message_bodies == 0  # scheduled: the body is still to be sent
+    assert await _bodies(gateway, [message_id]) == ["next week"]
+
+    gateway.clock.advance(timedelta(hours=1).total_seconds())
+    await gateway.dispatch_and_report()
+    assert (await gateway.message(headers, message_id))["status"] == "delivered"
+    assert [m.body for m in gateway.sandbox.twilio.created] == ["next week"]
+    # The walk has passed it; it goes back only REWALK_AFTER after catching up.
+    assert (await retention.run_once(gateway.clock())).message_bodies == 0
+    gateway.clock.advance(REWALK_AFTER.total_seconds())
+    assert (await retention.run_once(gateway.clock())).message_bodies == 1
+    assert await _bodies(gateway, [message_id]) == [""]
+    # Nothing held any more: later rounds read only new ids.
+    gateway.clock.advance(REWALK_AFTER.total_seconds())
+    assert (await retention.run_once(gateway.clock())).message_bodies == 0
+
+
+async def test_a_sent_message_without_a_report_loses_its_body_too(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    response = await gateway.send(headers, to="+14155559007", body="no receipt ever")
+    assert response.status_code == 202, response.text
+    message_id = response.json()["message_id"]
+    await gateway.dispatch_and_report()
+    gateway.clock.advance(AGED.total_seconds())
+
+    assert (await _retention(gateway).run_once(gateway.clock())).message_bodies == 1
+    assert await _bodies(gateway, [message_id]) == [""]
+    assert (await gateway.message(headers, message_id))["status"] == "sent"
+
+
+async def _cost_report(gateway: Gateway, headers: dict[str, str], since: datetime) -> Any:
+    window = {"since": since.isoformat(), "until": (since + timedelta(hours=1)).isoformat()}
+    response = await gateway.client.get("/v1/reports/costs", params=window, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_an_mms_stays_an_mms_in_its_figures_once_blanked(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    since = gateway.clock() - timedelta(minutes=1)
+    media = ["https://cdn.example.com/a.png", "https://cdn.example.com/b.png"]
+    response = await gateway.send(headers, to="+14155550100", body="look", media_urls=media)
+    assert response.status_code == 202, response.text
+    message_id = response.json()["message_id"]
+    inbound = await gateway.client.post(
+        "/sandbox/twilio/inbound",
+        json={"from": "+14155550100", "to": "+15005550006", "body": "nice", "media_urls": media},
+    )
+    assert inbound.status_code == 202, inbound.text
+    await gateway.dispatch_and_report()
+    await gateway.settle_and_bill()
+    before = await _cost_report(gateway, headers, since)
+    what_if = before["countries"][0]["what_if"]
+    assert what_if["twilio-sandbox"] is not None  # priced as an MMS: the figure to keep
+
+    gateway.clock.advance(AGED.total_seconds())
+    done = await _retention(gateway).run_once(gateway.clock())
+    assert (done.message_bodies, done.inbound_bodies) == (1, 1)
+    shown = await gateway.message(headers, message_id)
+    assert (shown["body"], shown["media_urls"]) == ("", ["", ""])
+    replies = (await gateway.client.get("/v1/inbound", headers=headers)).json()["data"]
+    assert [(r["body"], r["media_urls"]) for r in replies] == [("", ["", ""])]
+    assert await _cost_report(gateway, headers, since) == before
