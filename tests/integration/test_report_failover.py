@@ -51,6 +51,23 @@ async def _send(gateway: Gateway, headers: dict[str, str], to: str, **extra: Any
     return str(response.json()["message_id"])
 
 
+async def _late_twilio_report(
+    gateway: Gateway, message: dict[str, Any], status: str, error_code: str | None = None
+) -> None:
+    """Twilio's signed status callback for ``message``'s send, posted to the gateway."""
+    credentials = gateway.sandbox.credentials
+    url = f"/webhooks/sms?ref={message['message_id']}"
+    body, signed = twilio_form(
+        f"http://gateway.test{url}",
+        twilio_status(
+            credentials.twilio_account_sid, message["provider_message_id"], status, error_code
+        ),
+        credentials.twilio_auth_token,
+    )
+    response = await gateway.client.post(url, content=body, headers=signed)
+    assert response.status_code == 200, response.text
+
+
 def _sends(message: dict[str, Any]) -> list[str]:
     return [a["provider"] for a in message["attempts"] if a["outcome"] == "sent"]
 
@@ -100,18 +117,7 @@ class TestFailoverOnReport:
         message = await gateway.message(headers, message_id)
         assert message["status"] == "accepted"
         # The carrier changes its mind before the dispatcher's next round.
-        credentials = gateway.sandbox.credentials
-        body, signed = twilio_form(
-            f"http://gateway.test/webhooks/sms?ref={message_id}",
-            twilio_status(
-                credentials.twilio_account_sid, message["provider_message_id"], "delivered"
-            ),
-            credentials.twilio_auth_token,
-        )
-        response = await gateway.client.post(
-            f"/webhooks/sms?ref={message_id}", content=body, headers=signed
-        )
-        assert response.status_code == 200
+        await _late_twilio_report(gateway, message, "delivered")
         assert await gateway.dispatcher.run_once() == 0
         message = await gateway.message(headers, message_id)
         assert message["status"] == "delivered"
@@ -129,21 +135,7 @@ class TestFailoverOnReport:
         retention = Retention(gateway.state.sessionmaker, RetentionSettings(message_bodies_days=7))
         assert (await retention.run_once(gateway.clock())).message_bodies == 1
         # The carrier's undelivered report comes at last: nothing is left to send again.
-        credentials = gateway.sandbox.credentials
-        body, signed = twilio_form(
-            f"http://gateway.test/webhooks/sms?ref={message_id}",
-            twilio_status(
-                credentials.twilio_account_sid,
-                message["provider_message_id"],
-                "undelivered",
-                "30003",
-            ),
-            credentials.twilio_auth_token,
-        )
-        response = await gateway.client.post(
-            f"/webhooks/sms?ref={message_id}", content=body, headers=signed
-        )
-        assert response.status_code == 200
+        await _late_twilio_report(gateway, message, "undelivered", "30003")
         assert await gateway.dispatcher.run_once() == 0
         message = await gateway.message(headers, message_id)
         assert (message["status"], message["error_code"]) == ("undelivered", "30003")
