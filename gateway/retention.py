@@ -4,6 +4,9 @@ by each dispatcher's job loop beside billing and the status poll.
 * ``webhook_events_days``: provider callbacks and polled statuses (``webhook_events``, each
   with its payload) received longer ago are deleted. They are the dedupe store and the
   evidence for unknown outcomes, both needed for minutes or hours, never for a week.
+  Their payloads carry bodies (Telnyx's ``text`` in every message event, an inbound
+  message's ``Body``, a polled Twilio message's ``body``), so with ``message_bodies_days``
+  set they are deleted after at most that many days too.
 * ``app_events_days``: settled app events (delivered, failed, skipped) created longer ago
   are deleted; ``GET /v1/events`` no longer lists them. A pending one stays.
 * ``message_bodies_days``: the body and media URLs of messages created longer ago that are
@@ -11,9 +14,12 @@ by each dispatcher's job loop beside billing and the status poll.
   the status poll's 72 hours no outcome is coming), and of inbound messages received longer
   ago, are blanked: the body becomes ``""`` and each media URL ``""`` (their number stays,
   so an MMS is still billed and reported as one). The rest of each row (status, numbers,
-  costs, report figures) stays.
+  costs, report figures) stays. An inbound message's ``message.inbound`` event, the one
+  app event with a body, is blanked with it.
   A message still to be sent (accepted, scheduled, sending, unknown) keeps its body until it
-  is sent or ends; a report failover never sends a blanked message again.
+  is sent or ends, and an inbound message until its event has been delivered or given up;
+  a report failover never sends a blanked message again. Consent records keep the keyword
+  texted (``STOP``): it is the evidence of the opt-out.
 
 0 keeps for ever (the default); otherwise at least
 :data:`~gateway.settings.RETENTION_MIN_DAYS` (7), beyond every window
@@ -27,7 +33,8 @@ round reads at most :data:`BATCH` rows even when nothing is old (an age filter w
 body walk keeps a cursor: ids are time-ordered (``gateway.clock.new_id``), so every id
 below the cut-off's id was created before it, and the walk resumes after the last id it
 looked at (from the start again when the process restarts). A message the walk passed while
-it was still to be sent (scheduled weeks ahead, say) is *held*: once the walk has caught up
+it was still to be sent (scheduled weeks ahead, say), or an inbound message whose event was
+still pending, is *held*: once the walk has caught up
 with the cut-off, it walks again from the oldest held id, :data:`REWALK_AFTER` later, so
 such a body goes at most that long after the message is sent.
 """
@@ -35,6 +42,7 @@ such a body goes at most that long after the message is sent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -45,6 +53,7 @@ from sqlalchemy import (
     CursorResult,
     Table,
     and_,
+    bindparam,
     delete,
     select,
     update,
@@ -55,6 +64,7 @@ from sqlalchemy.sql.visitors import iterate
 
 from gateway.db.models import AppEvent, InboundRecord, Message, WebhookEvent
 from gateway.events.outbox import PENDING
+from gateway.events.record import INBOUND_EVENT
 from gateway.settings import RetentionSettings
 from gateway.system.metrics import RETENTION_ROWS
 from providers import DeliveryStatus
@@ -132,8 +142,9 @@ class Retention:
         """One batch of each kind that is configured, each in its own transaction."""
         done = RetentionRound()
         s = self._settings
-        if s.webhook_events_days:
-            cutoff = now - timedelta(days=s.webhook_events_days)
+        callback_days = _shortest(s.webhook_events_days, s.message_bodies_days)
+        if callback_days:
+            cutoff = now - timedelta(days=callback_days)
             async with self._sessionmaker() as session, session.begin():
                 done.webhook_events = await _delete_head(
                     session, _WEBHOOK_EVENTS, "event_pk", _WEBHOOK_EVENTS.c.received_at < cutoff
@@ -159,7 +170,14 @@ class Retention:
             )
             done.full = done.full or walked
             done.inbound_bodies, walked = await self._blank(
-                _INBOUND, "inbound_id", "inb", now, cutoff, _INBOUND.c.received_at < cutoff
+                _INBOUND,
+                "inbound_id",
+                "inb",
+                now,
+                cutoff,
+                _INBOUND.c.received_at < cutoff,
+                _NO_PENDING_INBOUND_EVENT,
+                also=_blank_inbound_events,
             )
             done.full = done.full or walked
         counts = {
@@ -182,17 +200,19 @@ class Retention:
         now: datetime,
         cutoff: datetime,
         *conditions: ColumnElement[bool],
+        also: Callable[[AsyncSession, list[str]], Awaitable[None]] | None = None,
     ) -> tuple[int, bool]:
         """Blank the bodies (and media URLs) of the next batch of rows created before
         ``cutoff`` (by id) that meet ``conditions`` (their own date too: an id is the clock
-        of the process that made it); returns how many were blanked and whether the walk
-        took a whole batch."""
+        of the process that made it), and whatever ``also`` blanks for the ids blanked, in
+        the same transaction; returns how many were blanked and whether the walk took a
+        whole batch."""
         ids = table.c[id_name]
         before = f"{prefix}_{int(cutoff.timestamp() * 1000):012x}"
         walk = self._walks.setdefault(table.name, _BodyWalk())
         walk.start_round(now)
         done = and_(*conditions)
-        blanked = 0
+        blanked: list[str] = []
         async with self._sessionmaker() as session, session.begin():
             rows = (
                 await session.execute(
@@ -218,19 +238,66 @@ class Retention:
             # report failover sending it again) is left as it now is.
             if text_only:
                 result = await session.execute(
-                    update(table).where(ids.in_(text_only), done).values(body="")
+                    update(table).where(ids.in_(text_only), done).values(body="").returning(ids)
                 )
-                blanked += int(cast(CursorResult[Any], result).rowcount or 0)
+                blanked.extend(result.scalars())
             for row_id, count in with_media:  # rare (MMS): one statement each
-                # Each URL becomes "": their number stays, so an MMS stays an MMS in its
-                # bill and in the cost reports, which count media.
-                blank = {"body": "", "media_urls": [""] * count}
+                blank = {"body": "", "media_urls": _blank_urls(count)}
                 result = await session.execute(
-                    update(table).where(ids == row_id, done).values(blank)
+                    update(table).where(ids == row_id, done).values(blank).returning(ids)
                 )
-                blanked += int(cast(CursorResult[Any], result).rowcount or 0)
+                blanked.extend(result.scalars())
+            if blanked and also is not None:
+                await also(session, blanked)
         walk.passed(walked, held, now)
-        return blanked, len(walked) == BATCH
+        return len(blanked), len(walked) == BATCH
+
+
+def _shortest(*days: float) -> float:
+    """The shortest of the retentions that are set (0: none is)."""
+    return min((d for d in days if d), default=0.0)
+
+
+def _blank_urls(count: int) -> list[str]:
+    # Each URL becomes "": their number stays, so an MMS stays an MMS in its bill and in
+    # the cost reports, which count media.
+    return [""] * count
+
+
+#: An inbound message's event still to be delivered carries its body to the app: the
+#: body stays (in both) until the event is delivered or given up.
+_NO_PENDING_INBOUND_EVENT = ~(
+    select(_APP_EVENTS.c.event_pk)
+    .where(_APP_EVENTS.c.subject_id == _INBOUND.c.inbound_id, _APP_EVENTS.c.state == PENDING)
+    .exists()
+)
+_SET_EVENT_PAYLOAD = (
+    update(_APP_EVENTS)
+    .where(_APP_EVENTS.c.event_pk == bindparam("pk"))
+    .values(payload=bindparam("blanked_payload"))
+)
+
+
+async def _blank_inbound_events(session: AsyncSession, inbound_ids: list[str]) -> None:
+    """The ``message.inbound`` events of these inbound messages (the only events that carry
+    a body) lose the body and media URLs too: ``GET /v1/events`` would show them."""
+    events = (
+        await session.execute(
+            select(_APP_EVENTS.c.event_pk, _APP_EVENTS.c.payload).where(
+                _APP_EVENTS.c.subject_id.in_(inbound_ids),
+                _APP_EVENTS.c.event_type == INBOUND_EVENT,
+                _APP_EVENTS.c.state != PENDING,
+            )
+        )
+    ).all()
+    changed = []
+    for event_pk, payload in events:
+        data = dict(payload.get("data") or {})
+        data["body"] = ""
+        data["media_urls"] = _blank_urls(len(data.get("media_urls") or ()))
+        changed.append({"pk": event_pk, "blanked_payload": {**payload, "data": data}})
+    if changed:
+        await session.execute(_SET_EVENT_PAYLOAD, changed)
 
 
 async def _delete_head(

@@ -170,8 +170,9 @@ class RetentionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     webhook_events_days: float = 0.0
     #: Settled events to apps (delivered, failed, skipped); pending ones always stay.
     app_events_days: float = 0.0
-    #: The bodies and media URLs of messages that are final or ``sent`` and of inbound
-    #: messages (blanked; a message still to be sent keeps its body).
+    #: The bodies and media URLs of messages that are final or ``sent``, of inbound messages
+    #: and of their app events (blanked; a message still to be sent keeps its body); caps
+    #: ``webhook_events_days`` too, as callbacks' payloads carry bodies.
     message_bodies_days: float = 0.0
 
 

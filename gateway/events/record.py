@@ -32,6 +32,8 @@ from gateway.events.outbox import NOWHERE, PENDING, SKIPPED
 from providers import DeliveryStatus
 
 INITIAL = frozenset({DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.value})
+#: The event of an inbound message: the only one that carries a body.
+INBOUND_EVENT = "message.inbound"
 
 
 _APP_EVENTS = cast(Table, AppEvent.__table__)
@@ -264,7 +266,7 @@ async def inbound_received(
         AppEvent(
             **_event_row(
                 app=inbound.app,
-                event_type="message.inbound",
+                event_type=INBOUND_EVENT,
                 subject_id=inbound.inbound_id,
                 seq=1,
                 status=None,

@@ -17,9 +17,11 @@ from sqlalchemy import select
 
 from gateway import retention as retention_module
 from gateway.costs.pricing import load_price_tables
-from gateway.db.models import AppEvent, InboundRecord, Message, WebhookEvent
+from gateway.db.models import AppEvent, Base, InboundRecord, Message, WebhookEvent
+from gateway.events.delivery import EventDelivery
+from gateway.events.record import INBOUND_EVENT
 from gateway.retention import REWALK_AFTER, Retention
-from gateway.settings import RetentionSettings, Settings
+from gateway.settings import AppQuota, RetentionSettings, Settings
 from tests.integration.conftest import Gateway, with_settings
 from tests.support.metrics import scrape, value
 
@@ -251,3 +253,115 @@ async def test_an_mms_stays_an_mms_in_its_figures_once_blanked(
     replies = (await gateway.client.get("/v1/inbound", headers=headers)).json()["data"]
     assert [(r["body"], r["media_urls"]) for r in replies] == [("", ["", ""])]
     assert await _cost_report(gateway, headers, since) == before
+
+
+SECRET = "s3cr3t-words"
+
+
+async def _everything_stored(gateway: Gateway) -> str:
+    """Every row of every table, as text: what a database dump would show."""
+    async with gateway.state.sessionmaker() as session:
+        rows = []
+        for table in Base.metadata.sorted_tables:
+            found = await session.execute(select(table))
+            rows.extend(str(tuple(row)) for row in found)
+    return "\n".join(rows)
+
+
+class TestBodiesAloneConfigured:
+    """``message_bodies_days`` set, callbacks and app events kept for ever: the bodies go
+    from every table, callbacks (their payloads carry bodies) and the inbound's event
+    included."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return with_settings(settings, retention=RetentionSettings(message_bodies_days=DAYS))
+
+    async def test_no_body_is_left_anywhere_in_the_database(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        for provider in ("twilio-sandbox", "telnyx-sandbox"):
+            response = await gateway.send(
+                headers, to="+14155550100", body=f"{SECRET} out", provider=provider
+            )
+            assert response.status_code == 202, response.text
+        await gateway.dispatch_and_report()
+        inbound = await gateway.client.post(  # a reply: for billing, which wrote to them
+            "/sandbox/telnyx/inbound",
+            json={"from": "+14155550100", "to": "+15005550006", "body": f"{SECRET} in"},
+        )
+        assert inbound.status_code == 202, inbound.text
+        stored = await _everything_stored(gateway)
+        # Telnyx's callbacks carry the text (D.4), the inbound's event its body.
+        assert stored.count(SECRET) >= 6, stored
+        callbacks = await gateway.count(WebhookEvent)
+        app_events = await gateway.count(AppEvent)
+
+        gateway.clock.advance(AGED.total_seconds())
+        done = await _retention(gateway).run_once(gateway.clock())
+
+        assert (done.message_bodies, done.inbound_bodies) == (2, 1)
+        assert (done.webhook_events, done.app_events) == (callbacks, 0)
+        assert await gateway.count(AppEvent) == app_events  # kept, the inbound's blanked
+        assert SECRET not in await _everything_stored(gateway)
+        listed = await gateway.client.get(
+            "/v1/events", params={"type": "message.inbound"}, headers=headers
+        )
+        assert [(e["payload"]["data"]["body"]) for e in listed.json()["data"]] == [""]
+
+
+class TestInboundEventStillPending:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return with_settings(
+            settings,
+            retention=RetentionSettings(message_bodies_days=DAYS),
+            apps={"billing": AppQuota(callback_url=HOOK)},
+        )
+
+    async def test_the_body_stays_until_the_app_has_had_its_chance(
+        self, gateway: Gateway, headers: dict[str, str], app_endpoint: respx.MockRouter
+    ) -> None:
+        response = await gateway.send(headers, to="+14155550100", body="hello")
+        assert response.status_code == 202, response.text
+        await gateway.dispatch_and_report()
+        inbound = await gateway.client.post(
+            "/sandbox/twilio/inbound",
+            json={"from": "+14155550100", "to": "+15005550006", "body": "for the app"},
+        )
+        assert inbound.status_code == 202, inbound.text
+        retention = _retention(gateway)
+
+        gateway.clock.advance(AGED.total_seconds())
+        assert (await retention.run_once(gateway.clock())).inbound_bodies == 0
+        assert await _inbound_bodies(gateway) == (["for the app"], ["for the app"])
+
+        # The app is still down: past the events' retry window, the event is given up.
+        async with httpx.AsyncClient() as client:
+            delivery = EventDelivery(
+                sessionmaker=gateway.state.sessionmaker,
+                http_client=client,
+                settings=gateway.state.settings,
+                clock=gateway.clock,
+                owner="test-events",
+            )
+            while await delivery.run_once():
+                pass
+        assert await gateway.count(AppEvent, AppEvent.state == "pending") == 0
+
+        assert (await retention.run_once(gateway.clock())).inbound_bodies == 0  # not yet back
+        gateway.clock.advance(REWALK_AFTER.total_seconds())
+        assert (await retention.run_once(gateway.clock())).inbound_bodies == 1
+        assert await _inbound_bodies(gateway) == ([""], [""])
+
+
+async def _inbound_bodies(gateway: Gateway) -> tuple[list[str], list[str]]:
+    """The inbound messages' bodies, and their events'."""
+    async with gateway.state.sessionmaker() as session:
+        stored = list((await session.execute(select(InboundRecord.body))).scalars())
+        events = (
+            await session.execute(
+                select(AppEvent.payload).where(AppEvent.event_type == INBOUND_EVENT)
+            )
+        ).scalars()
+        return stored, [event["data"]["body"] for event in events]
