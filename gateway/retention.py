@@ -34,9 +34,9 @@ body walk keeps a cursor: ids are time-ordered (``gateway.clock.new_id``), so ev
 below the cut-off's id was created before it, and the walk resumes after the last id it
 looked at (from the start again when the process restarts). A message the walk passed while
 it was still to be sent (scheduled weeks ahead, say), or an inbound message whose event was
-still pending, is *held*: once the walk has caught up
-with the cut-off, it walks again from the oldest held id, :data:`REWALK_AFTER` later, so
-such a body goes at most that long after the message is sent.
+still pending, is *held*: once the walk has caught up with the cut-off, it walks again from
+the oldest held id, :data:`REWALK_AFTER` later, so such a body goes at most that long after
+the message is sent (or its event settled).
 """
 
 from __future__ import annotations

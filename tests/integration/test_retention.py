@@ -53,6 +53,11 @@ def app_endpoint() -> Iterator[respx.MockRouter]:
         yield router
 
 
+def _retention(gateway: Gateway) -> Retention:
+    """Retention as the gateway under test is configured (a new one: no walk done yet)."""
+    return Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
+
+
 async def _traffic(gateway: Gateway, headers: dict[str, str], *, tag: str) -> list[str]:
     """Two messages sent and delivered (one with its own callback URL, so its events stay
     pending) and an inbound reply; returns the message ids."""
@@ -101,7 +106,7 @@ async def test_what_is_older_than_its_days_goes_and_the_rest_stays(
     callbacks_before = await gateway.count(WebhookEvent)
     app_events_before = await gateway.count(AppEvent)
 
-    retention = Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
+    retention = _retention(gateway)
     metrics_before = await scrape(gateway.client)
     done = await retention.run_once(gateway.clock())
     assert (done.webhook_events, done.app_events) == (old_callbacks, old_settled)
@@ -152,7 +157,7 @@ async def test_each_round_is_bounded_and_says_when_more_is_due(
     gateway.clock.advance(timedelta(days=DAYS, hours=1).total_seconds())
     callbacks = await gateway.count(WebhookEvent)
     monkeypatch.setattr(retention_module, "BATCH", 2)
-    retention = Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
+    retention = _retention(gateway)
     first = await retention.run_once(gateway.clock())
     assert first.full is True
     assert (first.webhook_events, first.message_bodies) == (2, 2)
@@ -166,13 +171,9 @@ async def test_each_round_is_bounded_and_says_when_more_is_due(
 
 async def test_the_dispatchers_job_loop_runs_it_only_when_configured(gateway: Gateway) -> None:
     assert gateway.dispatcher.retention.enabled is False  # the test dispatcher: no settings
-    configured = Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
+    configured = _retention(gateway)
     assert configured.enabled is True
     assert (await gateway.dispatcher.run_retention_once()).full is False
-
-
-def _retention(gateway: Gateway) -> Retention:
-    return Retention(gateway.state.sessionmaker, gateway.state.settings.retention)
 
 
 async def test_a_scheduled_body_is_kept_until_sent_then_goes_on_the_walk_back(
