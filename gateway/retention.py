@@ -32,7 +32,10 @@ round reads at most :data:`BATCH` rows even when nothing is old (an age filter w
 ``LIMIT`` walks the whole retained window once nothing matches). Blanked rows stay, so the
 body walk keeps a cursor: ids are time-ordered (``gateway.clock.new_id``), so every id
 below the cut-off's id was created before it, and the walk resumes after the last id it
-looked at (from the start again when the process restarts). A message the walk passed while
+looked at. The cursor is a row of ``retention_walks`` per table, shared by every worker:
+the round that walks a batch locks it (on PostgreSQL another worker's round passes rather
+than wait, and does the other jobs; SQLite has one writer), so no two rounds blank the
+same rows, and a restarted worker goes on where the walk was. A message the walk passed while
 it was still to be sent (scheduled weeks ahead, say), or an inbound message whose event was
 still pending, is *held*: once the walk has caught up with the cut-off, it walks again from
 the oldest held id, :data:`REWALK_AFTER` later, so such a body goes at most that long after
@@ -62,7 +65,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.util import ClauseAdapter
 from sqlalchemy.sql.visitors import iterate
 
-from gateway.db.models import AppEvent, InboundRecord, Message, WebhookEvent
+from gateway.db.dialect import insert as upsert_insert
+from gateway.db.models import AppEvent, InboundRecord, Message, RetentionWalk, WebhookEvent
 from gateway.events.outbox import PENDING
 from gateway.events.record import INBOUND_EVENT
 from gateway.settings import RetentionSettings
@@ -99,17 +103,16 @@ class RetentionRound(msgspec.Struct):
     full: bool = False
 
 
-class _BodyWalk:
-    """Where one table's body walk is."""
+class _BodyWalk(msgspec.Struct):
+    """Where one table's body walk is: its ``retention_walks`` row."""
 
-    def __init__(self) -> None:
-        #: The walk goes on with the ids after this one.
-        self.after = ""
-        #: The oldest id passed while its row was not yet done (None: none since the last
-        #: walk back began).
-        self.held: str | None = None
-        #: When the walk goes back to ``held``: set when it catches up with the cut-off.
-        self.back_at: datetime | None = None
+    #: The walk goes on with the ids after this one.
+    after: str = ""
+    #: The oldest id passed while its row was not yet done (None: none since the last
+    #: walk back began).
+    held: str | None = None
+    #: When the walk goes back to ``held``: set when it catches up with the cut-off.
+    back_at: datetime | None = None
 
     def start_round(self, now: datetime) -> None:
         if self.held is not None and self.back_at is not None and now >= self.back_at:
@@ -125,13 +128,49 @@ class _BodyWalk:
             self.back_at = now + REWALK_AFTER  # caught up
 
 
+_WALKS = cast(Table, RetentionWalk.__table__)
+_WALK_COLUMNS = (_WALKS.c.after, _WALKS.c.held, _WALKS.c.back_at)
+
+
+async def _take_walk(session: AsyncSession, table_name: str) -> _BodyWalk | None:
+    """The table's walk, locked for this transaction; ``None`` while another worker's
+    round holds it (PostgreSQL: that round walks the batch, this one passes)."""
+    add_if_missing = (
+        upsert_insert(session, RetentionWalk)
+        .values(table_name=table_name, after="")
+        .on_conflict_do_nothing()
+        .returning(_WALKS.c.table_name)
+    )
+    read = select(*_WALK_COLUMNS).where(_WALKS.c.table_name == table_name)
+    if session.bind.dialect.name == "sqlite":
+        # The first statement a write: it takes the database's one write lock (waiting
+        # for another writer's commit), so the walk read next is the latest one.
+        await session.execute(add_if_missing)
+        return _BodyWalk(*(await session.execute(read)).one())
+    found = (await session.execute(read.with_for_update(skip_locked=True))).one_or_none()
+    if found is not None:
+        return _BodyWalk(*found)
+    # No row, or a locked one. The insert tells which: it adds a missing row (holding it
+    # until commit; a concurrent first insert waits for ours, then does nothing) and does
+    # nothing where the row exists.
+    created = (await session.execute(add_if_missing)).one_or_none()
+    return _BodyWalk() if created is not None else None
+
+
+async def _save_walk(session: AsyncSession, table_name: str, walk: _BodyWalk) -> None:
+    await session.execute(
+        update(_WALKS)
+        .where(_WALKS.c.table_name == table_name)
+        .values(after=walk.after, held=walk.held, back_at=walk.back_at)
+    )
+
+
 class Retention:
-    """One per process: the body walks' cursors live here."""
+    """One per process; the body walks' cursors are in the database (``retention_walks``)."""
 
     def __init__(self, sessionmaker: async_sessionmaker[Any], settings: RetentionSettings) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
-        self._walks: dict[str, _BodyWalk] = {}
 
     @property
     def enabled(self) -> bool:
@@ -209,11 +248,13 @@ class Retention:
         whole batch."""
         ids = table.c[id_name]
         before = f"{prefix}_{int(cutoff.timestamp() * 1000):012x}"
-        walk = self._walks.setdefault(table.name, _BodyWalk())
-        walk.start_round(now)
         done = and_(*conditions)
         blanked: list[str] = []
         async with self._sessionmaker() as session, session.begin():
+            walk = await _take_walk(session, table.name)
+            if walk is None:
+                return 0, False  # another worker's round is walking this table
+            walk.start_round(now)
             rows = (
                 await session.execute(
                     select(ids, table.c.body != "", done, table.c.media_urls)
@@ -249,7 +290,8 @@ class Retention:
                 blanked.extend(result.scalars())
             if blanked and also is not None:
                 await also(session, blanked)
-        walk.passed(walked, held, now)
+            walk.passed(walked, held, now)
+            await _save_walk(session, table.name, walk)  # with the batch, or not at all
         return len(blanked), len(walked) == BATCH
 
 

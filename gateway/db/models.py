@@ -542,3 +542,22 @@ class ReportDelivery(Base):
     app: Mapped[str] = mapped_column(String(64), primary_key=True)
     delivery_key: Mapped[int] = mapped_column(Integer, primary_key=True)
     messages: Mapped[int] = mapped_column(BigInteger)
+
+
+class RetentionWalk(Base):
+    """Where data retention's body walk over one table has got to (gateway/retention.py).
+
+    In the database, not in a process: every worker's job loop runs retention, and one
+    row per table, locked by the round that walks it, lets one worker at a time take each
+    batch (the others pass) and lets a restarted worker go on from here instead of reading
+    the table again from its first row."""
+
+    __tablename__ = "retention_walks"
+
+    table_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The walk goes on with the ids after this one ("": from the first).
+    after: Mapped[str] = mapped_column(String(40))
+    #: The oldest id passed while its row still needed its body (None: none held).
+    held: Mapped[str | None] = mapped_column(String(40))
+    #: When the walk goes back to ``held``: set when it caught up with the cut-off.
+    back_at: Mapped[datetime | None]

@@ -5,6 +5,7 @@ it is sent), an MMS stays an MMS in the cost reports, and every round is bounded
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,14 @@ from sqlalchemy import select
 
 from gateway import retention as retention_module
 from gateway.costs.pricing import load_price_tables
-from gateway.db.models import AppEvent, Base, InboundRecord, Message, WebhookEvent
+from gateway.db.models import (
+    AppEvent,
+    Base,
+    InboundRecord,
+    Message,
+    RetentionWalk,
+    WebhookEvent,
+)
 from gateway.events.delivery import EventDelivery
 from gateway.events.record import INBOUND_EVENT
 from gateway.retention import REWALK_AFTER, Retention
@@ -167,6 +175,88 @@ async def test_each_round_is_bounded_and_says_when_more_is_due(
     assert rounds >= callbacks // 2 - 1
     assert await gateway.count(WebhookEvent) == 0
     assert await gateway.count(Message, Message.body != "") == 0
+
+
+async def test_a_restarted_worker_goes_on_where_the_walk_was(
+    gateway: Gateway,
+    headers: dict[str, str],
+    app_endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _traffic(gateway, headers, tag="old")
+    await _traffic(gateway, headers, tag="older")
+    gateway.clock.advance(AGED.total_seconds())
+    monkeypatch.setattr(retention_module, "BATCH", 2)
+    before_restart = _retention(gateway)
+    blanked = 0
+    while True:
+        done = await before_restart.run_once(gateway.clock())
+        blanked += done.message_bodies
+        if not done.full:
+            break
+    assert blanked == 4
+
+    # A new process: the walk is where the last one left it, not at the table's first row
+    # (which would read the blanked rows again, a full batch at a time).
+    after_restart = _retention(gateway)
+    again = await after_restart.run_once(gateway.clock())
+    assert (again.message_bodies, again.inbound_bodies, again.full) == (0, 0, False)
+    new = await _traffic(gateway, headers, tag="new")
+    gateway.clock.advance(AGED.total_seconds())
+    assert (await after_restart.run_once(gateway.clock())).message_bodies == 2
+    assert await _bodies(gateway, new) == ["", ""]
+
+
+async def test_two_workers_at_once_blank_each_body_once(
+    gateway: Gateway,
+    headers: dict[str, str],
+    app_endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for n in range(3):
+        await _traffic(gateway, headers, tag=f"old {n}")
+    gateway.clock.advance(AGED.total_seconds())
+    monkeypatch.setattr(retention_module, "BATCH", 2)
+    workers = (_retention(gateway), _retention(gateway))
+    metrics_before = await scrape(gateway.client)
+    blanked = {"message_bodies": 0, "inbound_bodies": 0}
+    while True:
+        rounds = await asyncio.gather(*(w.run_once(gateway.clock()) for w in workers))
+        for done in rounds:
+            blanked["message_bodies"] += done.message_bodies
+            blanked["inbound_bodies"] += done.inbound_bodies
+        if not any(done.full for done in rounds):
+            break
+    assert blanked == {"message_bodies": 6, "inbound_bodies": 3}  # each counted once
+    metrics_after = await scrape(gateway.client)
+    for kind, count in blanked.items():
+        counted = value(metrics_after, RETENTION_METRIC, kind=kind) - value(
+            metrics_before, RETENTION_METRIC, kind=kind
+        )
+        assert counted == count
+    assert await gateway.count(Message, Message.body != "") == 0
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_while_one_worker_walks_a_table_another_passes_without_waiting(
+    gateway: Gateway, headers: dict[str, str], app_endpoint: respx.MockRouter
+) -> None:
+    """PostgreSQL, where workers are separate processes: a round finding a table's walk
+    locked by another worker's round does not wait for it (its other jobs would)."""
+    ids = await _traffic(gateway, headers, tag="old")
+    walking, passing = _retention(gateway), _retention(gateway)
+    await walking.run_once(gateway.clock())  # nothing old yet: the walks start
+    gateway.clock.advance(AGED.total_seconds())
+    async with gateway.state.sessionmaker() as other_round, other_round.begin():
+        locked = await other_round.execute(select(RetentionWalk).with_for_update())
+        assert len(locked.all()) == 2  # messages and inbound_messages
+        done = await asyncio.wait_for(passing.run_once(gateway.clock()), timeout=10)
+        assert (done.message_bodies, done.inbound_bodies, done.full) == (0, 0, False)
+        assert await _bodies(gateway, ids) == ["old body 0", "old body 1"]
+    done = await passing.run_once(gateway.clock())  # the other round is over
+    assert (done.message_bodies, done.inbound_bodies) == (2, 1)
 
 
 async def test_the_dispatchers_job_loop_runs_it_only_when_configured(gateway: Gateway) -> None:
