@@ -265,16 +265,18 @@ async def _claim(
 async def _move_on(
     session: AsyncSession, message_id: str, seen: datetime | None, following: datetime | None
 ) -> bool:
-    """Write the next look, if the row still has the one we read: on PostgreSQL the row is
-    locked anyway; on SQLite, whose SELECT takes no lock, this is what keeps two processes
-    from both taking the same message."""
+    """Write the next look, if the row still has the one we read and is still polled: on
+    PostgreSQL the row is locked anyway; on SQLite, whose SELECT takes no lock, this is what
+    keeps two processes from both taking the same message. "Still polled" because "no
+    next look" is also how a message leaves the agenda: another round may have taken it,
+    fetched it and applied its final status since we read it, leaving the look we read."""
     m = _MESSAGES.c
     unchanged = m.status_check_at.is_(None) if seen is None else m.status_check_at == seen
     moved = cast(
         CursorResult[Any],
         await session.execute(
             update(_MESSAGES)
-            .where(m.message_id == message_id, unchanged)
+            .where(m.message_id == message_id, unchanged, text(STATUS_POLL_PREDICATE))
             .values(status_check_at=following)
         ),
     )

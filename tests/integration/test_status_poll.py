@@ -419,6 +419,49 @@ async def test_two_concurrent_polls_never_fetch_one_message_twice(
 
 
 @pytest.mark.usefixtures("lost_reports")
+async def test_a_round_that_read_a_message_another_round_then_finished_leaves_it(
+    gateway: Gateway, headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slow round read the messages as due; the other round then took them, fetched
+    them and applied their final status, which takes them off the agenda (no next look).
+    The slow round must not take them again for that: on SQLite nothing is locked, and
+    "no next look" is what it read too."""
+    message_ids = [await _sent(gateway, headers, DELIVERED) for _ in range(3)]
+    twilio = gateway.state.providers["twilio-sandbox"]
+    fetch = twilio.fetch
+    fetched: list[str] = []
+
+    async def counted_fetch(provider_message_id: str) -> Any:
+        fetched.append(provider_message_id)
+        return await fetch(provider_message_id)
+
+    move_on = status_poll._move_on
+    slow_has_read, other_is_done = asyncio.Event(), asyncio.Event()
+    slow: asyncio.Task[StatusPollRound] | None = None
+
+    async def held_move_on(*args: Any) -> bool:
+        if asyncio.current_task() is slow:
+            slow_has_read.set()
+            await other_is_done.wait()
+        return await move_on(*args)
+
+    monkeypatch.setattr(twilio, "fetch", counted_fetch)
+    monkeypatch.setattr(status_poll, "_move_on", held_move_on)
+    gateway.clock.advance(AFTER + 1)
+    slow = asyncio.create_task(_poll(gateway))
+    await asyncio.wait_for(slow_has_read.wait(), timeout=10)
+    # On PostgreSQL the slow round's read locked the rows: this round skips them.
+    other = await _poll(gateway)
+    other_is_done.set()
+    late = await asyncio.wait_for(slow, timeout=10)
+
+    assert other.fetched + late.fetched == 3
+    assert sorted(fetched) == sorted(set(fetched))
+    for message_id in message_ids:
+        assert (await _row(gateway, message_id)).status == "delivered"
+
+
+@pytest.mark.usefixtures("lost_reports")
 async def test_the_dispatcher_runs_the_poll_and_survives_its_failure(
     gateway: Gateway,
     headers: dict[str, str],
