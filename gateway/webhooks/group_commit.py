@@ -23,7 +23,9 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from gateway.db.changed_rows import write_changed_rows
 from gateway.db.group_commit import GroupCommit, new_answer
+from gateway.db.models import Message
 from gateway.events.record import status_events_at_end
 from gateway.messages.delivery import Rerouter
 from gateway.settings import ConsentSettings
@@ -78,12 +80,14 @@ class IngestQueue(GroupCommit[_Waiting, IngestResult]):
 
     async def _commit(self, group: list[_Waiting]) -> list[IngestResult]:
         latest = max(item.callback.now for item in group)
-        async with (
-            self._sessionmaker() as session,
-            session.begin(),
-            status_events_at_end(session, now=latest),  # one pass for the group
-        ):
-            return await record_callbacks(session, [item.callback for item in group], self._rules)
+        async with self._sessionmaker() as session, session.begin():
+            async with status_events_at_end(session, now=latest):  # one pass for the group
+                results = await record_callbacks(
+                    session, [item.callback for item in group], self._rules
+                )
+            # The messages' changes as a few executemanys, not through the flush.
+            await write_changed_rows(session, Message)
+            return results
 
 
 def _lock_order(item: _Waiting) -> tuple[str, str]:
