@@ -154,17 +154,25 @@ async def test_what_is_older_than_its_days_goes_and_the_rest_stays(
     assert (again.webhook_events, again.app_events, again.message_bodies) == (0, 0, 0)
 
 
+async def _aged_traffic_in_small_batches(
+    gateway: Gateway, headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> int:
+    """Two rounds of :func:`_traffic`, then the clock past their retention, with batches of
+    two rows; returns how many callbacks were stored."""
+    await _traffic(gateway, headers, tag="old")
+    await _traffic(gateway, headers, tag="older")
+    gateway.clock.advance(AGED.total_seconds())
+    monkeypatch.setattr(retention_module, "BATCH", 2)
+    return await gateway.count(WebhookEvent)
+
+
 async def test_each_round_is_bounded_and_says_when_more_is_due(
     gateway: Gateway,
     headers: dict[str, str],
     app_endpoint: respx.MockRouter,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await _traffic(gateway, headers, tag="old")
-    await _traffic(gateway, headers, tag="older")
-    gateway.clock.advance(timedelta(days=DAYS, hours=1).total_seconds())
-    callbacks = await gateway.count(WebhookEvent)
-    monkeypatch.setattr(retention_module, "BATCH", 2)
+    callbacks = await _aged_traffic_in_small_batches(gateway, headers, monkeypatch)
     retention = _retention(gateway)
     first = await retention.run_once(gateway.clock())
     assert first.full is True
@@ -183,10 +191,7 @@ async def test_a_restarted_worker_goes_on_where_the_walk_was(
     app_endpoint: respx.MockRouter,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await _traffic(gateway, headers, tag="old")
-    await _traffic(gateway, headers, tag="older")
-    gateway.clock.advance(AGED.total_seconds())
-    monkeypatch.setattr(retention_module, "BATCH", 2)
+    await _aged_traffic_in_small_batches(gateway, headers, monkeypatch)
     before_restart = _retention(gateway)
     blanked = 0
     while True:

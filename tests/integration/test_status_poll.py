@@ -366,11 +366,8 @@ class TestFailoverOnAPolledStatus:
         assert sends == ["twilio-sandbox", "telnyx-sandbox"]
 
 
-@pytest.mark.usefixtures("lost_reports")
-async def test_two_concurrent_polls_never_fetch_one_message_twice(
-    gateway: Gateway, headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    message_ids = [await _sent(gateway, headers, DELIVERED) for _ in range(6)]
+def _count_fetches(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The provider ids the Twilio sandbox account is asked for from now on, in order."""
     twilio = gateway.state.providers["twilio-sandbox"]
     fetch = twilio.fetch
     fetched: list[str] = []
@@ -379,6 +376,16 @@ async def test_two_concurrent_polls_never_fetch_one_message_twice(
         fetched.append(provider_message_id)
         return await fetch(provider_message_id)
 
+    monkeypatch.setattr(twilio, "fetch", counted_fetch)
+    return fetched
+
+
+@pytest.mark.usefixtures("lost_reports")
+async def test_two_concurrent_polls_never_fetch_one_message_twice(
+    gateway: Gateway, headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message_ids = [await _sent(gateway, headers, DELIVERED) for _ in range(6)]
+    fetched = _count_fetches(gateway, monkeypatch)
     # Neither round writes a next look before both have read the due rows: each round is
     # "ready" once it is about to write (it has read) or has finished claiming (it found
     # nothing: on PostgreSQL the other round's row locks are skipped).
@@ -402,7 +409,6 @@ async def test_two_concurrent_polls_never_fetch_one_message_twice(
         await both_read.wait()
         return await move_on(*args)
 
-    monkeypatch.setattr(twilio, "fetch", counted_fetch)
     monkeypatch.setattr(status_poll, "_claim", gated_claim)
     monkeypatch.setattr(status_poll, "_move_on", gated_move_on)
     gateway.clock.advance(AFTER + 1)
@@ -427,14 +433,7 @@ async def test_a_round_that_read_a_message_another_round_then_finished_leaves_it
     The slow round must not take them again for that: on SQLite nothing is locked, and
     "no next look" is what it read too."""
     message_ids = [await _sent(gateway, headers, DELIVERED) for _ in range(3)]
-    twilio = gateway.state.providers["twilio-sandbox"]
-    fetch = twilio.fetch
-    fetched: list[str] = []
-
-    async def counted_fetch(provider_message_id: str) -> Any:
-        fetched.append(provider_message_id)
-        return await fetch(provider_message_id)
-
+    fetched = _count_fetches(gateway, monkeypatch)
     move_on = status_poll._move_on
     slow_has_read, other_is_done = asyncio.Event(), asyncio.Event()
     slow: asyncio.Task[StatusPollRound] | None = None
@@ -445,7 +444,6 @@ async def test_a_round_that_read_a_message_another_round_then_finished_leaves_it
             await other_is_done.wait()
         return await move_on(*args)
 
-    monkeypatch.setattr(twilio, "fetch", counted_fetch)
     monkeypatch.setattr(status_poll, "_move_on", held_move_on)
     gateway.clock.advance(AFTER + 1)
     slow = asyncio.create_task(_poll(gateway))
