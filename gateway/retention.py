@@ -83,7 +83,8 @@ BATCH = 1000
 #: sent when it passed them). Each walk back reads every id from the oldest held one to the
 #: cut-off, so it is not run often: a send is scheduled at most 35 days ahead
 #: (``MAX_SCHEDULE_AHEAD``), so with the shortest retention (7 days) that is up to 28 days
-#: of traffic, read in rounds of :data:`BATCH`.
+#: of traffic, read in rounds of :data:`BATCH` (6.6 s a million rows on PostgreSQL in
+#: ``bench.retention``: about three minutes a day at a million messages a day).
 REWALK_AFTER = timedelta(days=1)
 
 _WEBHOOK_EVENTS = cast(Table, WebhookEvent.__table__)
