@@ -73,7 +73,7 @@ from gateway.settings import RetentionSettings
 from gateway.system.metrics import RETENTION_ROWS
 from providers import DeliveryStatus
 
-__all__ = ["BATCH", "REWALK_AFTER", "Retention", "RetentionRound"]
+__all__ = ["BATCH", "REWALK_AFTER", "Retention", "RetentionRound", "is_blanked"]
 
 logger = logging.getLogger("gateway.retention")
 
@@ -267,12 +267,11 @@ class Retention:
             walked, held, text_only, with_media = [], [], [], []
             for row_id, has_body, is_done, media_urls in rows:
                 walked.append(row_id)
-                has_media = any(media_urls or ())
-                if not (has_body or has_media):
-                    continue  # blank already
+                if is_blanked(has_body, media_urls):
+                    continue
                 if not is_done:
                     held.append(row_id)
-                elif has_media:
+                elif any(media_urls or ()):
                     with_media.append((row_id, len(media_urls)))
                 else:
                     text_only.append(row_id)
@@ -299,6 +298,13 @@ class Retention:
 def _shortest(*days: float) -> float:
     """The shortest of the retentions that are set (0: none is)."""
     return min((d for d in days if d), default=0.0)
+
+
+def is_blanked(has_body: bool, media_urls: list[str] | None) -> bool:
+    """Whether retention has blanked this row already (or it never had content): no body
+    and no media URL left (a blanked URL is ``""``). ``has_body`` rather than the body, so
+    that the walk can ask it of ``body != ''`` without reading the text."""
+    return not has_body and not any(media_urls or ())
 
 
 def _blank_urls(count: int) -> list[str]:

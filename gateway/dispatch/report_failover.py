@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import Attempt, Message, WebhookEvent
+from gateway.retention import is_blanked
 from gateway.routing.model import RoutingConfig, Rule
 from gateway.system.metrics import FAILOVERS
 from providers import DeliveryStatus
@@ -54,10 +55,8 @@ class ReportFailover:
             return False
         if message.valid_until is not None and now >= message.valid_until:
             return False
-        if not message.body and not any(message.media_urls or ()):
-            # Blanked by data retention (gateway/retention.py; a media URL becomes ""):
-            # nothing left to send.
-            return False
+        if is_blanked(bool(message.body), message.media_urls):
+            return False  # data retention blanked it: nothing left to send
         excluded = list(dict.fromkeys([*(message.excluded_accounts or []), account]))
         remaining = [a for a in rule.accounts if a not in excluded]
         if not remaining or await _sends(session, message.message_id) >= rule.max_sends:
