@@ -166,12 +166,13 @@ def run(argv: list[str] | None = None) -> Report:
         for kind in args.engines.split(","):
             for count in counts:
                 asyncio.run(_measure(kind, count, Path(workdir), report))
+    finish(report, args.json)
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser_args = base_parser(__doc__).parse_args(argv)
-    return finish(run(argv), parser_args.json)
+    run(argv)
+    return 0
 
 
 if __name__ == "__main__":
