@@ -205,7 +205,9 @@ def postgres() -> Any:
     if _POSTGRES is None:
         from tests.support.postgres import start_postgres
 
-        _POSTGRES = start_postgres()
+        # pg_stat_statements must be loaded when the server starts (bench.e2e reads it).
+        preload = {"shared_preload_libraries": "'pg_stat_statements'"}
+        _POSTGRES = start_postgres(preload if os.environ.get(STATEMENTS_ENV) else None)
     return _POSTGRES
 
 
@@ -480,6 +482,9 @@ def load(
 
 #: Set (to anything) to record each measured server with py-spy while the load runs.
 PROFILE_ENV = "BENCH_PROFILE"
+#: Set: PostgreSQL's statements of an e2e run are counted (pg_stat_statements) and the
+#: costliest printed per delivered message, with the message row's writes (bench.e2e).
+STATEMENTS_ENV = "BENCH_PG_STATEMENTS"
 
 
 def start_profile(target: Launched) -> tuple[subprocess.Popen[bytes], Path]:

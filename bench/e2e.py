@@ -20,6 +20,7 @@ which is what Jasmin's figure counts (its SMPP simulator receiving ``submit_sm``
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from bench.accept import accept_requests
 from bench.common import (
     CONCURRENCY,
     PYTHON,
+    STATEMENTS_ENV,
     Check,
     Gateway,
     Launched,
@@ -142,7 +144,11 @@ def measure(
             group.directory / f"e2e-{engine_kind}-{rows}.jsonl",
             accept_requests(n, gateway.headers),
         )
+        counting = engine_kind == "postgres" and bool(os.environ.get(STATEMENTS_ENV))
+        if counting:
+            _reset_statements(gateway)
         cpu_before = sum(p.cpu_seconds() for p in launched)
+        each_before = {p.name: p.cpu_seconds() for p in [*launched, *simulators]}
         simulator_before = sum(p.cpu_seconds() for p in simulators)
         started = time.monotonic()
         accepted = load(gateway.base_url, requests, warmup=0, server=launched)
@@ -170,7 +176,14 @@ def measure(
         elapsed = time.monotonic() - started
         cpu = (sum(p.cpu_seconds() for p in launched) - cpu_before) / elapsed
         simulator_cpu = (sum(p.cpu_seconds() for p in simulators) - simulator_before) / elapsed
+        each_cpu = {p.name: p.cpu_seconds() - each_before[p.name] for p in [*launched, *simulators]}
+        report.say(
+            "   CPU a message, µs (to the last delivered): "
+            + ", ".join(f"{name} {1e6 * cpu / n:.0f}" for name, cpu in each_cpu.items())
+        )
         report.say(_billing_lag(gateway, measured, template, alive))
+        if counting:
+            report.say(_statements(gateway, n))
         rows_out = gateway.db.rows(
             f"SELECT status, created_at, sent_at, updated_at FROM messages WHERE {measured}",
             m=template,
@@ -262,6 +275,45 @@ def _billing_lag(gateway: Gateway, measured: str, template: str, alive: Callable
         f"   billing: every message's bill fetched {time.monotonic() - final_at:.0f} s after "
         "the last one was final"
     )
+
+
+def _reset_statements(gateway: Gateway) -> None:
+    """Start counting: the view in this database, every count so far (start-up, migrations,
+    the template message, filler rows) dropped, statements' and tables' alike."""
+    gateway.db.rows("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    gateway.db.rows("SELECT pg_stat_statements_reset()")
+    gateway.db.rows("SELECT pg_stat_reset()")
+
+
+def _statements(gateway: Gateway, n: int) -> str:
+    """What PostgreSQL did for the run, per message sent (``n``; billing included, as the
+    run waited for it): its time in statements, the costliest ones, and how often the
+    message row was rewritten, with the share of those rewrites that were HOT (no index
+    entries written: only possible when no indexed column changes)."""
+    total_ms, calls = gateway.db.rows(
+        "SELECT coalesce(sum(total_exec_time), 0), coalesce(sum(calls), 0) "
+        "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+        "WHERE datname = current_database())"
+    )[0]
+    top = gateway.db.rows(
+        "SELECT total_exec_time, calls, rows, regexp_replace(query, '\\s+', ' ', 'g') "
+        "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+        "WHERE datname = current_database()) ORDER BY total_exec_time DESC LIMIT 12"
+    )
+    updates, hot = gateway.db.rows(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'messages'"
+    )[0]
+    lines = [
+        f"   PostgreSQL: {total_ms / n:.3f} ms of statements a message ({calls / n:.1f} "
+        f"statements); the messages row written {updates / n:.2f} times a message, "
+        f"{100 * hot / max(updates, 1):.0f} % HOT; the costliest:"
+    ]
+    for ms, count, rows, query in top:
+        lines.append(
+            f"     {100 * ms / max(total_ms, 1e-9):4.1f} %  {ms / n:.3f} ms  "
+            f"{count / n:5.2f} calls {rows / n:5.2f} rows  {query[:110]}"
+        )
+    return "\n".join(lines)
 
 
 def _callback_timeline(gateway: Gateway, template: str) -> str:

@@ -37,6 +37,7 @@ import subprocess
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -310,8 +311,10 @@ class PostgresServer:
             )
 
 
-def start_postgres() -> PostgresServer:
+def start_postgres(settings: Mapping[str, str] | None = None) -> PostgresServer:
     """Start a fresh PostgreSQL server (or attach to ``GATEWAY_TEST_POSTGRES_URL``).
+    ``settings``: more lines for its postgresql.conf (a benchmark's
+    ``shared_preload_libraries``, say); an external server is used as it is.
 
     Never returns ``None`` and never skips: raises ``PostgresUnavailable`` naming what is
     missing (binaries, ``runuser``) or what failed (initdb's stderr, the server log's tail).
@@ -324,7 +327,7 @@ def start_postgres() -> PostgresServer:
     os_user = _service_user()
     root = Path(tempfile.mkdtemp(prefix="sms-gateway-pg-", dir=_temp_base(os_user)))
     try:
-        server = _init_and_start(bindir, root, os_user)
+        server = _init_and_start(bindir, root, os_user, settings or {})
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
@@ -382,7 +385,9 @@ def find_bindir() -> Path:
 # --- Starting -----------------------------------------------------------------------------------
 
 
-def _init_and_start(bindir: Path, root: Path, os_user: str | None) -> PostgresServer:
+def _init_and_start(
+    bindir: Path, root: Path, os_user: str | None, extra: Mapping[str, str]
+) -> PostgresServer:
     root.chmod(stat.S_IRWXU)
     _give(root, os_user)
     datadir = root / "data"
@@ -411,7 +416,7 @@ def _init_and_start(bindir: Path, root: Path, os_user: str | None) -> PostgresSe
     # files' owner, so the server can still read them.
     socket_dir.mkdir(mode=stat.S_IRWXU)
     _give(socket_dir, os_user)
-    settings = dict(_SERVER_SETTINGS, unix_socket_directories=f"'{socket_dir}'")
+    settings = dict(_SERVER_SETTINGS, unix_socket_directories=f"'{socket_dir}'", **extra)
     with (datadir / "postgresql.conf").open("a", encoding="utf-8") as conf:
         conf.write("\n# Added by tests/support/postgres.py\n")
         conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
