@@ -79,10 +79,17 @@ class Quoter:
         )
 
     def price(self, row: Message, message: ValidatedMessage, now: datetime) -> None:
-        """Put the estimate of the account expected to take it on a new message row; 429
+        """Put the route rule and the estimate of the account expected to take it on a new
+        message row; 429
         when every account of its route is capped. Routed by the row's own id, as the
         dispatcher will route it, and only the expected account is estimated."""
-        accounts = self._route(message, row.message_id).accounts
+        route = self._route(message, row.message_id)
+        # The rule expected to route it, stored with the row: the dispatcher writes the one
+        # that did with the send's outcome (the same unless the configuration changed), so
+        # the claim need not write the row again; and a report for a send whose outcome
+        # was never recorded (a crash mid-call) still finds its rule's failover policy.
+        row.route_rule = route.rule
+        accounts = route.accounts
         if accounts and all(a in self._capped for a in accounts):
             caps = [("account", name, *self._capped[name]) for name in accounts]
             raise spend_cap_problem(caps, now, "; every account of this route is capped")

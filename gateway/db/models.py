@@ -142,7 +142,8 @@ class Message(Base):
     country: Mapped[str | None] = mapped_column(String(2))
     #: After this the message is no longer worth sending (``validity_seconds``): it fails.
     valid_until: Mapped[datetime | None]
-    #: The routing rule that chose the accounts of the latest attempt.
+    #: The routing rule that chose the accounts of the latest attempt; before any, the one
+    #: expected to (stored at accept, so a send whose outcome a crash lost keeps its rule).
     route_rule: Mapped[str | None] = mapped_column(String(64))
     #: Accounts this message has failed over from; routing skips them.
     excluded_accounts: Mapped[list[str] | None] = mapped_column(JsonB)

@@ -309,7 +309,8 @@ class Dispatcher:
                 for claim in claims
                 if (plan := await self._plan(session, claim, opt_outs, now))
             ]
-            await store.set_route_rules(session, [(p.claim, p.rule) for p in plans])
+            # Each plan's rule is written with its outcome (store.Sent, record_failure), in
+            # a write of the row that happens anyway; the accept stored the expected one.
             # The round's ``sending`` events in one go (a statement pair, not one a message).
             await message_status_changed(session, [p.claim.message_id for p in plans], now=now)
         if stale:
@@ -454,7 +455,7 @@ class Dispatcher:
         # drop the answer, which would leave the send unknown and, if its callbacks were
         # lost too, resent.
         await self.recorder.record(
-            store.Sent(claim, account, provider.kind, receipt, now, cost),
+            store.Sent(claim, account, provider.kind, receipt, now, cost, plan.rule),
             pooled_sender=plan.sender if plan.pooled_sender else None,
         )
         PROVIDER_ATTEMPTS.labels(account=account, outcome="sent").inc()
@@ -524,6 +525,7 @@ class Dispatcher:
                 now=now,
                 excluded_accounts=excluded,
                 reconcile_until=reconcile_until,
+                rule=plan.rule,
             )
         PROVIDER_ATTEMPTS.labels(account=account, outcome=outcome).inc()
         logger.warning(

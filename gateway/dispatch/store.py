@@ -37,11 +37,6 @@ UNKNOWN = DeliveryStatus.UNKNOWN.value
 # cost code read them afresh).
 _MESSAGES = cast(Table, Message.__table__)
 _ATTEMPTS = cast(Table, Attempt.__table__)
-_SET_ROUTE_RULE = (
-    update(_MESSAGES)
-    .where(_MESSAGES.c.message_id.in_(bindparam("of_messages", expanding=True)))
-    .values(route_rule=bindparam("rule"))
-)
 
 
 class Claimed(msgspec.Struct, frozen=True):
@@ -139,18 +134,6 @@ async def release_claim(
     )
 
 
-async def set_route_rules(
-    session: AsyncSession, rules: Sequence[tuple[Claimed, str | None]]
-) -> None:
-    """The routing rule that chose each claimed message's account: one statement per
-    rule (a round's messages mostly share one or two), not one row each."""
-    by_rule: dict[str | None, list[str]] = {}
-    for claim, rule in rules:
-        by_rule.setdefault(rule, []).append(claim.message_id)
-    for rule, message_ids in by_rule.items():
-        await session.execute(_SET_ROUTE_RULE, {"of_messages": message_ids, "rule": rule})
-
-
 async def start_attempt(
     session: AsyncSession,
     claim: Claimed,
@@ -180,7 +163,8 @@ async def start_attempt(
 
 class Sent(msgspec.Struct, frozen=True):
     """A provider took a claimed message: what :func:`record_sends` writes about it.
-    ``estimate``: this send's list price for its account and sender."""
+    ``estimate``: this send's list price for its account and sender; ``rule``: the routing
+    rule that chose the account (null: the app forced it)."""
 
     claim: Claimed
     account: str
@@ -188,6 +172,7 @@ class Sent(msgspec.Struct, frozen=True):
     receipt: SendReceipt
     now: datetime
     estimate: Estimate | None = None
+    rule: str | None = None
 
     @property
     def lock_key(self) -> tuple[str, str]:
@@ -204,10 +189,11 @@ async def record_sent(
     now: datetime,
     rerouter: Rerouter | None = None,
     estimate: Estimate | None = None,
+    rule: str | None = None,
 ) -> None:
     """:func:`record_sends` for one send."""
     await record_sends(
-        session, [Sent(claim, account, kind, receipt, now, estimate)], rerouter=rerouter
+        session, [Sent(claim, account, kind, receipt, now, estimate, rule)], rerouter=rerouter
     )
 
 
@@ -320,6 +306,8 @@ def _sent_message(sent: Sent, firsts: dict[str, FirstSend]) -> dict[str, object]
         "provider_account": sent.account,
         "provider_kind": sent.kind,
         "provider_message_id": receipt.provider_message_id,
+        # With the send, not in the claim's transaction: a write of the row fewer.
+        "route_rule": sent.rule,
         "error_code": receipt.error_code,
         "error_detail": None,
         "claimed_by": None,
@@ -395,8 +383,10 @@ async def record_failure(
     now: datetime,
     excluded_accounts: tuple[str, ...] | None = None,
     reconcile_until: datetime | None = None,
+    rule: str | None = None,
 ) -> None:
-    """Close the attempt and move the message: back to the queue, failed, or unknown."""
+    """Close the attempt and move the message: back to the queue, failed, or unknown.
+    ``rule``: the routing rule that chose ``account`` (null: the app forced it)."""
     await _finish_attempt(
         session,
         claim,
@@ -410,6 +400,7 @@ async def record_failure(
         "status": status.value,
         "provider_account": account,
         "provider_kind": kind,
+        "route_rule": rule,
         "error_code": error_code,
         "error_detail": detail,
         "claimed_by": None,

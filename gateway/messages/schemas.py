@@ -109,6 +109,8 @@ class MessageView(msgspec.Struct, frozen=True):
     send_at: datetime | None
     valid_until: datetime | None
     country: str | None
+    #: The routing rule that chose the latest send's account; before any send, the rule
+    #: expected to (null: the app forced an account).
     route_rule: str | None
     created_at: datetime
     updated_at: datetime

@@ -17,6 +17,7 @@ import msgspec
 import pytest
 
 from gateway.costs.pricing import load_price_tables
+from gateway.dispatch import store
 from gateway.dispatch.planning import RoutePlanner
 from gateway.retention import Retention
 from gateway.routing.breaker import BreakerSettings
@@ -150,6 +151,37 @@ class TestFailoverOnReport:
         assert (message["status"], message["error_code"]) == ("undelivered", "30003")
         assert await gateway.dispatcher.run_once() == 0
         assert gateway.sandbox.telnyx.created == []
+
+    async def test_a_send_whose_process_died_mid_call_still_fails_over_on_its_report(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        """The claiming process dies before recording the provider's answer, so no outcome
+        carries the route's rule; the accept stored it. The undelivered report, adopted
+        when the claim expires, still sends through the rule's next account."""
+        message_id = await _send(gateway, headers, UNDELIVERABLE)
+        assert (await gateway.message(headers, message_id))["route_rule"] == "default"
+        async with gateway.state.sessionmaker() as session, session.begin():
+            [claim] = await store.claim_due(
+                session, worker="doomed", now=gateway.clock(), limit=1, ttl=timedelta(seconds=60)
+            )
+            await store.start_attempt(
+                session, claim, account="twilio-sandbox", kind="twilio", now=gateway.clock()
+            )
+        sid = "SM" + "5" * 32
+        for status, error_code in (("sent", None), ("undelivered", "30003")):
+            await _late_twilio_report(
+                gateway,
+                {"message_id": message_id, "provider_message_id": sid},
+                status,
+                error_code,
+            )
+        gateway.clock.advance(61)
+        # Adopted from the reports, undelivered, requeued, and claimed again in that round.
+        await gateway.dispatch_and_report()
+        final = await gateway.message(headers, message_id)
+        assert (final["provider"], final["route_rule"]) == ("telnyx-sandbox", "default")
+        assert (final["status"], final["error_code"]) == ("undelivered", "40006")
+        assert (len(gateway.sandbox.twilio.created), len(gateway.sandbox.telnyx.created)) == (0, 1)
 
     async def test_expired_validity_ends_the_message_instead(
         self, gateway: Gateway, headers: dict[str, str]

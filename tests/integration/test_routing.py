@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from gateway.costs.pricing import PriceBook, PriceTable, parse_price_table
 from gateway.db.models import Message
@@ -47,6 +47,44 @@ async def test_ordinary_send_takes_the_first_account_of_the_default_rule(
         "default",
         "US",
     )
+
+
+async def _set_route_rule(gateway: Gateway, message_id: str, rule: str) -> None:
+    """What the accept stored under a routing configuration since replaced."""
+    async with gateway.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Message).where(Message.message_id == message_id).values(route_rule=rule)
+        )
+
+
+async def test_the_rule_stored_at_accept_is_replaced_by_the_one_that_routed_the_send(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    message_id = await _send(gateway, headers, "+14155550100")
+    assert (await gateway.message(headers, message_id))["route_rule"] == "default"
+    await _set_route_rule(gateway, message_id, "before-a-reload")
+    await gateway.dispatcher.run_once()
+    message = await gateway.message(headers, message_id)
+    assert (message["status"], message["route_rule"]) == ("queued", "default")
+
+
+async def test_a_failed_call_records_the_rule_that_chose_its_account(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    await _outage(gateway, "twilio")
+    message_id = await _send(gateway, headers, "+14155550100")
+    await _set_route_rule(gateway, message_id, "before-a-reload")
+    assert await gateway.dispatcher.run_once() == 1  # Twilio: 503, back to the queue
+    message = await gateway.message(headers, message_id)
+    assert (message["status"], message["route_rule"]) == ("accepted", "default")
+
+
+async def test_a_forced_account_has_no_rule(gateway: Gateway, headers: dict[str, str]) -> None:
+    message_id = await _send(gateway, headers, "+14155550100", provider="telnyx-sandbox")
+    assert (await gateway.message(headers, message_id))["route_rule"] is None
+    await gateway.dispatcher.run_once()
+    message = await gateway.message(headers, message_id)
+    assert (message["provider"], message["route_rule"]) == ("telnyx-sandbox", None)
 
 
 async def test_twilio_outage_moves_traffic_to_telnyx(
