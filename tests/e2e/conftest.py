@@ -97,13 +97,13 @@ class ProcessGroup:
     directory: Path
     launched: list[Launched] = field(default_factory=list)
 
-    def start(self, name: str, *args: str, env: dict[str, str]) -> Launched:
+    def start(self, name: str, *args: str, env: dict[str, str], cwd: Path = REPO) -> Launched:
         log, stdout = self.directory / f"{name}.log", self.directory / f"{name}.out"
         with log.open("w") as err, stdout.open("w") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", *args],
                 env=env,
-                cwd=REPO,
+                cwd=cwd,
                 stdout=out,
                 stderr=err,
                 text=True,
