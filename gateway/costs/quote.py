@@ -80,9 +80,8 @@ class Quoter:
 
     def price(self, row: Message, message: ValidatedMessage, now: datetime) -> None:
         """Put the route rule and the estimate of the account expected to take it on a new
-        message row; 429
-        when every account of its route is capped. Routed by the row's own id, as the
-        dispatcher will route it, and only the expected account is estimated."""
+        message row; 429 when every account of its route is capped. Routed by the row's own
+        id, as the dispatcher will route it, and only the expected account is estimated."""
         route = self._route(message, row.message_id)
         # The rule expected to route it, stored with the row: the dispatcher writes the one
         # that did with the send's outcome (the same unless the configuration changed), so

@@ -69,7 +69,9 @@ with no URL or no client nothing is sent.
   final state. A non-2xx answer or a transport error is retried after
   ``state.callback_retry_backoff_seconds`` (doubling): Twilio once, Telnyx up to 3 attempts
   per URL. ``await state.drain_callbacks()`` returns when all are done or given up;
-  ``state.callback_attempts`` records every request (provider, event, URL, status).
+  ``state.callback_attempts`` records every request (provider, event, URL, status), the
+  latest ``keep_callback_attempts`` of them; each simulator keeps its latest ``keep``
+  messages (100,000 each), so a sandbox left running stays bounded.
 - Inbound messages: ``POST /sandbox/{twilio|telnyx}/inbound`` with ``{"from": "+E164",
   "to": "+E164", "body": "text", "media_urls": [...]}`` (media optional) POSTs a signed
   inbound webhook (Twilio form C.5 / Telnyx ``message.received`` D.4) to

@@ -210,7 +210,7 @@ async def post_once(
             # the app's shutdown) is a failed attempt, retried, never a crashed delivery.
             error = type(exc).__name__
     status = None if response is None else response.status_code
-    state.callback_attempts.append(
+    state.record_callback_attempt(
         CallbackAttempt(provider, event, message_id, url, attempt, status, error)
     )
     if response is None or not response.is_success:

@@ -169,6 +169,10 @@ class Simulator(Generic[MessageT]):
 
     name: str
     created: list[MessageT] = field(default_factory=list)
+    #: The messages it keeps (the oldest are forgotten beyond, a tenth at a time): a
+    #: sandbox left running for weeks must not grow without end. A forgotten message is
+    #: unknown to a fetch, as a deleted one is to the real API (404).
+    keep: int = 100_000
     outage: Outage | None = None
     # Awaited (after the response is sent) with each accepted message, for extensions.
     # Status callbacks are not hooks: the routes schedule them before answering (see
@@ -180,6 +184,11 @@ class Simulator(Generic[MessageT]):
     def store(self, message: MessageT) -> None:
         self.created.append(message)
         self._by_id[message.id] = message
+        if len(self.created) > self.keep + self.keep // 10:
+            forgotten = len(self.created) - self.keep
+            for old in self.created[:forgotten]:
+                del self._by_id[old.id]
+            del self.created[:forgotten]
 
     def get(self, message_id: str) -> MessageT | None:
         return self._by_id.get(message_id)
@@ -288,8 +297,10 @@ class SandboxState:
     # queue (the simulator then spent its CPU there, and queued callbacks ran out of their
     # timeout waiting for a connection and were lost).
     callback_concurrency: int = 0
-    # Every request made to the gateway, in order (for tests and demos).
+    # Every request made to the gateway, in order (for tests and demos); the latest
+    # ``keep_callback_attempts`` of them (the oldest forgotten a tenth at a time).
     callback_attempts: list[CallbackAttempt] = field(default_factory=list)
+    keep_callback_attempts: int = 100_000
     callbacks: CallbackTasks = field(default_factory=CallbackTasks)
     _callback_slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
@@ -303,6 +314,12 @@ class SandboxState:
 
     def now(self) -> float:
         return self.clock()
+
+    def record_callback_attempt(self, attempt: CallbackAttempt) -> None:
+        attempts, keep = self.callback_attempts, self.keep_callback_attempts
+        attempts.append(attempt)
+        if len(attempts) > keep + keep // 10:
+            del attempts[: len(attempts) - keep]
 
     async def drain_callbacks(self) -> None:
         """Return once every callback scheduled so far, and any it led to, is delivered or

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from gateway.sandbox import CallbackAttempt
+from gateway.sandbox import CallbackAttempt, SandboxState
 
 OK_TO = "+15551230000"
 GATEWAY_WEBHOOK = "https://gateway.test/webhooks/sms"  # the conftest's fake gateway
@@ -318,3 +318,16 @@ async def test_unusable_urls_and_a_closed_client_are_given_up(twilio, gateway, s
     await state.drain_callbacks()
     assert [attempt.error for attempt in state.callback_attempts] == ["RuntimeError"] * 4
     assert len(gateway.requests) == seen
+
+
+def test_the_record_of_callback_attempts_keeps_only_the_latest() -> None:
+    state = SandboxState(keep_callback_attempts=10)
+    attempts = [
+        CallbackAttempt("twilio", "sent", f"SM{n}", "http://gateway.test/", 1, 200)
+        for n in range(12)
+    ]
+    for attempt in attempts[:11]:
+        state.record_callback_attempt(attempt)
+    assert state.callback_attempts == attempts[:11]
+    state.record_callback_attempt(attempts[11])
+    assert state.callback_attempts == attempts[2:]

@@ -324,3 +324,16 @@ async def test_on_created_hooks_receive_the_stored_record(twilio, state) -> None
     assert response.status_code == 201
     assert seen == state.twilio.created
     assert seen[0].id == response.json()["sid"]
+
+
+async def test_a_long_running_sandbox_keeps_only_its_latest_messages(
+    twilio, state: SandboxState
+) -> None:
+    state.twilio.keep = 10
+    sids = [(await twilio.send(OK_TO, f"message {n}")).json()["sid"] for n in range(11)]
+    assert len(state.twilio.created) == 11  # a tenth over before anything is forgotten
+    sids.append((await twilio.send(OK_TO, "message 11")).json()["sid"])
+    assert [m.id for m in state.twilio.created] == sids[2:]
+    # Forgotten as a deleted message is: unknown to a fetch.
+    assert_twilio_error(await twilio.fetch(sids[1]), 404, 20404)
+    assert (await twilio.fetch(sids[2])).json()["sid"] == sids[2]
