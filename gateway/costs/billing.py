@@ -71,7 +71,11 @@ logger = logging.getLogger("gateway.costs")
 #: the price: Twilio's is usually there within a minute, sometimes hours later.
 PRICE_CHECK_DELAYS: tuple[int, ...] = (0, 30, 120, 600, 3600, 21600)
 MAX_PRICE_CHECKS = len(PRICE_CHECK_DELAYS)
-#: While a message is not final: how often to look at it again.
+#: While a message is not final: the shortest wait before looking at it again. The wait
+#: grows with the time since the send (:func:`_pending_wait`): a message whose final
+#: report is slow, or never comes (a carrier without receipts, ``sent`` for an hour), is
+#: looked at a dozen times, not every 15 s (240 rewrites of its row in that hour), and its
+#: final report brings the look forward (:func:`gateway.messages.delivery.apply_report`).
 PENDING_RECHECK = timedelta(seconds=15)
 #: ``sent`` with no later report for this long is treated as final (no DLR from the carrier).
 SENT_IS_FINAL_AFTER = timedelta(hours=1)
@@ -240,7 +244,7 @@ def _next_step(row: Message, attempts: Sequence[Attempt], now: datetime) -> list
     )
     if not settled:
         since = row.sent_at or row.created_at  # a scheduled message is sent days later
-        row.price_check_at = None if now - since > GIVE_UP_AFTER else now + PENDING_RECHECK
+        row.price_check_at = None if now - since > GIVE_UP_AFTER else _pending_look(since, now)
         return []
     if row.price_checks >= MAX_PRICE_CHECKS:
         row.price_check_at = None  # gave up: unknown bills stay unknown (estimated only)
@@ -256,6 +260,15 @@ def _next_step(row: Message, attempts: Sequence[Attempt], now: datetime) -> list
         for send in counted
         if not is_final(send) and send.provider_message_id is not None
     ]
+
+
+def _pending_look(since: datetime, now: datetime) -> datetime:
+    """The next look at a message not final yet: after as long again as it has waited
+    since its send (at least :data:`PENDING_RECHECK`, at most an hour), and no later than
+    the hour after its send, when ``sent`` counts as final (:data:`SENT_IS_FINAL_AFTER`)."""
+    wait = min(max(now - since, PENDING_RECHECK), SENT_IS_FINAL_AFTER)
+    final_anyway = since + SENT_IS_FINAL_AFTER
+    return min(now + wait, final_anyway) if final_anyway > now else now + wait
 
 
 async def _fetch_all(

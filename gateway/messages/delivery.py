@@ -16,7 +16,7 @@ from typing import Any, Final, NamedTuple, Protocol
 from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.costs.attempts import record_stored_report_cost
+from gateway.costs.attempts import FIRST_PRICE_LOOK, record_stored_report_cost
 from gateway.db.models import Message, WebhookEvent
 from gateway.events.record import message_status_changed
 from providers import DeliveryStatus
@@ -111,7 +111,22 @@ def apply_report(message: Message, event: WebhookEvent, now: datetime) -> bool:
         message.error_code = event.error_code
     if reported.is_terminal:
         message.completed_at = reported_at.at
+        bill_soon(message, now)
     return True
+
+
+def bill_soon(message: Message, now: datetime) -> None:
+    """A message just became final: the billing job's next look at it (its bill can be
+    fetched now) is brought forward, never before its first look after the send
+    (``FIRST_PRICE_LOOK``, which gives the provider time to price it). While it was not
+    final the job's looks at it backed off (gateway/costs/billing.py)."""
+    scheduled = message.price_check_at
+    if scheduled is None or scheduled <= now:
+        return
+    first_look = now if message.sent_at is None else message.sent_at + FIRST_PRICE_LOOK
+    sooner = max(now, min(scheduled, first_look))
+    if sooner != scheduled:  # assigned only when it moves: the row's write stays as it was
+        message.price_check_at = sooner
 
 
 class Rerouter(Protocol):

@@ -29,6 +29,7 @@ from gateway.sandbox_setup import sandbox_settings
 from gateway.settings import DispatcherSettings, Settings, TwilioAccount, webhook_url
 from gateway.state import GatewayState
 from tests.support.clock import SettableClock
+from tests.support.signing import twilio_form, twilio_status
 
 BASE_URL = "http://gateway.test"
 
@@ -76,6 +77,25 @@ class Gateway:
         assert response.status_code == 200, response.text
         document: dict[str, Any] = response.json()
         return document
+
+    async def twilio_report(
+        self,
+        message_id: str,
+        provider_message_id: str,
+        status: str,
+        error_code: str | None = None,
+    ) -> None:
+        """Twilio's signed status callback for a send of ``message_id``, posted now (a
+        report the simulator did not send: a late one, or one for a send never recorded)."""
+        credentials = self.sandbox.credentials
+        url = f"/webhooks/sms?ref={message_id}"
+        body, signed = twilio_form(
+            f"http://gateway.test{url}",
+            twilio_status(credentials.twilio_account_sid, provider_message_id, status, error_code),
+            credentials.twilio_auth_token,
+        )
+        response = await self.client.post(url, content=body, headers=signed)
+        assert response.status_code == 200, response.text
 
 
 @pytest.fixture

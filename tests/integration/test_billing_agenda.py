@@ -12,6 +12,7 @@ import pytest
 
 from gateway.costs.attempts import FIRST_PRICE_LOOK
 from gateway.costs.billing import BATCH as BILLING_BATCH
+from gateway.costs.billing import PENDING_RECHECK, SENT_IS_FINAL_AFTER
 from gateway.db.models import Message
 from gateway.dispatch import dispatcher as dispatcher_module
 from gateway.dispatch.status_poll import BATCH as POLL_BATCH
@@ -71,6 +72,65 @@ async def test_a_message_joins_the_agenda_with_its_send_and_is_billed_at_the_fir
     billed = await _row(gateway, message_id)
     assert billed.billed_cost is not None
     assert billed.price_check_at is None  # its only bill is final: off the agenda
+
+
+NO_RECEIPT = "+14155559007"  # the simulators accept it and never report it delivered
+
+
+async def _sent_without_a_final_report(gateway: Gateway, headers: dict[str, str]) -> Message:
+    response = await gateway.send(headers, to=NO_RECEIPT, body="no receipt")
+    assert response.status_code == 202
+    await gateway.dispatch_and_report()
+    row = await _row(gateway, response.json()["message_id"])
+    assert row.status == "sent"
+    return row
+
+
+async def test_a_message_whose_final_report_never_comes_is_looked_at_a_dozen_times(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    """``sent`` for an hour counts as final; until then the looks back off instead of
+    coming every 15 s (240 rewrites of the row in that hour, before 2026-11-24 18:20)."""
+    row = await _sent_without_a_final_report(gateway, headers)
+    assert row.sent_at is not None
+    looks = 0
+    while (billed := await _row(gateway, row.message_id)).billed_cost is None:
+        assert gateway.clock() - row.sent_at <= SENT_IS_FINAL_AFTER + PENDING_RECHECK
+        gateway.clock.advance(PENDING_RECHECK.total_seconds())
+        looks += (await gateway.dispatcher.run_billing_once()).taken
+    assert gateway.clock() - row.sent_at >= SENT_IS_FINAL_AFTER  # billed as final, at its hour
+    assert billed.status == "sent"
+    assert looks <= 12
+
+
+async def test_a_final_report_brings_the_next_look_forward(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    row = await _sent_without_a_final_report(gateway, headers)
+    gateway.clock.advance(FIRST_PRICE_LOOK.total_seconds())
+    assert (await gateway.dispatcher.run_billing_once()).taken == 1  # not final: no fetch
+    waiting = await _row(gateway, row.message_id)
+    assert waiting.price_check_at is not None
+    assert waiting.price_check_at > gateway.clock()
+    assert row.provider_message_id is not None
+    await gateway.twilio_report(row.message_id, row.provider_message_id, "delivered")
+    assert (await _row(gateway, row.message_id)).price_check_at == gateway.clock()
+    billing = await gateway.dispatcher.run_billing_once()
+    assert (billing.taken, billing.fetched, billing.billed) == (1, 1, 1)
+
+
+async def test_a_final_report_before_the_first_look_does_not_bring_it_forward(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    """The first look waits FIRST_PRICE_LOOK after the send whatever happens: the provider
+    needs a moment to price a message."""
+    row = await _sent_without_a_final_report(gateway, headers)
+    assert row.provider_message_id is not None
+    await gateway.twilio_report(row.message_id, row.provider_message_id, "delivered")
+    delivered = await _row(gateway, row.message_id)
+    assert delivered.status == "delivered"
+    assert row.sent_at is not None
+    assert delivered.price_check_at == row.sent_at + FIRST_PRICE_LOOK
 
 
 async def test_billing_works_off_a_backlog_in_one_go(

@@ -30,7 +30,6 @@ from gateway.settings import (
     routing_config,
 )
 from tests.integration.conftest import Gateway, with_settings, with_twilio_changes
-from tests.support.signing import twilio_form, twilio_status
 
 pytestmark = pytest.mark.asyncio
 
@@ -55,18 +54,9 @@ async def _send(gateway: Gateway, headers: dict[str, str], to: str, **extra: Any
 async def _late_twilio_report(
     gateway: Gateway, message: dict[str, Any], status: str, error_code: str | None = None
 ) -> None:
-    """Twilio's signed status callback for ``message``'s send, posted to the gateway."""
-    credentials = gateway.sandbox.credentials
-    url = f"/webhooks/sms?ref={message['message_id']}"
-    body, signed = twilio_form(
-        f"http://gateway.test{url}",
-        twilio_status(
-            credentials.twilio_account_sid, message["provider_message_id"], status, error_code
-        ),
-        credentials.twilio_auth_token,
+    await gateway.twilio_report(
+        message["message_id"], message["provider_message_id"], status, error_code
     )
-    response = await gateway.client.post(url, content=body, headers=signed)
-    assert response.status_code == 200, response.text
 
 
 def _sends(message: dict[str, Any]) -> list[str]:

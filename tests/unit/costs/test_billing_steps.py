@@ -19,6 +19,7 @@ from gateway.costs.billing import (
     MAX_PRICE_CHECKS,
     PENDING_RECHECK,
     PRICE_CHECK_DELAYS,
+    SENT_IS_FINAL_AFTER,
     _next_step,
 )
 from gateway.costs.estimate import Estimate
@@ -83,9 +84,21 @@ def _estimate(amount: str | None, currency: str | None = "USD") -> Estimate:
 
 
 def test_not_final_is_looked_at_again_without_a_check() -> None:
-    row = _message("sent")
+    row = _message("sent")  # sent a minute ago: looked at again a minute on
     assert _next_step(row, [_attempt(1)], NOW) == []
-    assert (row.price_checks, row.price_check_at) == (0, NOW + PENDING_RECHECK)
+    assert (row.price_checks, row.price_check_at) == (0, NOW + timedelta(minutes=1))
+
+
+def test_the_looks_at_a_message_not_final_back_off_until_its_hour() -> None:
+    row = _message("sent", sent_at=NOW)
+    looks, at = [], NOW + PENDING_RECHECK
+    while at - NOW < SENT_IS_FINAL_AFTER:
+        assert _next_step(row, [_attempt(1)], at) == []
+        assert row.price_check_at is not None
+        at = row.price_check_at
+        looks.append(int((at - NOW).total_seconds()))
+    assert looks == [30, 60, 120, 240, 480, 960, 1920, 3600]
+    assert _next_step(row, [_attempt(1)], at) != []  # sent for an hour: final, fetched
 
 
 def test_final_is_fetched_with_growing_delays_then_given_up() -> None:
