@@ -235,7 +235,7 @@ def _next_step(row: Message, attempts: Sequence[Attempt], now: datetime) -> list
         if status.is_terminal or now - row.created_at > GIVE_UP_AFTER:
             row.price_check_at = None
         else:
-            row.price_check_at = now + PENDING_RECHECK
+            row.price_check_at = _pending_look(row.created_at, now)
         return []
     settled = status.is_terminal or (
         status is DeliveryStatus.SENT
