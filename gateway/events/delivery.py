@@ -37,6 +37,7 @@ from gateway.dispatch.decisions import backoff_seconds
 from gateway.events import outbox
 from gateway.events.destinations import apps_with_url
 from gateway.events.outcomes import OutcomeQueue
+from gateway.events.pauses import AppPauses
 from gateway.events.secrets import SecretUnavailable, signing_secrets
 from gateway.events.signing import signed_headers
 from gateway.outbound_http import CookielessClient
@@ -82,6 +83,8 @@ def hold_per_slot(events: EventsSettings) -> int:
 
 #: A writer's wake-up is acted on at most this often (see ``EventDelivery._idle``).
 WAKEUP_COALESCE_SECONDS = 0.2
+#: How often the events of paused apps are looked over for some past their deadline.
+GIVE_UP_EVERY = timedelta(minutes=1)
 
 
 async def _first_of(events: tuple[asyncio.Event, ...], *, within: float) -> None:
@@ -137,6 +140,14 @@ class EventDelivery:
         self._last_claim = float("-inf")
         self._apps_with_url = sorted(apps_with_url(settings))
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Apps whose endpoint keeps failing (gateway/events/pauses.py).
+        self._pauses = AppPauses(
+            first_pause=self._events.backoff_base_seconds,
+            longest_pause=self._events.backoff_max_seconds,
+            # The loop's clock, which schedules the events' own retries too.
+            monotonic=lambda: self._clock().timestamp(),
+        )
+        self._gave_up_at: datetime | None = None
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -220,6 +231,9 @@ class EventDelivery:
         room = self._room()
         per_app = self._hold * self._events.per_app_concurrency
         slots = {app: per_app - self._held(app) for app in {*self._posting, *self._waiting}}
+        paused = self._pauses.paused_apps()
+        for app in paused:  # none while paused; then the probe
+            slots[app] = self._pauses.allowed(app, per_app) - self._held(app)
         now = self._clock()
         self._last_claim = time.monotonic()
         async with self._sessionmaker() as session, session.begin():
@@ -227,6 +241,12 @@ class EventDelivery:
             if self._sweep_due(now):
                 skipped = await outbox.skip_undeliverable(
                     session, apps_with_url=self._apps_with_url, now=now
+                )
+            if paused and (self._gave_up_at is None or now - self._gave_up_at >= GIVE_UP_EVERY):
+                self._gave_up_at = now
+                retry_for = timedelta(seconds=self._events.retry_for_seconds)
+                skipped += await outbox.give_up_expired(
+                    session, apps=paused, created_before=now - retry_for, now=now
                 )
             claimed = (
                 await outbox.claim_events(
@@ -277,7 +297,7 @@ class EventDelivery:
         for app, queue in list(self._waiting.items()):
             while (
                 queue
-                and self._posting[app] < per_app
+                and self._posting[app] < self._pauses.allowed(app, per_app)
                 and self._posting.total() < self._events.concurrency
             ):
                 claimed = queue.popleft()
@@ -285,7 +305,7 @@ class EventDelivery:
                     stale.append(claimed.event)
                     continue
                 self._posting[app] += 1
-                self._track(self._deliver(claimed))
+                self._track(self._deliver(claimed, probe=self._pauses.started(app)))
             if not queue:
                 del self._waiting[app]
         if stale:  # rare: hold_per_slot keeps the waits within the lease; this is the guard
@@ -309,7 +329,7 @@ class EventDelivery:
 
     # --- one delivery -----------------------------------------------------------------
 
-    async def _deliver(self, claimed: _Claimed) -> None:
+    async def _deliver(self, claimed: _Claimed, *, probe: bool = False) -> None:
         event = claimed.event
         outcome: outbox.Outcome | None = None
         try:
@@ -322,6 +342,13 @@ class EventDelivery:
             self._posting[event.app] -= 1
             if not self._posting[event.app]:
                 del self._posting[event.app]
+            delivered = outcome is not None and outcome.error is None
+            if self._pauses.record(event.app, delivered=delivered, probe=probe):
+                self._pause(event.app)
+            elif probe and delivered:
+                logger.info(
+                    "app endpoint answering again: its events resume", extra={"app": event.app}
+                )
             self._start_waiting()
             self._released.set()
         try:
@@ -333,6 +360,17 @@ class EventDelivery:
             )
         finally:
             self._released.set()
+
+    def _pause(self, app: str) -> None:
+        """The app's endpoint keeps failing: its claimed events not posted yet go back to
+        the outbox at once (held here, their leases would run out during the pause)."""
+        queue = self._waiting.pop(app, None)
+        if queue:
+            self._track(self._hand_back([claimed.event for claimed in queue]))
+        logger.warning(
+            "app endpoint failing: its events are paused",
+            extra={"app": app, "handed_back": len(queue or ())},
+        )
 
     def _url(self, event: outbox.ClaimedEvent) -> str | None:
         if event.url:

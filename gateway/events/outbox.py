@@ -274,3 +274,44 @@ async def release_unsent(
         )
         .values(lease_owner=None, lease_expires_at=None, attempts=_EVENTS.c.attempts - 1)
     )
+
+
+#: ``last_error`` of an event given up without a POST (its app was paused past it).
+EXPIRED = "given up after retry_for_seconds while the app's endpoint kept failing"
+
+
+async def give_up_expired(
+    session: AsyncSession,
+    *,
+    apps: Collection[str],
+    created_before: datetime,
+    now: datetime,
+    limit: int = 1000,
+) -> int:
+    """Give up, without a POST, up to ``limit`` pending events of ``apps`` (paused by this
+    process: gateway/events/pauses.py) written before ``created_before`` (their
+    ``retry_for_seconds`` is over). Their retries would have given them up by now; a
+    paused app's events are not tried, so this does. Leased events are left to their
+    holder."""
+    if not apps:
+        return 0
+    expired = (
+        select(AppEvent.event_pk)
+        .where(
+            AppEvent.state == _IS_PENDING,
+            AppEvent.next_attempt_at <= now,
+            AppEvent.app.in_(list(apps)),
+            AppEvent.created_at < created_before,
+            (AppEvent.lease_expires_at.is_(None)) | (AppEvent.lease_expires_at < now),
+        )
+        .order_by(AppEvent.next_attempt_at, AppEvent.event_pk)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        update(AppEvent)
+        .where(AppEvent.event_pk.in_(expired.scalar_subquery()))
+        .values(state=FAILED, last_error=EXPIRED)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

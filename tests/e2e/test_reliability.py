@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.events.pauses import FAILURES_TO_PAUSE
 from gateway.sandbox import SandboxCredentials
 from tests.e2e.conftest import (
     Database,
@@ -819,8 +820,13 @@ def test_app_callback_endpoint_down_for_a_while(
     databases.append(db)
     base, headers = site.sandbox.base_url, site.sandbox.headers
     ids = _posted_with_callbacks(site, count, app_endpoint)
+    # Refused until the app is paused, then probed one event at a time
+    # (gateway/events/pauses.py): a few more refusals than the pause takes.
     wait_for(
-        lambda: statuses(db)["delivered"] == count and app_endpoint.snapshot()[0] >= count,
+        lambda: (
+            statuses(db)["delivered"] == count
+            and app_endpoint.snapshot()[0] >= FAILURES_TO_PAUSE + 2
+        ),
         timeout=120,
         what="every message delivered while the app is down",
         state=lambda: (dict(statuses(db)), app_endpoint.snapshot()[0]),

@@ -166,12 +166,16 @@ async def test_an_app_that_is_down_for_a_while_receives_everything_afterwards_in
 
     async with httpx.AsyncClient() as client:
         delivery = _delivery(gateway, client)
-        # Down: a few rounds an hour apart. Only the head of each message's queue is tried.
+        # Down: a few rounds an hour apart. Only the head of each message's queue is tried:
+        # the two message heads and the inbound, until five failures in a row pause the
+        # app (gateway/events/pauses.py); then one probe a round.
+        refused = []
         for _ in range(4):
             await delivery.run_once()
+            refused.append(receiver.refused)
             gateway.clock.advance(3600)
         assert receiver.accepted == []
-        assert receiver.refused >= 3 * 4  # two message heads and the inbound, every round
+        assert refused == [3, 6, 7, 8]
         heads = [e for e in await _stored(gateway) if e.attempts > 0]
         assert {e.seq for e in heads} == {1}
         assert all(e.state == "pending" and e.last_error == "HTTP 503" for e in heads)
@@ -185,6 +189,57 @@ async def test_an_app_that_is_down_for_a_while_receives_everything_afterwards_in
     inbound_events = [e for e in receiver.accepted if e["type"] == "message.inbound"]
     assert [e["data"]["body"] for e in inbound_events] == ["thanks!"]
     assert {e.state for e in await _stored(gateway)} == {"delivered"}
+
+
+async def test_a_paused_app_is_probed_with_one_event_not_sent_every_event(
+    gateway: Gateway, app_endpoint: respx.MockRouter
+) -> None:
+    """Eight messages' events for an app that is down for ten minutes, a claim round every
+    ten seconds: without the pause, each message's head was retried on its own backoff
+    (about 60 POSTs, each rewriting its row); paused, the first round's eight and about
+    one probe per pause (5, 10, 20, ... seconds)."""
+    headers, secret = await _key(gateway, "billing")
+    receiver = Receiver(secret)
+    receiver.down = True
+    app_endpoint.post(APP_HOOK).mock(side_effect=receiver)
+    messages = [await _delivered_message(gateway, headers) for _ in range(8)]
+    async with httpx.AsyncClient() as client:
+        delivery = _delivery(gateway, client)
+        for _ in range(60):
+            await delivery.run_once()
+            gateway.clock.advance(10)
+        assert receiver.refused <= 8 + 8
+        tried = [e for e in await _stored(gateway) if e.attempts > 0]
+        assert sum(e.attempts for e in tried) == receiver.refused
+
+        receiver.down = False
+        gateway.clock.advance(3600)  # past the pause (at most the longest backoff)
+        await _until_quiet(delivery, lambda: gateway.clock.advance(1))
+    assert {e.state for e in await _stored(gateway)} == {"delivered"}
+    for message_id in messages:
+        assert receiver.types_of(message_id)[-1] == "message.delivered"
+
+
+async def test_a_paused_app_s_events_past_their_window_are_given_up_without_a_post(
+    gateway: Gateway, app_endpoint: respx.MockRouter
+) -> None:
+    headers, secret = await _key(gateway, "billing")
+    receiver = Receiver(secret)
+    receiver.down = True
+    app_endpoint.post(APP_HOOK).mock(side_effect=receiver)
+    for _ in range(6):
+        await _delivered_message(gateway, headers)
+    async with httpx.AsyncClient() as client:
+        delivery = _delivery(gateway, client)
+        await delivery.run_once()  # six heads refused: paused
+        gateway.clock.advance(86400 + 60)  # a day on: every event is past its window
+        await _until_quiet(delivery, lambda: gateway.clock.advance(60))
+    stored = await _stored(gateway)
+    assert {e.state for e in stored} == {"failed"}
+    untried = [e for e in stored if e.attempts == 0]
+    assert untried  # given up by the sweep, never posted
+    assert {e.last_error for e in untried} == {outbox.EXPIRED}
+    assert receiver.accepted == []
 
 
 async def test_an_event_claimed_by_a_process_that_died_is_delivered_after_its_lease(
