@@ -42,6 +42,7 @@ from gateway.events.secrets import SecretUnavailable, signing_secrets
 from gateway.events.signing import signed_headers
 from gateway.outbound_http import CookielessClient
 from gateway.settings import EventsSettings, Settings
+from gateway.system.metrics import EVENT_APP_PAUSED
 
 logger = logging.getLogger("gateway.events")
 
@@ -346,6 +347,7 @@ class EventDelivery:
             if self._pauses.record(event.app, delivered=delivered, probe=probe):
                 self._pause(event.app)
             elif probe and delivered:
+                EVENT_APP_PAUSED.labels(app=event.app).set(0)
                 logger.info(
                     "app endpoint answering again: its events resume", extra={"app": event.app}
                 )
@@ -364,6 +366,7 @@ class EventDelivery:
     def _pause(self, app: str) -> None:
         """The app's endpoint keeps failing: its claimed events not posted yet go back to
         the outbox at once (held here, their leases would run out during the pause)."""
+        EVENT_APP_PAUSED.labels(app=app).set(1)
         queue = self._waiting.pop(app, None)
         if queue:
             self._track(self._hand_back([claimed.event for claimed in queue]))

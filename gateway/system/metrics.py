@@ -123,6 +123,11 @@ SPEND_TODAY = Gauge(
     "Estimated (list-price) spend this UTC day, by scope (app or account), name and currency",
     ["scope", "name", "currency"],
 )
+EVENT_APP_PAUSED = Gauge(
+    "sms_gateway_event_app_paused",
+    "1 while this process has paused an app's events because its endpoint keeps failing",
+    ["app"],
+)
 DATABASE_UP = Gauge(
     "sms_gateway_database_up", "1 when the last scrape could read the database, else 0"
 )

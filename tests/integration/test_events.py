@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql
 from standardwebhooks.webhooks import Webhook
@@ -211,6 +212,7 @@ async def test_a_paused_app_is_probed_with_one_event_not_sent_every_event(
         assert receiver.refused <= 8 + 8
         tried = [e for e in await _stored(gateway) if e.attempts > 0]
         assert sum(e.attempts for e in tried) == receiver.refused
+        assert _paused_gauge("billing") == 1
 
         receiver.down = False
         gateway.clock.advance(3600)  # past the pause (at most the longest backoff)
@@ -218,6 +220,11 @@ async def test_a_paused_app_is_probed_with_one_event_not_sent_every_event(
     assert {e.state for e in await _stored(gateway)} == {"delivered"}
     for message_id in messages:
         assert receiver.types_of(message_id)[-1] == "message.delivered"
+    assert _paused_gauge("billing") == 0
+
+
+def _paused_gauge(app: str) -> float | None:
+    return REGISTRY.get_sample_value("sms_gateway_event_app_paused", {"app": app})
 
 
 async def test_a_paused_app_s_events_past_their_window_are_given_up_without_a_post(
