@@ -223,22 +223,42 @@ async def skip_undeliverable(
     does not matter here: a message's events all share its URL, so all of them go."""
     # SKIP LOCKED: rows another process holds (its claim, its own sweep) are its to
     # settle; waiting for them, or taking locks in another order than it, is not needed.
-    nowhere = (
+    return await _settle_unleased(
+        session,
+        AppEvent.url.is_(None),
+        AppEvent.app.not_in(list(apps_with_url)),
+        now=now,
+        limit=limit,
+        state=SKIPPED,
+        last_error=NOWHERE,
+    )
+
+
+async def _settle_unleased(
+    session: AsyncSession,
+    *conditions: Any,
+    now: datetime,
+    limit: int,
+    state: str,
+    last_error: str,
+) -> int:
+    """Settle, in one statement, up to ``limit`` due events under no lease that meet
+    ``conditions``: ``state`` with ``last_error``. Returns how many."""
+    chosen = (
         select(AppEvent.event_pk)
         .where(
             AppEvent.state == _IS_PENDING,
             AppEvent.next_attempt_at <= now,
-            AppEvent.url.is_(None),
-            AppEvent.app.not_in(list(apps_with_url)),
             (AppEvent.lease_expires_at.is_(None)) | (AppEvent.lease_expires_at < now),
+            *conditions,
         )
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     result = await session.execute(
         update(AppEvent)
-        .where(AppEvent.event_pk.in_(nowhere.scalar_subquery()))
-        .values(state=SKIPPED, last_error=NOWHERE)
+        .where(AppEvent.event_pk.in_(chosen.scalar_subquery()))
+        .values(state=state, last_error=last_error)
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
@@ -295,23 +315,12 @@ async def give_up_expired(
     holder."""
     if not apps:
         return 0
-    expired = (
-        select(AppEvent.event_pk)
-        .where(
-            AppEvent.state == _IS_PENDING,
-            AppEvent.next_attempt_at <= now,
-            AppEvent.app.in_(list(apps)),
-            AppEvent.created_at < created_before,
-            (AppEvent.lease_expires_at.is_(None)) | (AppEvent.lease_expires_at < now),
-        )
-        .order_by(AppEvent.next_attempt_at, AppEvent.event_pk)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    return await _settle_unleased(
+        session,
+        AppEvent.app.in_(list(apps)),
+        AppEvent.created_at < created_before,
+        now=now,
+        limit=limit,
+        state=FAILED,
+        last_error=EXPIRED,
     )
-    result = await session.execute(
-        update(AppEvent)
-        .where(AppEvent.event_pk.in_(expired.scalar_subquery()))
-        .values(state=FAILED, last_error=EXPIRED)
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)

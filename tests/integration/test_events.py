@@ -107,6 +107,17 @@ async def _stored(gateway: Gateway) -> list[AppEvent]:
         return list((await session.execute(select(AppEvent).order_by(AppEvent.event_pk))).scalars())
 
 
+async def _app_down(
+    gateway: Gateway, app_endpoint: respx.MockRouter
+) -> tuple[dict[str, str], Receiver]:
+    """The app ``billing``'s key, and its endpoint, down."""
+    headers, secret = await _key(gateway, "billing")
+    receiver = Receiver(secret)
+    receiver.down = True
+    app_endpoint.post(APP_HOOK).mock(side_effect=receiver)
+    return headers, receiver
+
+
 async def _delivered_message(gateway: Gateway, headers: dict[str, str], **body: Any) -> str:
     response = await gateway.send(headers, to="+14155550100", body="your order", **body)
     assert response.status_code == 202, response.text
@@ -199,10 +210,7 @@ async def test_a_paused_app_is_probed_with_one_event_not_sent_every_event(
     ten seconds: without the pause, each message's head was retried on its own backoff
     (about 60 POSTs, each rewriting its row); paused, the first round's eight and about
     one probe per pause (5, 10, 20, ... seconds)."""
-    headers, secret = await _key(gateway, "billing")
-    receiver = Receiver(secret)
-    receiver.down = True
-    app_endpoint.post(APP_HOOK).mock(side_effect=receiver)
+    headers, receiver = await _app_down(gateway, app_endpoint)
     messages = [await _delivered_message(gateway, headers) for _ in range(8)]
     async with httpx.AsyncClient() as client:
         delivery = _delivery(gateway, client)
@@ -230,10 +238,7 @@ def _paused_gauge(app: str) -> float | None:
 async def test_a_paused_app_s_events_past_their_window_are_given_up_without_a_post(
     gateway: Gateway, app_endpoint: respx.MockRouter
 ) -> None:
-    headers, secret = await _key(gateway, "billing")
-    receiver = Receiver(secret)
-    receiver.down = True
-    app_endpoint.post(APP_HOOK).mock(side_effect=receiver)
+    headers, receiver = await _app_down(gateway, app_endpoint)
     for _ in range(6):
         await _delivered_message(gateway, headers)
     async with httpx.AsyncClient() as client:
@@ -285,10 +290,7 @@ async def test_an_event_claimed_by_a_process_that_died_is_delivered_after_its_le
 async def test_retries_give_up_after_the_window_and_the_app_catches_up_by_listing(
     gateway: Gateway, app_endpoint: respx.MockRouter
 ) -> None:
-    headers, secret = await _key(gateway, "billing")
-    receiver = Receiver(secret)
-    receiver.down = True
-    app_endpoint.post(APP_HOOK).mock(side_effect=receiver)
+    headers, receiver = await _app_down(gateway, app_endpoint)
     message_id = await _delivered_message(gateway, headers)
     count = len(await _stored(gateway))
 
