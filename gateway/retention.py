@@ -9,6 +9,10 @@ by each dispatcher's job loop beside billing and the status poll.
   set they are deleted after at most that many days too.
 * ``app_events_days``: settled app events (delivered, failed, skipped) created longer ago
   are deleted; ``GET /v1/events`` no longer lists them. A pending one stays.
+* ``verifications_days``: verifications created longer ago are deleted, with their sends
+  (``verification_sends``, by the foreign key's cascade): each holds a number and a code's
+  salted hash, needed for the code's minutes and the per-number limit's hour. The messages
+  that carried the codes are messages like any other (their bodies: ``message_bodies_days``).
 * ``message_bodies_days``: the body and media URLs of messages created longer ago that are
   final (delivered, undelivered, failed, canceled) or ``sent`` (a provider has them; past
   the status poll's 72 hours no outcome is coming), and of inbound messages received longer
@@ -66,7 +70,14 @@ from sqlalchemy.sql.util import ClauseAdapter
 from sqlalchemy.sql.visitors import iterate
 
 from gateway.db.dialect import insert as upsert_insert
-from gateway.db.models import AppEvent, InboundRecord, Message, RetentionWalk, WebhookEvent
+from gateway.db.models import (
+    AppEvent,
+    InboundRecord,
+    Message,
+    RetentionWalk,
+    Verification,
+    WebhookEvent,
+)
 from gateway.events.outbox import PENDING
 from gateway.events.record import INBOUND_EVENT
 from gateway.settings import RetentionSettings
@@ -91,6 +102,7 @@ _WEBHOOK_EVENTS = cast(Table, WebhookEvent.__table__)
 _APP_EVENTS = cast(Table, AppEvent.__table__)
 _MESSAGES = cast(Table, Message.__table__)
 _INBOUND = cast(Table, InboundRecord.__table__)
+_VERIFICATIONS = cast(Table, Verification.__table__)
 #: Messages whose bodies the gateway no longer needs: final, or with a provider.
 _DONE = tuple(sorted(s.value for s in DeliveryStatus if s.is_terminal or s is DeliveryStatus.SENT))
 
@@ -100,6 +112,7 @@ class RetentionRound(msgspec.Struct):
     app_events: int = 0
     message_bodies: int = 0
     inbound_bodies: int = 0
+    verifications: int = 0
     #: Some statement took a whole batch: more may be due now.
     full: bool = False
 
@@ -175,8 +188,7 @@ class Retention:
 
     @property
     def enabled(self) -> bool:
-        s = self._settings
-        return any((s.webhook_events_days, s.app_events_days, s.message_bodies_days))
+        return any(getattr(self._settings, name) for name in RetentionSettings.__struct_fields__)
 
     async def run_once(self, now: datetime) -> RetentionRound:
         """One batch of each kind that is configured, each in its own transaction."""
@@ -196,7 +208,17 @@ class Retention:
                 done.app_events = await _delete_head(
                     session, _APP_EVENTS, "event_pk", old_and_settled
                 )
-        done.full = BATCH in (done.webhook_events, done.app_events)
+        if s.verifications_days:
+            cutoff = now - timedelta(days=s.verifications_days)
+            async with self._sessionmaker() as session, session.begin():
+                # Their ids are time-ordered (gateway.clock.new_id): the oldest come first.
+                done.verifications = await _delete_head(
+                    session,
+                    _VERIFICATIONS,
+                    "verification_id",
+                    _VERIFICATIONS.c.created_at < cutoff,
+                )
+        done.full = BATCH in (done.webhook_events, done.app_events, done.verifications)
         if s.message_bodies_days:
             cutoff = now - timedelta(days=s.message_bodies_days)
             done.message_bodies, walked = await self._blank(
@@ -225,6 +247,7 @@ class Retention:
             "app_events": done.app_events,
             "message_bodies": done.message_bodies,
             "inbound_bodies": done.inbound_bodies,
+            "verifications": done.verifications,
         }
         if any(counts.values()):
             for kind, rows in counts.items():

@@ -174,6 +174,9 @@ class RetentionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     #: and of their app events (blanked; a message still to be sent keeps its body); caps
     #: ``webhook_events_days`` too, as callbacks' payloads carry bodies.
     message_bodies_days: float = 0.0
+    #: Verifications (their code hashes and numbers) created longer ago, with their sends:
+    #: a code lives minutes and the per-number limit looks back an hour.
+    verifications_days: float = 0.0
 
 
 class VerificationSettings(msgspec.Struct, frozen=True, kw_only=True):

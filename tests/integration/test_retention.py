@@ -24,6 +24,8 @@ from gateway.db.models import (
     InboundRecord,
     Message,
     RetentionWalk,
+    Verification,
+    VerificationSend,
     WebhookEvent,
 )
 from gateway.events.delivery import EventDelivery
@@ -461,3 +463,50 @@ async def _inbound_bodies(gateway: Gateway) -> tuple[list[str], list[str]]:
             )
         ).scalars()
         return stored, [event["data"]["body"] for event in events]
+
+
+class TestVerifications:
+    """``verifications_days``: old verifications go with their sends (numbers and code
+    hashes); newer ones, and the messages that carried the codes, stay."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return with_settings(settings, retention=RetentionSettings(verifications_days=DAYS))
+
+    async def _started(self, gateway: Gateway, headers: dict[str, str], to: str) -> str:
+        response = await gateway.client.post("/v1/verifications", json={"to": to}, headers=headers)
+        assert response.status_code in (200, 201, 202), response.text
+        return str(response.json()["verification_id"])
+
+    async def test_old_verifications_go_with_their_sends(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        old = [await self._started(gateway, headers, f"+1415555{n:04d}") for n in range(2)]
+        gateway.clock.advance(AGED.total_seconds())
+        new = await self._started(gateway, headers, "+14155550009")
+        assert await gateway.count(VerificationSend) == 3
+        messages = await gateway.count(Message)
+
+        metrics_before = await scrape(gateway.client)
+        done = await _retention(gateway).run_once(gateway.clock())
+        assert (done.verifications, done.full) == (2, False)
+        metrics_after = await scrape(gateway.client)
+        assert (
+            value(metrics_after, RETENTION_METRIC, kind="verifications")
+            - value(metrics_before, RETENTION_METRIC, kind="verifications")
+            == 2
+        )
+
+        async with gateway.state.sessionmaker() as session:
+            kept = (await session.execute(select(Verification.verification_id))).scalars()
+            assert list(kept) == [new]
+            sends = (await session.execute(select(VerificationSend.verification_id))).scalars()
+            assert list(sends) == [new]
+        assert await gateway.count(Message) == messages  # the codes' messages stay
+        for verification_id in old:
+            gone = await gateway.client.get(f"/v1/verifications/{verification_id}", headers=headers)
+            assert gone.status_code == 404
+        assert (await _retention(gateway).run_once(gateway.clock())).verifications == 0
+
+    async def test_set_alone_it_switches_the_job_on(self, gateway: Gateway) -> None:
+        assert _retention(gateway).enabled is True

@@ -233,10 +233,16 @@ def test_retention_is_off_by_default_read_from_the_file_and_the_environment(
     assert load_settings(None, environ={}).retention.webhook_events_days == 0
     config = tmp_path / "gateway.toml"
     config.write_text("[retention]\nwebhook_events_days = 30\n", encoding="utf-8")
-    settings = load_settings(config, environ={"GATEWAY_RETENTION_APP_EVENTS_DAYS": "14"})
+    settings = load_settings(
+        config,
+        environ={
+            "GATEWAY_RETENTION_APP_EVENTS_DAYS": "14",
+            "GATEWAY_RETENTION_VERIFICATIONS_DAYS": "8",
+        },
+    )
     retention = settings.retention
     assert (retention.webhook_events_days, retention.app_events_days) == (30, 14)
-    assert retention.message_bodies_days == 0
+    assert (retention.message_bodies_days, retention.verifications_days) == (0, 8)
 
 
 @pytest.mark.parametrize(
@@ -244,6 +250,7 @@ def test_retention_is_off_by_default_read_from_the_file_and_the_environment(
     [
         ("webhook_events_days = 3", "webhook_events_days: 0 .keep for ever. or at least 7"),
         ("message_bodies_days = -1", "message_bodies_days: 0 .keep for ever. or at least 7"),
+        ("verifications_days = 1", "verifications_days: 0 .keep for ever. or at least 7"),
         ("keep_everything = true", "keep_everything"),
     ],
 )
