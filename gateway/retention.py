@@ -9,6 +9,10 @@ by each dispatcher's job loop beside billing and the status poll.
   set they are deleted after at most that many days too.
 * ``app_events_days``: settled app events (delivered, failed, skipped) created longer ago
   are deleted; ``GET /v1/events`` no longer lists them. A pending one stays.
+* ``sticky_senders_days``: a recipient's sticky number from an account's pool
+  (``sticky_senders``) not used for longer is forgotten (deleted, least recently used
+  first, through ``ix_sticky_senders_updated_at``); their next message from that pool may
+  come from another of its numbers.
 * ``verifications_days``: verifications created longer ago are deleted, with their sends
   (``verification_sends``, by the foreign key's cascade): each holds a number and a code's
   salted hash, needed for the code's minutes and the per-number limit's hour. The messages
@@ -63,6 +67,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -75,6 +80,7 @@ from gateway.db.models import (
     InboundRecord,
     Message,
     RetentionWalk,
+    StickySender,
     Verification,
     WebhookEvent,
 )
@@ -103,6 +109,7 @@ _APP_EVENTS = cast(Table, AppEvent.__table__)
 _MESSAGES = cast(Table, Message.__table__)
 _INBOUND = cast(Table, InboundRecord.__table__)
 _VERIFICATIONS = cast(Table, Verification.__table__)
+_STICKY = cast(Table, StickySender.__table__)
 #: Messages whose bodies the gateway no longer needs: final, or with a provider.
 _DONE = tuple(sorted(s.value for s in DeliveryStatus if s.is_terminal or s is DeliveryStatus.SENT))
 
@@ -113,6 +120,7 @@ class RetentionRound(msgspec.Struct):
     message_bodies: int = 0
     inbound_bodies: int = 0
     verifications: int = 0
+    sticky_senders: int = 0
     #: Some statement took a whole batch: more may be due now.
     full: bool = False
 
@@ -218,7 +226,16 @@ class Retention:
                     "verification_id",
                     _VERIFICATIONS.c.created_at < cutoff,
                 )
-        done.full = BATCH in (done.webhook_events, done.app_events, done.verifications)
+        if s.sticky_senders_days:
+            cutoff = now - timedelta(days=s.sticky_senders_days)
+            async with self._sessionmaker() as session, session.begin():
+                done.sticky_senders = await _delete_least_recent(session, cutoff)
+        done.full = BATCH in (
+            done.webhook_events,
+            done.app_events,
+            done.verifications,
+            done.sticky_senders,
+        )
         if s.message_bodies_days:
             cutoff = now - timedelta(days=s.message_bodies_days)
             done.message_bodies, walked = await self._blank(
@@ -248,6 +265,7 @@ class Retention:
             "message_bodies": done.message_bodies,
             "inbound_bodies": done.inbound_bodies,
             "verifications": done.verifications,
+            "sticky_senders": done.sticky_senders,
         }
         if any(counts.values()):
             for kind, rows in counts.items():
@@ -370,6 +388,27 @@ async def _blank_inbound_events(session: AsyncSession, inbound_ids: list[str]) -
         changed.append({"pk": event_pk, "blanked_payload": {**payload, "data": data}})
     if changed:
         await session.execute(_SET_EVENT_PAYLOAD, changed)
+
+
+async def _delete_least_recent(session: AsyncSession, cutoff: datetime) -> int:
+    """Delete up to :data:`BATCH` sticky senders last used before ``cutoff``, the least
+    recently used first (their index on ``updated_at`` bounds the read)."""
+    oldest = (
+        select(_STICKY.c.account, _STICKY.c.recipient)
+        .where(_STICKY.c.updated_at < cutoff)
+        .order_by(_STICKY.c.updated_at)
+        .limit(BATCH)
+    ).subquery()
+    result = await session.execute(
+        delete(_STICKY).where(
+            tuple_(_STICKY.c.account, _STICKY.c.recipient).in_(
+                select(oldest.c.account, oldest.c.recipient)
+            ),
+            # Again on the row deleted: a send that used it meanwhile keeps it.
+            _STICKY.c.updated_at < cutoff,
+        )
+    )
+    return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
 async def _delete_head(

@@ -177,6 +177,10 @@ class RetentionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     #: Verifications (their code hashes and numbers) created longer ago, with their sends:
     #: a code lives minutes and the per-number limit looks back an hour.
     verifications_days: float = 0.0
+    #: The sender number a recipient keeps from an account's pool (``sticky_senders``, a
+    #: row per recipient with their number), forgotten when not used for this long: the
+    #: recipient's next message may come from another number of the pool.
+    sticky_senders_days: float = 0.0
 
 
 class VerificationSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -287,9 +287,12 @@ class RateBucket(Base):
 
 
 class StickySender(Base):
-    """The sender number a recipient last got from an account's pool, kept for them."""
+    """The sender number a recipient last got from an account's pool, kept for them (until
+    ``[retention] sticky_senders_days`` without a message from that pool, if set)."""
 
     __tablename__ = "sticky_senders"
+    #: Retention takes the least recently used first (revision 0015).
+    __table_args__ = (Index("ix_sticky_senders_updated_at", "updated_at"),)
 
     account: Mapped[str] = mapped_column(String(64), primary_key=True)
     recipient: Mapped[str] = mapped_column(String(32), primary_key=True)

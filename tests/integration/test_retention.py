@@ -24,13 +24,15 @@ from gateway.db.models import (
     InboundRecord,
     Message,
     RetentionWalk,
+    StickySender,
     Verification,
     VerificationSend,
     WebhookEvent,
 )
+from gateway.dispatch.senders import remember_sender
 from gateway.events.delivery import EventDelivery
 from gateway.events.record import INBOUND_EVENT
-from gateway.retention import REWALK_AFTER, Retention
+from gateway.retention import REWALK_AFTER, Retention, RetentionRound
 from gateway.settings import AppQuota, RetentionSettings, Settings
 from tests.integration.conftest import Gateway, with_settings
 from tests.support.metrics import scrape, value
@@ -465,6 +467,17 @@ async def _inbound_bodies(gateway: Gateway) -> tuple[list[str], list[str]]:
         return stored, [event["data"]["body"] for event in events]
 
 
+async def _counted_round(
+    gateway: Gateway, retention: Retention, kind: str
+) -> tuple[RetentionRound, float]:
+    """One round, and how much it added to the retention metric's ``kind``."""
+    before = await scrape(gateway.client)
+    done = await retention.run_once(gateway.clock())
+    after = await scrape(gateway.client)
+    counted = value(after, RETENTION_METRIC, kind=kind) - value(before, RETENTION_METRIC, kind=kind)
+    return done, counted
+
+
 class TestVerifications:
     """``verifications_days``: old verifications go with their sends (numbers and code
     hashes); newer ones, and the messages that carried the codes, stay."""
@@ -487,15 +500,8 @@ class TestVerifications:
         assert await gateway.count(VerificationSend) == 3
         messages = await gateway.count(Message)
 
-        metrics_before = await scrape(gateway.client)
-        done = await _retention(gateway).run_once(gateway.clock())
-        assert (done.verifications, done.full) == (2, False)
-        metrics_after = await scrape(gateway.client)
-        assert (
-            value(metrics_after, RETENTION_METRIC, kind="verifications")
-            - value(metrics_before, RETENTION_METRIC, kind="verifications")
-            == 2
-        )
+        done, counted = await _counted_round(gateway, _retention(gateway), "verifications")
+        assert (done.verifications, done.full, counted) == (2, False, 2)
 
         async with gateway.state.sessionmaker() as session:
             kept = (await session.execute(select(Verification.verification_id))).scalars()
@@ -510,3 +516,36 @@ class TestVerifications:
 
     async def test_set_alone_it_switches_the_job_on(self, gateway: Gateway) -> None:
         assert _retention(gateway).enabled is True
+
+
+class TestStickySenders:
+    """``sticky_senders_days``: a recipient's pool number not used for that long is
+    forgotten; one used since stays."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return with_settings(settings, retention=RetentionSettings(sticky_senders_days=DAYS))
+
+    async def test_sticky_numbers_not_used_for_their_days_are_forgotten(
+        self, gateway: Gateway
+    ) -> None:
+        async with gateway.state.sessionmaker() as session, session.begin():
+            for n in range(3):
+                await remember_sender(
+                    session, "twilio-sandbox", f"+1415555{n:04d}", "+15005550006", gateway.clock()
+                )
+        gateway.clock.advance(AGED.total_seconds())
+        async with gateway.state.sessionmaker() as session, session.begin():
+            # Used again: stays. And a recipient first seen now.
+            for recipient in ("+14155550001", "+14155550009"):
+                await remember_sender(
+                    session, "twilio-sandbox", recipient, "+15005550006", gateway.clock()
+                )
+        retention = _retention(gateway)
+        assert retention.enabled is True  # set alone, it switches the job on
+        done, counted = await _counted_round(gateway, retention, "sticky_senders")
+        assert (done.sticky_senders, done.full, counted) == (2, False, 2)
+        async with gateway.state.sessionmaker() as session:
+            kept = await session.execute(select(StickySender.recipient).order_by("recipient"))
+            assert list(kept.scalars()) == ["+14155550001", "+14155550009"]
+        assert (await retention.run_once(gateway.clock())).sticky_senders == 0

@@ -238,11 +238,13 @@ def test_retention_is_off_by_default_read_from_the_file_and_the_environment(
         environ={
             "GATEWAY_RETENTION_APP_EVENTS_DAYS": "14",
             "GATEWAY_RETENTION_VERIFICATIONS_DAYS": "8",
+            "GATEWAY_RETENTION_STICKY_SENDERS_DAYS": "365",
         },
     )
     retention = settings.retention
     assert (retention.webhook_events_days, retention.app_events_days) == (30, 14)
     assert (retention.message_bodies_days, retention.verifications_days) == (0, 8)
+    assert retention.sticky_senders_days == 365
 
 
 @pytest.mark.parametrize(
