@@ -53,6 +53,7 @@ from gateway.dispatch.senders import choose_sender, sticky_sender
 from gateway.dispatch.status_poll import StatusPollRound, run_status_poll
 from gateway.events.record import message_status_changed
 from gateway.messages.delivery import apply_pending_reports
+from gateway.messages.quotas import prune_quota_counters
 from gateway.reports.rollup import fold
 from gateway.retention import Retention, RetentionRound
 from gateway.settings import Account, DispatcherSettings, RetentionSettings
@@ -192,6 +193,7 @@ class Dispatcher:
         while not stop.is_set():
             behind = await self.work_off(self.run_billing_once)
             await self.fold_report_changes()
+            await self.prune_counters()
             behind = await self.work_off(self.poll_statuses_once) or behind
             if self.retention.enabled:
                 behind = await self.work_off(self.run_retention_once) or behind
@@ -234,6 +236,16 @@ class Dispatcher:
         except Exception:  # it logs its own failures; nothing may stop this loop
             logger.exception("status poll failed", extra={"worker": self.worker})
             return StatusPollRound()
+
+    async def prune_counters(self) -> int:
+        """Per-app quota counters of windows long over (gateway/messages/quotas.py): at most
+        a batch a round; returns how many went."""
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                return await prune_quota_counters(session, self._clock())
+        except Exception:  # a passing database error: the next round prunes
+            logger.exception("pruning quota counters failed", extra={"worker": self.worker})
+            return 0
 
     async def fold_report_changes(self) -> None:
         """Keep the cost report's change log short (PostgreSQL): a report then folds only

@@ -4,7 +4,8 @@ that every gateway process shares them.
 A fixed window per counter (the minute, the UTC day) is one upsert per accept: cheap, and
 exact at the window's own boundaries, which is what a quota stated as "per day" means to
 the people who set it. An app over its quota gets 429 with Retry-After: the end of the
-window that refused it.
+window that refused it. A window's counter is of no use once the window is over:
+:func:`prune_quota_counters` deletes them (a minute quota writes 1,440 rows a day).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.problems import Problem
@@ -58,3 +60,23 @@ async def charge_quota(
                 headers={"Retry-After": str(retry_after)},
                 extra={"quota": window, "limit": limit},
             )
+
+
+#: Counters of windows that started this long ago are over (the longest window is a day).
+KEEP_COUNTERS = timedelta(days=2)
+#: At most this many counters deleted a statement.
+PRUNE_BATCH = 1000
+
+
+async def prune_quota_counters(session: AsyncSession, now: datetime) -> int:
+    """Delete up to :data:`PRUNE_BATCH` counters of windows long over; returns how many."""
+    over = (
+        select(QuotaCounter.app, QuotaCounter.window, QuotaCounter.window_start)
+        .where(QuotaCounter.window_start < now - KEEP_COUNTERS)
+        .limit(PRUNE_BATCH)
+    ).subquery()
+    key = tuple_(QuotaCounter.app, QuotaCounter.window, QuotaCounter.window_start)
+    result = await session.execute(
+        delete(QuotaCounter).where(key.in_(select(over.c.app, over.c.window, over.c.window_start)))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

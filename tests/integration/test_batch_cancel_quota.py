@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.clock import utcnow
-from gateway.db.models import Message
+from gateway.db.models import Message, QuotaCounter
 from gateway.settings import AppQuota, Settings
 from tests.integration.conftest import Gateway, with_settings
 
@@ -260,6 +260,35 @@ class TestDailyQuota:
         gateway.clock.advance(30)  # 00:00:00 the next day
         assert (await gateway.send(headers, to="+14155550100", body="new day")).status_code == 202
         assert await _count_messages(gateway) == 3
+
+
+class TestQuotaCounters:
+    """A counter is of no use once its window is over: the dispatcher's job loop deletes
+    those of windows long over (a minute quota writes 1,440 a day)."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        quota = AppQuota(messages_per_minute=3, messages_per_day=100)
+        return with_settings(settings, apps={"billing": quota})
+
+    async def test_counters_of_windows_long_over_are_deleted(
+        self, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
+        for _ in range(2):  # two minutes of the first day
+            assert (await gateway.send(headers, to="+14155550100", body="x")).status_code == 202
+            gateway.clock.advance(60)
+        gateway.clock.advance(timedelta(days=3).total_seconds())
+        assert (await gateway.send(headers, to="+14155550100", body="y")).status_code == 202
+        assert await gateway.count(QuotaCounter) >= 5  # 2-3 minutes and 1-2 days, then 2
+        assert await gateway.dispatcher.prune_counters() >= 3
+        async with gateway.state.sessionmaker() as session:
+            left = (await session.execute(select(QuotaCounter.window))).scalars().all()
+        assert sorted(left) == ["day", "minute"]  # the current windows' own
+        assert await gateway.dispatcher.prune_counters() == 0
+        # The quota still counts in the current minute.
+        for _ in range(2):
+            assert (await gateway.send(headers, to="+14155550100", body="z")).status_code == 202
+        assert (await gateway.send(headers, to="+14155550100", body="z")).status_code == 429
 
 
 def _soon() -> str:
