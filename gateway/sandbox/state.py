@@ -159,6 +159,19 @@ class Outage:
 
 
 MessageT = TypeVar("MessageT", bound=SimulatedMessage)
+ItemT = TypeVar("ItemT")
+
+
+def keep_latest(items: list[ItemT], keep: int) -> list[ItemT]:
+    """Forget the oldest of ``items`` (in place) once they are a tenth over ``keep``, down
+    to ``keep``: a trim now and then, not a shift of the list at every append. Returns
+    what was forgotten."""
+    if len(items) <= keep + keep // 10:
+        return []
+    forgotten = items[: len(items) - keep]
+    del items[: len(items) - keep]
+    return forgotten
+
 
 _log = logging.getLogger(__name__)
 
@@ -184,11 +197,8 @@ class Simulator(Generic[MessageT]):
     def store(self, message: MessageT) -> None:
         self.created.append(message)
         self._by_id[message.id] = message
-        if len(self.created) > self.keep + self.keep // 10:
-            forgotten = len(self.created) - self.keep
-            for old in self.created[:forgotten]:
-                del self._by_id[old.id]
-            del self.created[:forgotten]
+        for old in keep_latest(self.created, self.keep):
+            del self._by_id[old.id]
 
     def get(self, message_id: str) -> MessageT | None:
         return self._by_id.get(message_id)
@@ -316,10 +326,8 @@ class SandboxState:
         return self.clock()
 
     def record_callback_attempt(self, attempt: CallbackAttempt) -> None:
-        attempts, keep = self.callback_attempts, self.keep_callback_attempts
-        attempts.append(attempt)
-        if len(attempts) > keep + keep // 10:
-            del attempts[: len(attempts) - keep]
+        self.callback_attempts.append(attempt)
+        keep_latest(self.callback_attempts, self.keep_callback_attempts)
 
     async def drain_callbacks(self) -> None:
         """Return once every callback scheduled so far, and any it led to, is delivered or
