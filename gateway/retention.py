@@ -67,13 +67,13 @@ from sqlalchemy import (
     bindparam,
     delete,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.util import ClauseAdapter
 from sqlalchemy.sql.visitors import iterate
 
+from gateway.db.batch_delete import delete_batch
 from gateway.db.dialect import insert as upsert_insert
 from gateway.db.models import (
     AppEvent,
@@ -229,7 +229,15 @@ class Retention:
         if s.sticky_senders_days:
             cutoff = now - timedelta(days=s.sticky_senders_days)
             async with self._sessionmaker() as session, session.begin():
-                done.sticky_senders = await _delete_least_recent(session, cutoff)
+                # Least recently used first (ix_sticky_senders_updated_at bounds the read);
+                # a send that used one meanwhile keeps it.
+                done.sticky_senders = await delete_batch(
+                    session,
+                    _STICKY,
+                    _STICKY.c.updated_at < cutoff,
+                    limit=BATCH,
+                    oldest_first=_STICKY.c.updated_at,
+                )
         done.full = BATCH in (
             done.webhook_events,
             done.app_events,
@@ -388,27 +396,6 @@ async def _blank_inbound_events(session: AsyncSession, inbound_ids: list[str]) -
         changed.append({"pk": event_pk, "blanked_payload": {**payload, "data": data}})
     if changed:
         await session.execute(_SET_EVENT_PAYLOAD, changed)
-
-
-async def _delete_least_recent(session: AsyncSession, cutoff: datetime) -> int:
-    """Delete up to :data:`BATCH` sticky senders last used before ``cutoff``, the least
-    recently used first (their index on ``updated_at`` bounds the read)."""
-    oldest = (
-        select(_STICKY.c.account, _STICKY.c.recipient)
-        .where(_STICKY.c.updated_at < cutoff)
-        .order_by(_STICKY.c.updated_at)
-        .limit(BATCH)
-    ).subquery()
-    result = await session.execute(
-        delete(_STICKY).where(
-            tuple_(_STICKY.c.account, _STICKY.c.recipient).in_(
-                select(oldest.c.account, oldest.c.recipient)
-            ),
-            # Again on the row deleted: a send that used it meanwhile keeps it.
-            _STICKY.c.updated_at < cutoff,
-        )
-    )
-    return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
 async def _delete_head(

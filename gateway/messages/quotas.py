@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.problems import Problem
+from gateway.db.batch_delete import delete_batch
 from gateway.db.dialect import insert
 from gateway.db.models import QuotaCounter
 from gateway.settings import AppQuota
@@ -70,13 +72,9 @@ PRUNE_BATCH = 1000
 
 async def prune_quota_counters(session: AsyncSession, now: datetime) -> int:
     """Delete up to :data:`PRUNE_BATCH` counters of windows long over; returns how many."""
-    over = (
-        select(QuotaCounter.app, QuotaCounter.window, QuotaCounter.window_start)
-        .where(QuotaCounter.window_start < now - KEEP_COUNTERS)
-        .limit(PRUNE_BATCH)
-    ).subquery()
-    key = tuple_(QuotaCounter.app, QuotaCounter.window, QuotaCounter.window_start)
-    result = await session.execute(
-        delete(QuotaCounter).where(key.in_(select(over.c.app, over.c.window, over.c.window_start)))
+    return await delete_batch(
+        session,
+        cast(Table, QuotaCounter.__table__),
+        QuotaCounter.window_start < now - KEEP_COUNTERS,
+        limit=PRUNE_BATCH,
     )
-    return int(getattr(result, "rowcount", 0) or 0)
