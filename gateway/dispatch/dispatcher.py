@@ -53,7 +53,7 @@ from gateway.dispatch.senders import choose_sender, sticky_sender
 from gateway.dispatch.status_poll import StatusPollRound, run_status_poll
 from gateway.events.record import message_status_changed
 from gateway.messages.delivery import apply_pending_reports
-from gateway.messages.quotas import prune_quota_counters
+from gateway.messages.quotas import PRUNE_BATCH, prune_quota_counters
 from gateway.reports.rollup import fold
 from gateway.retention import Retention, RetentionRound
 from gateway.settings import Account, DispatcherSettings, RetentionSettings
@@ -67,6 +67,10 @@ logger = logging.getLogger("gateway.dispatch")
 BILLING_INTERVAL_SECONDS = 5.0
 #: Full rounds of one of those jobs before the others get their turn (Dispatcher.work_off).
 BACKLOG_ROUNDS = 10
+#: Quota counters of windows long over are pruned at most this often (at once again while
+#: a prune takes a whole batch): few go each minute, and a look finding none reads the
+#: table (it has no index on the window's start, and needs none at this pace).
+PRUNE_EVERY = timedelta(minutes=1)
 
 
 #: The shortest outage a provider's answer is held through (see answer_patience).
@@ -136,6 +140,7 @@ class Dispatcher:
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._consent_scope = consent_scope  # how a provider's opt-out refusal is recorded
         self.retention = Retention(sessionmaker, retention or RetentionSettings())
+        self._next_prune: datetime | None = None
         self.recorder = SendRecorder(
             sessionmaker,
             accounts=self._accounts,
@@ -193,7 +198,10 @@ class Dispatcher:
         while not stop.is_set():
             behind = await self.work_off(self.run_billing_once)
             await self.fold_report_changes()
-            await self.prune_counters()
+            now = self._clock()
+            if self._next_prune is None or now >= self._next_prune:
+                full = await self.prune_counters() >= PRUNE_BATCH
+                self._next_prune = now if full else now + PRUNE_EVERY
             behind = await self.work_off(self.poll_statuses_once) or behind
             if self.retention.enabled:
                 behind = await self.work_off(self.run_retention_once) or behind
