@@ -72,9 +72,9 @@ logger = logging.getLogger("gateway.costs")
 PRICE_CHECK_DELAYS: tuple[int, ...] = (0, 30, 120, 600, 3600, 21600)
 MAX_PRICE_CHECKS = len(PRICE_CHECK_DELAYS)
 #: While a message is not final: the shortest wait before looking at it again. The wait
-#: grows with the time since the send (:func:`_pending_wait`): a message whose final
+#: grows with the time since the send (:func:`_pending_look`): a message whose final
 #: report is slow, or never comes (a carrier without receipts, ``sent`` for an hour), is
-#: looked at a dozen times, not every 15 s (240 rewrites of its row in that hour), and its
+#: looked at about nine times, not every 15 s (240 rewrites of its row in that hour), and its
 #: final report brings the look forward (:func:`gateway.messages.delivery.apply_report`).
 PENDING_RECHECK = timedelta(seconds=15)
 #: ``sent`` with no later report for this long is treated as final (no DLR from the carrier).
