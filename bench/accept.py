@@ -21,6 +21,8 @@ from bench.common import (
     base_parser,
     fill_messages,
     finish,
+    floor_lines,
+    floor_server,
     gateway_env,
     load,
     machine,
@@ -75,12 +77,17 @@ def measure(
         )
         [baseline_proc] = [p for p in group.launched if p.name == "baseline"]
         base = load(baseline_url, requests, warmup=warmup, server=[baseline_proc])
+        with floor_server(group, engine_kind, f"floor-{engine_kind}-{rows}") as (url, proc):
+            floor = load(url, requests, warmup=warmup, server=[proc])
         mine = load(gateway.base_url, requests, warmup=warmup, server=[gateway.launched])
         label = f"(a) accept {engine_kind}, {rows:,} rows"
-        report.say(f"{label}\n   baseline {base.describe()}\n   gateway  {mine.describe()}")
+        report.say(
+            f"{label}\n   baseline {base.describe()}\n   gateway  {mine.describe()}\n"
+            + floor_lines(base, floor, mine)
+        )
         if set(mine.statuses) != {"202"} or mine.errors:
             report.say(f"   gateway answered {mine.statuses}: {mine.raw['error_bodies']}")
-        report.data[label] = {"baseline": base.raw, "gateway": mine.raw}
+        report.data[label] = {"baseline": base.raw, "floor": floor.raw, "gateway": mine.raw}
         ok = mine.statuses.get("202", 0) / max(1, n)
         report.check(Check(f"{label} ratio", mine.rate / base.rate * ok, RATIO_TARGET))
         report.check(

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Litestar, Request, post
+from litestar.params import JSONBody
 
 
 @post("/v1/messages", status_code=202)
-async def accept(data: dict[str, Any]) -> dict[str, str]:
+async def accept(data: JSONBody[dict[str, Any]]) -> dict[str, str]:
     """The send API's shape: decode the JSON object, answer 202."""
     return {"status": "accepted"}
 

@@ -164,6 +164,30 @@ def start_uvicorn(group: Processes, name: str, app: str, env: dict[str, str]) ->
     return base
 
 
+@contextlib.contextmanager
+def floor_server(group: Processes, kind: str, label: str) -> Iterator[tuple[str, Launched]]:
+    """``bench/floor.py`` (the bare handler that commits each request's row first) on a
+    new database of ``kind``, for the length of the block; yields its URL and process."""
+    engine = new_database(kind, label.replace("-", "_"), group.directory)
+    env = {**os.environ, "FLOOR_DATABASE_URL": engine.url}
+    url = start_uvicorn(group, label, "bench.floor:app", env)
+    [launched] = [p for p in group.launched if p.name == label]
+    try:
+        yield url, launched
+    finally:
+        group.stop(launched)
+        engine.drop()
+
+
+def floor_lines(base: Load, floor: Load, mine: Load) -> str:
+    """The floor's line and the two ratios it splits the gap into."""
+    return (
+        f"   floor    {floor.describe()}\n"
+        f"   floor / baseline {floor.rate / base.rate:.2f} (the most this stack reaches "
+        f"storing each request before its answer); gateway / floor {mine.rate / floor.rate:.2f}"
+    )
+
+
 # --- databases ------------------------------------------------------------------------------
 
 

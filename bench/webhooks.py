@@ -23,6 +23,8 @@ from bench.common import (
     base_parser,
     fill_messages,
     finish,
+    floor_lines,
+    floor_server,
     gateway_env,
     load,
     machine,
@@ -118,6 +120,9 @@ def measure(
                 build(gateway, provider_ids),
             )
             base = load(baseline_url, requests, warmup=warmup, server=[baseline_proc])
+            floor_label = f"floor-{engine_kind}-{rows}-{kind}"
+            with floor_server(group, engine_kind, floor_label) as (url, proc):
+                floor = load(url, requests, warmup=warmup, server=[proc])
             mine = load(gateway.base_url, requests, warmup=warmup, server=[gateway.launched])
             delivered = gateway.db.scalar(
                 "SELECT count(*) FROM messages WHERE status = 'delivered' AND provider_kind = :k "
@@ -127,11 +132,12 @@ def measure(
             label = f"(b) webhook {kind} {engine_kind}, {rows:,} rows"
             report.say(
                 f"{label}\n   baseline {base.describe()}\n   gateway  {mine.describe()}"
-                f"\n   messages delivered by the reports: {delivered} of {half}"
+                f"\n   messages delivered by the reports: {delivered} of {half}\n"
+                + floor_lines(base, floor, mine)
             )
             if set(mine.statuses) != {"200"} or mine.errors:
                 report.say(f"   gateway answered {mine.statuses}: {mine.raw['error_bodies']}")
-            report.data[label] = {"baseline": base.raw, "gateway": mine.raw}
+            report.data[label] = {"baseline": base.raw, "floor": floor.raw, "gateway": mine.raw}
             ok = min(delivered, mine.statuses.get("200", 0)) / max(1, half)
             report.check(Check(f"{label} ratio", mine.rate / base.rate * ok, RATIO_TARGET))
             report.check(
