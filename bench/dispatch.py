@@ -13,14 +13,17 @@ each attempt's (row written before the call to outcome recorded after it).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
+import subprocess
 from datetime import datetime
 from urllib.parse import urlencode
 
 from bench.common import (
     PROFILE_ENV,
     PYTHON,
+    REPO,
     Check,
     Gateway,
     Processes,
@@ -77,6 +80,36 @@ def raw_requests(seed: str, count: int, callback: str) -> list[dict[str, object]
     ]
 
 
+def provider_floor(simulator: str, seed: str, count: int) -> dict[str, float]:
+    """``bench/provider_floor.py`` in its own process: the same creates through the SDK."""
+    result = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "bench.provider_floor",
+            "--simulator",
+            simulator,
+            "--seed",
+            seed,
+            "-n",
+            str(count),
+            "--concurrency",
+            str(IN_FLIGHT),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"provider floor failed: {result.stderr[-2000:]}")
+    floor: dict[str, float] = json.loads(result.stdout)
+    if floor["sent"] != count:
+        raise RuntimeError(f"provider floor sent {floor['sent']} of {count}")
+    return floor
+
+
 def _when(value: object) -> datetime | None:
     """SQLite hands raw SQL's timestamps back as text, PostgreSQL as datetimes."""
     if value is None or isinstance(value, datetime):
@@ -107,6 +140,7 @@ def measure(report: Report, group: Processes, *, engine_kind: str, rows: int, n:
             raw_requests(seed, n, "http://127.0.0.1:9/webhooks/sms"),
         )
         base = load(simulator, requests, concurrency=IN_FLIGHT, warmup=0, server=[sim_proc])
+        floor = provider_floor(simulator, seed, n)
 
         env = gateway_env(
             engine.url,
@@ -153,10 +187,16 @@ def measure(report: Report, group: Processes, *, engine_kind: str, rows: int, n:
             f"{label}\n   raw client {base.describe()}\n"
             f"   gateway    {rate:8.0f}/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  "
             f"worker CPU {cpu / span:4.2f} cores  ({sent} sent of {n}, "
-            f"{len(attempts)} attempts)"
+            f"{len(attempts)} attempts)\n"
+            f"   floor      {floor['rate']:8.0f}/s  (the SDK's calls alone, no database)  "
+            f"client CPU {floor['cpu_cores']:4.2f} cores\n"
+            f"   floor / raw client {floor['rate'] / base.rate:.2f} (the most the gateway's "
+            f"provider call reaches: twilio-python, its adapter, httpx on aiohttp); "
+            f"gateway / floor {rate / floor['rate']:.2f}"
         )
         report.data[label] = {
             "baseline": base.raw,
+            "floor": floor,
             "gateway": {"rate": rate, "p50_ms": p50, "p99_ms": p99, "sent": sent},
         }
         report.check(Check(f"{label} ratio", rate / base.rate * (sent / n), RATIO_TARGET))
