@@ -41,6 +41,7 @@ both providers bill MMS whatever its size.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -178,6 +179,7 @@ class Price(msgspec.Struct, frozen=True, kw_only=True):
 PriceKey = tuple[str, MessageType, Direction, NumberType | None]
 
 
+@functools.lru_cache(maxsize=4096)
 def price_key(
     country: str,
     message_type: MessageType | str,
@@ -185,7 +187,8 @@ def price_key(
     number_type: NumberType | str | None = None,
 ) -> str:
     """``"US/sms/outbound"`` (the country's figure) or ``"US/sms/outbound/toll_free"``: a
-    string key, so that a table encodes as JSON (for reports)."""
+    string key, so that a table encodes as JSON (for reports). Cached: every route and
+    estimate asks for a few keys, and building one converts up to three enums."""
     key = f"{country}/{MessageType(message_type)}/{Direction(direction)}"
     return key if number_type is None else f"{key}/{NumberType(number_type)}"
 

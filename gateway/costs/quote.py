@@ -120,7 +120,9 @@ class Quoter:
                 app=self._app,
                 segments=message.segments,
                 sender=message.sender,
-            )
+            ),
+            # The estimates are made here, for the accounts that need one.
+            with_quotes=False,
         )
         return _Route(
             rule=decision.rule,

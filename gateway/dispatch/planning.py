@@ -50,13 +50,15 @@ class RoutePlanner:
         """No configuration at hand (tests, tools): failover over the accounts in order."""
         return cls(default_routing(dict.fromkeys(accounts, "unknown")))
 
-    def decide(self, facts: MessageFacts) -> RouteDecision:
+    def decide(self, facts: MessageFacts, *, with_quotes: bool = True) -> RouteDecision:
+        """``with_quotes=False``: the route alone, as sending needs it (:func:`resolve`)."""
         return resolve(
             self.config,
             facts,
             prices=self.prices,
             health=self.breakers.health(self._monotonic()),
             sender_type=self.sender_type,
+            with_quotes=with_quotes,
         )
 
     def sender_type(self, account: str, sender: str | None) -> NumberType | None:
@@ -67,7 +69,7 @@ class RoutePlanner:
 
     def candidates(self, claim: Claimed, now: datetime) -> tuple[str | None, tuple[str, ...]]:
         del now  # routing depends on the message and on health, not on the wall clock
-        decision = self.decide(facts_of(claim))
+        decision = self.decide(facts_of(claim), with_quotes=False)
         return decision.rule, decision.candidates
 
     def first_available(self, candidates: tuple[str, ...]) -> str:

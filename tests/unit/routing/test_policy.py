@@ -645,3 +645,20 @@ def test_resolve_is_pure_with_an_empty_price_book() -> None:
     )
     assert decision.candidates == ("twilio", "telnyx")
     assert [q.amount for q in decision.quotes] == [None, None]
+
+
+def test_without_quotes_the_route_is_the_same_and_unpriced() -> None:
+    """Accept and dispatch route without quotes: the same rule, order and reasons."""
+    for rules in ((), (cheapest(["twilio", "telnyx"]),)):
+        routing = config(*rules)
+        message = facts("+14155550123", segments=3)
+        full = resolve(routing, message, prices=PRICES)
+        bare = resolve(routing, message, prices=PRICES, with_quotes=False)
+        assert (bare.rule, bare.candidates, bare.reasons) == (
+            full.rule,
+            full.candidates,
+            full.reasons,
+        )
+        assert len(full.quotes) == 2
+        # Cheapest needs its quotes to order the accounts; failover is not priced at all.
+        assert bare.quotes == (full.quotes if rules else ())
