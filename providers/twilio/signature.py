@@ -91,7 +91,9 @@ def compute_signature(
 
 def url_variants(url: str) -> tuple[str, ...]:
     """The URLs to check, as twilio-python's ``validate`` does (A.4): without the port and
-    with it (``:443`` for https, ``:80`` otherwise, added only when none is present).
+    with it (``:443`` for https, ``:80`` otherwise, added only when none is present). The
+    URL as received comes first: it is the one signed unless a proxy added or dropped the
+    port, so a valid request costs one HMAC, not two.
 
     Only the host part of the authority is touched, by string surgery: the rest of the URL
     stays byte for byte what Twilio signed (no re-serialisation, A.7), and user info such as
@@ -107,7 +109,8 @@ def url_variants(url: str) -> tuple[str, ...]:
     prefix = f"{scheme}://{userinfo}{at}"
     without_port = f"{prefix}{host}{tail}"
     with_port = url if port else f"{prefix}{host}:{_DEFAULT_PORTS.get(scheme.lower(), '80')}{tail}"
-    return (without_port,) if without_port == with_port else (without_port, with_port)
+    other = with_port if without_port == url else without_port
+    return (url,) if other == url else (url, other)
 
 
 def _split_port(hostport: str) -> tuple[str, str | None]:

@@ -159,13 +159,13 @@ def test_empty_values_are_signed() -> None:
     [
         ("https://h.example/p?q=1", ("https://h.example/p?q=1", "https://h.example:443/p?q=1")),
         ("http://h.example/p", ("http://h.example/p", "http://h.example:80/p")),
-        ("https://h.example:8443/p", ("https://h.example/p", "https://h.example:8443/p")),
+        ("https://h.example:8443/p", ("https://h.example:8443/p", "https://h.example/p")),
         # twilio-python splits at the first ":" and would lose the host here (A.4).
         (
             "https://u:pw@h.example:8443/p",
-            ("https://u:pw@h.example/p", "https://u:pw@h.example:8443/p"),
+            ("https://u:pw@h.example:8443/p", "https://u:pw@h.example/p"),
         ),
-        ("https://[::1]:8443/p", ("https://[::1]/p", "https://[::1]:8443/p")),
+        ("https://[::1]:8443/p", ("https://[::1]:8443/p", "https://[::1]/p")),
         ("https://h.example?x=a:1", ("https://h.example?x=a:1", "https://h.example:443?x=a:1")),
     ],
 )
