@@ -16,13 +16,18 @@ async def accept(data: JSONBody[dict[str, Any]]) -> dict[str, str]:
     return {"status": "accepted"}
 
 
-@post("/webhooks/sms", status_code=202)
-async def webhook(request: Request[Any, Any, Any]) -> dict[str, str]:
-    """The webhook's shape: decode the body (JSON for Telnyx, a form for Twilio)."""
+async def decode_callback(request: Request[Any, Any, Any]) -> None:
+    """Decode a callback's body: JSON for Telnyx, a form for Twilio."""
     if request.headers.get("content-type", "").startswith("application/json"):
         await request.json()
     else:
         await request.form()
+
+
+@post("/webhooks/sms", status_code=202)
+async def webhook(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The webhook's shape: decode the body, answer."""
+    await decode_callback(request)
     return {"status": "accepted"}
 
 

@@ -453,6 +453,23 @@ def write_requests(path: Path, requests: list[dict[str, Any]]) -> Path:
     return path
 
 
+def run_json_module(module: str, *args: str) -> dict[str, Any]:
+    """``python -m module args`` in a process of its own, from the repository; its one
+    line of JSON on stdout, or an error with the end of its stderr."""
+    result = subprocess.run(
+        [PYTHON, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{module} failed: {result.stderr[-2000:]}")
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
 def load(
     base_url: str,
     requests_file: Path,
@@ -465,10 +482,8 @@ def load(
     cpu_before = [s.cpu_seconds() for s in server]
     spy = start_profile(server[0]) if server and os.environ.get(PROFILE_ENV) else None
     started = time.monotonic()
-    result = subprocess.run(
-        [
-            PYTHON,
-            "-m",
+    try:
+        raw = run_json_module(
             "bench.loadgen",
             "--url",
             base_url,
@@ -478,19 +493,11 @@ def load(
             str(concurrency),
             "--warmup",
             str(warmup),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    wall = time.monotonic() - started
-    if spy is not None:
-        stop_profile(*spy)
-    if result.returncode != 0:
-        raise RuntimeError(f"loadgen failed: {result.stderr[-2000:]}")
-    raw = json.loads(result.stdout)
+        )
+    finally:
+        wall = time.monotonic() - started
+        if spy is not None:
+            stop_profile(*spy)
     cpu = sum(s.cpu_seconds() - b for s, b in zip(server, cpu_before, strict=True))
     return Load(
         rate=raw["rate"],

@@ -13,17 +13,15 @@ each attempt's (row written before the call to outcome recorded after it).
 from __future__ import annotations
 
 import base64
-import json
 import os
 import secrets
-import subprocess
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from bench.common import (
     PROFILE_ENV,
     PYTHON,
-    REPO,
     Check,
     Gateway,
     Processes,
@@ -38,6 +36,7 @@ from bench.common import (
     percentiles,
     processes,
     row_counts,
+    run_json_module,
     send_batches,
     start_gateway,
     start_profile,
@@ -80,31 +79,19 @@ def raw_requests(seed: str, count: int, callback: str) -> list[dict[str, object]
     ]
 
 
-def provider_floor(simulator: str, seed: str, count: int) -> dict[str, float]:
+def provider_floor(simulator: str, seed: str, count: int) -> dict[str, Any]:
     """``bench/provider_floor.py`` in its own process: the same creates through the SDK."""
-    result = subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "bench.provider_floor",
-            "--simulator",
-            simulator,
-            "--seed",
-            seed,
-            "-n",
-            str(count),
-            "--concurrency",
-            str(IN_FLIGHT),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
+    floor = run_json_module(
+        "bench.provider_floor",
+        "--simulator",
+        simulator,
+        "--seed",
+        seed,
+        "-n",
+        str(count),
+        "--concurrency",
+        str(IN_FLIGHT),
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"provider floor failed: {result.stderr[-2000:]}")
-    floor: dict[str, float] = json.loads(result.stdout)
     if floor["sent"] != count:
         raise RuntimeError(f"provider floor sent {floor['sent']} of {count}")
     return floor

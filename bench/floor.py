@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from sqlalchemy import Column, LargeBinary, MetaData, String, Table, insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from bench.baseline import decode_callback
 from gateway.clock import new_id
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.group_commit import GroupCommit, new_answer
@@ -102,10 +103,7 @@ async def accept(request: Request[Any, Any, Any], data: JSONBody[dict[str, Any]]
 @post("/webhooks/sms", status_code=202)
 async def webhook(request: Request[Any, Any, Any]) -> dict[str, str]:
     """The baseline's webhook (decode the JSON or form body), its body stored first."""
-    if request.headers.get("content-type", "").startswith("application/json"):
-        await request.json()
-    else:
-        await request.form()
+    await decode_callback(request)
     await _rows().store("callback", await request.body())
     return {"status": "accepted"}
 
