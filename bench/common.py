@@ -323,18 +323,27 @@ def gateway_env(database_url: str, seed: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def cli(*args: str, env: dict[str, str]) -> None:
+def run_module(
+    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 1800
+) -> str:
+    """``python -m module args`` in a process of its own, from the repository: its stdout,
+    or an error with the end of its stderr."""
     result = subprocess.run(
-        [PYTHON, "-m", "gateway.cli", *args],
+        [PYTHON, "-m", module, *args],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"sms-gateway {' '.join(args)} failed: {result.stderr[-2000:]}")
+        raise RuntimeError(f"{module} {' '.join(args)} failed: {result.stderr[-2000:]}")
+    return result.stdout
+
+
+def cli(*args: str, env: dict[str, str]) -> None:
+    run_module("gateway.cli", *args, env=env, timeout=120)
 
 
 @dataclass
@@ -454,19 +463,8 @@ def write_requests(path: Path, requests: list[dict[str, Any]]) -> Path:
 
 
 def run_json_module(module: str, *args: str) -> dict[str, Any]:
-    """``python -m module args`` in a process of its own, from the repository; its one
-    line of JSON on stdout, or an error with the end of its stderr."""
-    result = subprocess.run(
-        [PYTHON, "-m", module, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"{module} failed: {result.stderr[-2000:]}")
-    answer: dict[str, Any] = json.loads(result.stdout)
+    """:func:`run_module` for a bench module that prints one JSON object."""
+    answer: dict[str, Any] = json.loads(run_module(module, *args))
     return answer
 
 
