@@ -14,7 +14,7 @@ import msgspec
 from sqlalchemy import CursorResult, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import configure_mappers, selectinload
 from sqlalchemy.orm.instrumentation import manager_of_class
 
 from gateway.api.problems import Problem
@@ -140,6 +140,9 @@ def new_message_row(
     )
 
 
+# What the constructor's first call would do (its init event configures the mappers):
+# done once here, as new_instance() sends no such event.
+configure_mappers()
 _MESSAGE_CLASS = manager_of_class(Message)
 #: What a new row may be given: the mapped column attributes.
 _MESSAGE_ATTRIBUTES = frozenset(attribute.key for attribute in inspect(Message).column_attrs)
