@@ -14,7 +14,9 @@ act *before* the money is spent and the billed price arrives minutes or hours la
 
 Counters are per UTC day and per currency; an estimate in another currency than the cap's
 is not counted (there is no exchange rate here), nor is an unknown price (no amount).
-A cap's 429 carries ``Retry-After`` until the UTC day rolls over.
+A cap's 429 carries ``Retry-After`` until the UTC day rolls over. Only the current day's
+counters are read (the caps, and today's spend on /metrics): :func:`prune_spend_counters`
+deletes those of days long over, as quota counters are.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.problems import Problem
 from gateway.costs.estimate import amount_text
+from gateway.db.batch_delete import delete_batch
 from gateway.db.dialect import insert
 from gateway.db.models import SpendCounter
 from gateway.settings import Account, AppQuota
@@ -38,6 +42,7 @@ __all__ = [
     "charge",
     "charge_app",
     "day_start",
+    "prune_spend_counters",
     "spend_cap_problem",
 ]
 
@@ -47,6 +52,23 @@ ACCOUNT = "account"
 
 def day_start(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+#: Counters of days this long before today's start are deleted (a day's grace, as for
+#: quota counters: a process whose clock lags still finds its own day's counter).
+KEEP_DAYS = timedelta(days=2)
+#: At most this many counters deleted a statement.
+PRUNE_BATCH = 1000
+
+
+async def prune_spend_counters(session: AsyncSession, now: datetime) -> int:
+    """Delete up to :data:`PRUNE_BATCH` counters of days long over; returns how many."""
+    return await delete_batch(
+        session,
+        cast(Table, SpendCounter.__table__),
+        SpendCounter.day < day_start(now) - KEEP_DAYS,
+        limit=PRUNE_BATCH,
+    )
 
 
 def _retry_after(now: datetime) -> int:

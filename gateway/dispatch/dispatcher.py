@@ -36,7 +36,8 @@ from gateway.costs.billing import BillingRound, run_billing_round
 from gateway.costs.estimate import estimate
 from gateway.costs.number_types import sender_number_type
 from gateway.costs.pricing import MessageType, PriceBook
-from gateway.costs.spend import account_caps_reached, day_start
+from gateway.costs.spend import PRUNE_BATCH as SPEND_PRUNE_BATCH
+from gateway.costs.spend import account_caps_reached, day_start, prune_spend_counters
 from gateway.dispatch import reconcile, store
 from gateway.dispatch.decisions import (
     Decision,
@@ -53,7 +54,8 @@ from gateway.dispatch.senders import choose_sender, sticky_sender
 from gateway.dispatch.status_poll import StatusPollRound, run_status_poll
 from gateway.events.record import message_status_changed
 from gateway.messages.delivery import apply_pending_reports
-from gateway.messages.quotas import PRUNE_BATCH, prune_quota_counters
+from gateway.messages.quotas import PRUNE_BATCH as QUOTA_PRUNE_BATCH
+from gateway.messages.quotas import prune_quota_counters
 from gateway.reports.rollup import fold
 from gateway.retention import Retention, RetentionRound
 from gateway.settings import Account, DispatcherSettings, RetentionSettings
@@ -71,6 +73,18 @@ BACKLOG_ROUNDS = 10
 #: a prune takes a whole batch): few go each minute, and a look finding none reads the
 #: table (it has no index on the window's start, and needs none at this pace).
 PRUNE_EVERY = timedelta(minutes=1)
+
+
+class PrunedCounters(msgspec.Struct, frozen=True):
+    """What one pruning round deleted."""
+
+    quota: int = 0
+    spend: int = 0
+
+    @property
+    def full(self) -> bool:
+        """A whole batch of either went: more may be waiting, prune again at once."""
+        return self.quota >= QUOTA_PRUNE_BATCH or self.spend >= SPEND_PRUNE_BATCH
 
 
 #: The shortest outage a provider's answer is held through (see answer_patience).
@@ -200,7 +214,7 @@ class Dispatcher:
             await self.fold_report_changes()
             now = self._clock()
             if self._next_prune is None or now >= self._next_prune:
-                full = await self.prune_counters() >= PRUNE_BATCH
+                full = (await self.prune_counters()).full
                 self._next_prune = now if full else now + PRUNE_EVERY
             behind = await self.work_off(self.poll_statuses_once) or behind
             if self.retention.enabled:
@@ -245,15 +259,20 @@ class Dispatcher:
             logger.exception("status poll failed", extra={"worker": self.worker})
             return StatusPollRound()
 
-    async def prune_counters(self) -> int:
-        """Per-app quota counters of windows long over (gateway/messages/quotas.py): at most
-        a batch a round; returns how many went."""
+    async def prune_counters(self) -> PrunedCounters:
+        """Quota counters of windows long over (gateway/messages/quotas.py) and spend
+        counters of days long over (gateway/costs/spend.py): at most a batch of each a
+        round; returns how many of each went."""
         try:
             async with self._sessionmaker() as session, session.begin():
-                return await prune_quota_counters(session, self._clock())
+                now = self._clock()
+                return PrunedCounters(
+                    quota=await prune_quota_counters(session, now),
+                    spend=await prune_spend_counters(session, now),
+                )
         except Exception:  # a passing database error: the next round prunes
-            logger.exception("pruning quota counters failed", extra={"worker": self.worker})
-            return 0
+            logger.exception("pruning counters failed", extra={"worker": self.worker})
+            return PrunedCounters()
 
     async def fold_report_changes(self) -> None:
         """Keep the cost report's change log short (PostgreSQL): a report then folds only

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from gateway.clock import utcnow
-from gateway.db.models import Message, QuotaCounter
+from gateway.costs.pricing import load_price_tables
+from gateway.db.models import Message, QuotaCounter, SpendCounter
+from gateway.dispatch.dispatcher import PrunedCounters
 from gateway.settings import AppQuota, Settings
 from tests.integration.conftest import Gateway, with_settings
 
@@ -262,14 +266,21 @@ class TestDailyQuota:
         assert await _count_messages(gateway) == 3
 
 
+SHIPPED_PRICES = load_price_tables(Path(__file__).resolve().parents[2] / "config" / "pricing")
+
+
 class TestQuotaCounters:
     """A counter is of no use once its window is over: the dispatcher's job loop deletes
-    those of windows long over (a minute quota writes 1,440 a day)."""
+    those of windows long over (a minute quota writes 1,440 a day), and spend counters of
+    days long over (only today's are read)."""
 
     @pytest.fixture
     def settings(self, settings: Settings) -> Settings:
-        quota = AppQuota(messages_per_minute=3, messages_per_day=100)
-        return with_settings(settings, apps={"billing": quota})
+        quota = AppQuota(
+            messages_per_minute=3, messages_per_day=100, spend_per_day=Decimal("10.00")
+        )
+        # Priced (the shipped tables), so that each accept charges the app's spend counter.
+        return with_settings(settings, apps={"billing": quota}, prices=SHIPPED_PRICES)
 
     async def test_counters_of_windows_long_over_are_deleted(
         self, gateway: Gateway, headers: dict[str, str]
@@ -280,11 +291,17 @@ class TestQuotaCounters:
         gateway.clock.advance(timedelta(days=3).total_seconds())
         assert (await gateway.send(headers, to="+14155550100", body="y")).status_code == 202
         assert await gateway.count(QuotaCounter) >= 5  # 2-3 minutes and 1-2 days, then 2
-        assert await gateway.dispatcher.prune_counters() >= 3
+        assert await gateway.count(SpendCounter) == 2  # the first day's and today's
+        pruned = await gateway.dispatcher.prune_counters()
+        assert pruned.quota >= 3
+        assert pruned.spend == 1
+        assert not pruned.full
         async with gateway.state.sessionmaker() as session:
             left = (await session.execute(select(QuotaCounter.window))).scalars().all()
+            days = (await session.execute(select(SpendCounter.day))).scalars().all()
         assert sorted(left) == ["day", "minute"]  # the current windows' own
-        assert await gateway.dispatcher.prune_counters() == 0
+        assert [d.date() for d in days] == [gateway.clock().date()]  # today's spend
+        assert await gateway.dispatcher.prune_counters() == PrunedCounters(quota=0, spend=0)
         # The quota still counts in the current minute.
         for _ in range(2):
             assert (await gateway.send(headers, to="+14155550100", body="z")).status_code == 202
