@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.problems import Problem
 from gateway.costs.estimate import amount_text
-from gateway.db.batch_delete import delete_batch
+from gateway.db.batch_delete import PRUNE_BATCH, delete_batch
 from gateway.db.dialect import insert
 from gateway.db.models import SpendCounter
 from gateway.settings import Account, AppQuota
@@ -57,8 +57,6 @@ def day_start(now: datetime) -> datetime:
 #: Counters of days this long before today's start are deleted (a day's grace, as for
 #: quota counters: a process whose clock lags still finds its own day's counter).
 KEEP_DAYS = timedelta(days=2)
-#: At most this many counters deleted a statement.
-PRUNE_BATCH = 1000
 
 
 async def prune_spend_counters(session: AsyncSession, now: datetime) -> int:

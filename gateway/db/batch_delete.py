@@ -12,7 +12,10 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, Table, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["delete_batch"]
+__all__ = ["PRUNE_BATCH", "delete_batch"]
+
+#: The batch of the counter prunes (quota and spend counters): rows deleted a statement.
+PRUNE_BATCH = 1000
 
 
 async def delete_batch(

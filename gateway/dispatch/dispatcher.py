@@ -36,8 +36,8 @@ from gateway.costs.billing import BillingRound, run_billing_round
 from gateway.costs.estimate import estimate
 from gateway.costs.number_types import sender_number_type
 from gateway.costs.pricing import MessageType, PriceBook
-from gateway.costs.spend import PRUNE_BATCH as SPEND_PRUNE_BATCH
 from gateway.costs.spend import account_caps_reached, day_start, prune_spend_counters
+from gateway.db.batch_delete import PRUNE_BATCH
 from gateway.dispatch import reconcile, store
 from gateway.dispatch.decisions import (
     Decision,
@@ -54,7 +54,6 @@ from gateway.dispatch.senders import choose_sender, sticky_sender
 from gateway.dispatch.status_poll import StatusPollRound, run_status_poll
 from gateway.events.record import message_status_changed
 from gateway.messages.delivery import apply_pending_reports
-from gateway.messages.quotas import PRUNE_BATCH as QUOTA_PRUNE_BATCH
 from gateway.messages.quotas import prune_quota_counters
 from gateway.reports.rollup import fold
 from gateway.retention import Retention, RetentionRound
@@ -84,7 +83,7 @@ class PrunedCounters(msgspec.Struct, frozen=True):
     @property
     def full(self) -> bool:
         """A whole batch of either went: more may be waiting, prune again at once."""
-        return self.quota >= QUOTA_PRUNE_BATCH or self.spend >= SPEND_PRUNE_BATCH
+        return max(self.quota, self.spend) >= PRUNE_BATCH
 
 
 #: The shortest outage a provider's answer is held through (see answer_patience).

@@ -18,7 +18,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.problems import Problem
-from gateway.db.batch_delete import delete_batch
+from gateway.db.batch_delete import PRUNE_BATCH, delete_batch
 from gateway.db.dialect import insert
 from gateway.db.models import QuotaCounter
 from gateway.settings import AppQuota
@@ -66,8 +66,6 @@ async def charge_quota(
 
 #: Counters of windows that started this long ago are over (the longest window is a day).
 KEEP_COUNTERS = timedelta(days=2)
-#: At most this many counters deleted a statement.
-PRUNE_BATCH = 1000
 
 
 async def prune_quota_counters(session: AsyncSession, now: datetime) -> int:
