@@ -37,7 +37,7 @@ from gateway.dispatch.decisions import backoff_seconds
 from gateway.events import outbox
 from gateway.events.destinations import apps_with_url
 from gateway.events.outcomes import OutcomeQueue
-from gateway.events.pauses import AppPauses
+from gateway.events.pauses import Endpoint, EndpointPauses
 from gateway.events.secrets import SecretUnavailable, signing_secrets
 from gateway.events.signing import signed_headers
 from gateway.outbound_http import CookielessClient
@@ -101,7 +101,7 @@ async def _first_of(events: tuple[asyncio.Event, ...], *, within: float) -> None
 class _Claimed(msgspec.Struct, frozen=True):
     event: outbox.ClaimedEvent
     #: Where it goes: its own URL, else its app's (the claim settles those with neither).
-    url: str
+    endpoint: Endpoint
     #: The app's signing secret as the claim read it (``None``: it has none).
     secret: str | SecretUnavailable | None
     #: The claim's "now": its lease runs from there (on the same clock).
@@ -134,15 +134,23 @@ class EventDelivery:
         #: they are what this process holds under lease and has not sent yet.
         self._waiting: dict[str, deque[_Claimed]] = {}
         self._posting: Counter[str] = Counter()
+        #: POSTs in flight per endpoint (an app's own URL and its messages' URLs).
+        self._posting_to: Counter[Endpoint] = Counter()
         self._hold = hold_per_slot(self._events)
         self._poll_interval = timedelta(seconds=self._events.poll_interval_seconds)
         self._swept_at: datetime | None = None
         self._claimed_nowhere = False
         self._last_claim = float("-inf")
         self._apps_with_url = sorted(apps_with_url(settings))
+        #: Each app's configured URL, to resolve an event without one of its own.
+        self._app_urls = {
+            name: app.callback_url
+            for name, app in settings.apps.items()
+            if app.callback_url is not None
+        }
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Apps whose endpoint keeps failing (gateway/events/pauses.py).
-        self._pauses = AppPauses(
+        #: Endpoints that keep failing (gateway/events/pauses.py).
+        self._pauses = EndpointPauses(
             first_pause=self._events.backoff_base_seconds,
             longest_pause=self._events.backoff_max_seconds,
             # The loop's clock, which schedules the events' own retries too.
@@ -192,6 +200,10 @@ class EventDelivery:
         queue = self._waiting.get(app)
         return self._posting[app] + (len(queue) if queue else 0)
 
+    def _held_for(self, endpoint: Endpoint) -> int:
+        queue = self._waiting.get(endpoint.app, ())
+        return self._posting_to[endpoint] + sum(1 for c in queue if c.endpoint == endpoint)
+
     def _room(self) -> int:
         """How many more events this process may hold unsent: a few per POST slot, so
         that a slot that frees is filled at once from what is already claimed, not after
@@ -232,9 +244,11 @@ class EventDelivery:
         room = self._room()
         per_app = self._hold * self._events.per_app_concurrency
         slots = {app: per_app - self._held(app) for app in {*self._posting, *self._waiting}}
-        paused = self._pauses.paused_apps()
-        for app in paused:  # none while paused; then the probe
-            slots[app] = self._pauses.allowed(app, per_app) - self._held(app)
+        for endpoint in self._pauses.forget_idle():
+            self._gauge(endpoint.app)
+        paused = self._pauses.paused()
+        # None while paused; then the probe.
+        endpoint_slots = {e: self._pauses.allowed(e, per_app) - self._held_for(e) for e in paused}
         now = self._clock()
         self._last_claim = time.monotonic()
         async with self._sessionmaker() as session, session.begin():
@@ -247,7 +261,11 @@ class EventDelivery:
                 self._gave_up_at = now
                 retry_for = timedelta(seconds=self._events.retry_for_seconds)
                 skipped += await outbox.give_up_expired(
-                    session, apps=paused, created_before=now - retry_for, now=now
+                    session,
+                    endpoints=paused,
+                    app_urls=self._app_urls,
+                    created_before=now - retry_for,
+                    now=now,
                 )
             claimed = (
                 await outbox.claim_events(
@@ -258,20 +276,22 @@ class EventDelivery:
                     limit=room,
                     app_slots=slots,
                     default_slots=per_app,
+                    endpoint_slots=endpoint_slots,
+                    app_urls=self._app_urls,
                 )
                 if room > 0
                 else []
             )
             # Written since the sweep above, or whose app's URL this process lacks:
             # settled here too, in the claim's transaction, without holding a slot.
-            deliverable: list[tuple[outbox.ClaimedEvent, str]] = []
+            deliverable: list[tuple[outbox.ClaimedEvent, Endpoint]] = []
             nowhere: list[outbox.ClaimedEvent] = []
             for event in claimed:
-                url = self._url(event)
-                if url is None:
-                    nowhere.append(event)
+                endpoint = outbox.endpoint_of(event.app, event.url, self._app_urls)
+                if endpoint.url:
+                    deliverable.append((event, endpoint))
                 else:
-                    deliverable.append((event, url))
+                    nowhere.append(event)
             await outbox.record_skipped(session, nowhere)  # nothing to do when empty
             self._claimed_nowhere = bool(nowhere)
             # The claim's apps' secrets in the claim's transaction: one read, not a
@@ -279,15 +299,17 @@ class EventDelivery:
             secrets = await signing_secrets(
                 session, {event.app for event, _ in deliverable}, key=self._settings.secrets_key
             )
-        for event, url in deliverable:
-            claimed_event = _Claimed(event, url, secrets.get(event.app), now)
+        for event, endpoint in deliverable:
+            claimed_event = _Claimed(event, endpoint, secrets.get(event.app), now)
             self._waiting.setdefault(event.app, deque()).append(claimed_event)
         self._start_waiting()
         return skipped + len(claimed)
 
     def _start_waiting(self) -> None:
         """Start a POST for each waiting event that has a slot: the app's own
-        (``per_app_concurrency``) and one of the process's (``concurrency``)."""
+        (``per_app_concurrency``), one of the process's (``concurrency``), and its
+        endpoint's unless that is paused (then only the probe, after the pause). Events of
+        a paused endpoint are passed over, not waited behind: the app's others go."""
         per_app = self._events.per_app_concurrency
         # Started only with a whole POST's time left on the lease (with its margin):
         # past that, the lease could end mid-POST and another process send it too.
@@ -296,17 +318,24 @@ class EventDelivery:
         )
         stale: list[outbox.ClaimedEvent] = []
         for app, queue in list(self._waiting.items()):
+            passed_over: list[_Claimed] = []
             while (
                 queue
-                and self._posting[app] < self._pauses.allowed(app, per_app)
+                and self._posting[app] < per_app
                 and self._posting.total() < self._events.concurrency
             ):
                 claimed = queue.popleft()
                 if claimed.claimed_at < latest:
                     stale.append(claimed.event)
                     continue
+                endpoint = claimed.endpoint
+                if self._posting_to[endpoint] >= self._pauses.allowed(endpoint, per_app):
+                    passed_over.append(claimed)
+                    continue
                 self._posting[app] += 1
-                self._track(self._deliver(claimed, probe=self._pauses.started(app)))
+                self._posting_to[endpoint] += 1
+                self._track(self._deliver(claimed, probe=self._pauses.started(endpoint)))
+            queue.extendleft(reversed(passed_over))  # in their order, ahead of the rest
             if not queue:
                 del self._waiting[app]
         if stale:  # rare: hold_per_slot keeps the waits within the lease; this is the guard
@@ -340,22 +369,27 @@ class EventDelivery:
         finally:
             # The slot is free once the app answered: the next waiting event goes now,
             # while this one's outcome is being recorded.
+            endpoint = claimed.endpoint
             self._posting[event.app] -= 1
             if not self._posting[event.app]:
                 del self._posting[event.app]
+            self._posting_to[endpoint] -= 1
+            if not self._posting_to[endpoint]:
+                del self._posting_to[endpoint]
             delivered = outcome is not None and outcome.error is None
-            if self._pauses.record(event.app, delivered=delivered, probe=probe):
-                self._pause(event.app)
+            if self._pauses.record(endpoint, delivered=delivered, probe=probe):
+                self._pause(endpoint)
             elif probe and delivered:
-                EVENT_APP_PAUSED.labels(app=event.app).set(0)
+                self._gauge(event.app)
                 logger.info(
-                    "app endpoint answering again: its events resume", extra={"app": event.app}
+                    "app endpoint answering again: its events resume",
+                    extra={"app": event.app, "host": urlsplit(endpoint.url).hostname},
                 )
             self._start_waiting()
             self._released.set()
         try:
             if outcome is not None:
-                await self._record(outcome, claimed.url)
+                await self._record(outcome, claimed.endpoint.url)
         except Exception:  # not recorded: the lease runs out and the event goes again
             logger.exception(
                 "recording an event delivery failed", extra={"event_id": event.event_id}
@@ -363,23 +397,32 @@ class EventDelivery:
         finally:
             self._released.set()
 
-    def _pause(self, app: str) -> None:
-        """The app's endpoint keeps failing: its claimed events not posted yet go back to
-        the outbox at once (held here, their leases would run out during the pause)."""
-        EVENT_APP_PAUSED.labels(app=app).set(1)
-        queue = self._waiting.pop(app, None)
-        if queue:
-            self._track(self._hand_back([claimed.event for claimed in queue]))
+    def _pause(self, endpoint: Endpoint) -> None:
+        """The endpoint keeps failing: its claimed events not posted yet go back to the
+        outbox at once (held here, their leases would run out during the pause); the
+        app's events for its other endpoints stay."""
+        self._gauge(endpoint.app)
+        queue = self._waiting.get(endpoint.app)
+        handed_back = [claimed.event for claimed in queue or () if claimed.endpoint == endpoint]
+        if queue and handed_back:
+            kept = [claimed for claimed in queue if claimed.endpoint != endpoint]
+            queue.clear()
+            queue.extend(kept)
+            if not queue:
+                del self._waiting[endpoint.app]
+            self._track(self._hand_back(handed_back))
         logger.warning(
             "app endpoint failing: its events are paused",
-            extra={"app": app, "handed_back": len(queue or ())},
+            # The host only: a URL's path or query may carry the app's own token.
+            extra={
+                "app": endpoint.app,
+                "host": urlsplit(endpoint.url).hostname,
+                "handed_back": len(handed_back),
+            },
         )
 
-    def _url(self, event: outbox.ClaimedEvent) -> str | None:
-        if event.url:
-            return event.url
-        app = self._settings.apps.get(event.app)
-        return app.callback_url if app is not None else None
+    def _gauge(self, app: str) -> None:
+        EVENT_APP_PAUSED.labels(app=app).set(self._pauses.paused_of(app))
 
     async def _attempt(self, claimed: _Claimed) -> outbox.Outcome:
         """POST the event; what became of it."""
@@ -389,7 +432,7 @@ class EventDelivery:
             # The signature's timestamp is the wall clock's: the receiver compares it with
             # its own (replay protection), whatever clock schedules the retries.
             headers = signed_headers(secret, event.event_id, int(time.time()), body)
-            error = await self._post(claimed.url, body, headers)
+            error = await self._post(claimed.endpoint.url, body, headers)
         elif secret is None:
             error = "the app has no signing secret: run 'sms-gateway keys create'"
         else:

@@ -12,17 +12,19 @@ is never sent before event n was delivered or given up.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Table, and_, bindparam, exists, literal_column, select, update
+from sqlalchemy import Table, and_, bindparam, exists, func, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnClause
 
 from gateway.db.models import AppEvent
+from gateway.events.pauses import Endpoint
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -61,6 +63,25 @@ def _due(now: datetime) -> Any:
     )
 
 
+def endpoint_of(app: str, url: str | None, app_urls: Mapping[str, str]) -> Endpoint:
+    """Where an event goes: its own URL, else its app's configured one (``""``: none)."""
+    return Endpoint(app, url or app_urls.get(app, ""))
+
+
+def _bound_for(endpoints: Collection[Endpoint], app_urls: Mapping[str, str]) -> Any:
+    """Events going to any of ``endpoints`` (as :func:`endpoint_of` resolves them). Never
+    NULL (``app`` is not null, the coalesce is not): its negation is safe to filter on."""
+    return or_(
+        *(
+            and_(
+                AppEvent.app == endpoint.app,
+                func.coalesce(AppEvent.url, app_urls.get(endpoint.app, "")) == endpoint.url,
+            )
+            for endpoint in endpoints
+        )
+    )
+
+
 async def claim_events(
     session: AsyncSession,
     *,
@@ -70,16 +91,27 @@ async def claim_events(
     limit: int,
     app_slots: Mapping[str, int],
     default_slots: int,
+    endpoint_slots: Mapping[Endpoint, int] | None = None,
+    app_urls: Mapping[str, str] | None = None,
 ) -> list[ClaimedEvent]:
     """Lease up to ``limit`` due events, at most ``app_slots[app]`` (else
     ``default_slots``) per app: an app whose deliveries are slow fills its own slots and
-    never the others'. Apps with no free slot are not even read."""
+    never the others'. Apps with no free slot are not even read. ``endpoint_slots`` caps
+    the endpoints listed in it (paused ones: none, or the probe), events resolved to their
+    endpoint with ``app_urls`` (each app's configured URL); an endpoint with no free slot
+    is not read either, so that its backlog cannot fill the candidates and starve the
+    others."""
     if limit <= 0:
         return []
+    endpoint_slots = endpoint_slots or {}
+    app_urls = app_urls or {}
     full = [app for app, free in app_slots.items() if free <= 0]
-    candidates = select(AppEvent.event_pk, AppEvent.app).where(_due(now))
+    candidates = select(AppEvent.event_pk, AppEvent.app, AppEvent.url).where(_due(now))
     if full:
         candidates = candidates.where(AppEvent.app.not_in(full))
+    full_endpoints = [endpoint for endpoint, free in endpoint_slots.items() if free <= 0]
+    if full_endpoints:
+        candidates = candidates.where(~_bound_for(full_endpoints, app_urls))
     rows = (
         await session.execute(
             candidates.order_by(AppEvent.next_attempt_at, AppEvent.event_pk)
@@ -87,12 +119,19 @@ async def claim_events(
             .with_for_update(skip_locked=True, of=AppEvent)
         )
     ).all()
-    taken: dict[str, int] = {}
+    taken: Counter[str] = Counter()
+    taken_by_endpoint: Counter[Endpoint] = Counter()
     chosen: list[int] = []
-    for event_pk, app in rows:
-        if taken.get(app, 0) >= app_slots.get(app, default_slots) or len(chosen) >= limit:
+    for event_pk, app, url in rows:
+        if taken[app] >= app_slots.get(app, default_slots) or len(chosen) >= limit:
             continue
-        taken[app] = taken.get(app, 0) + 1
+        if endpoint_slots:
+            endpoint = endpoint_of(app, url, app_urls)
+            free = endpoint_slots.get(endpoint)
+            if free is not None and taken_by_endpoint[endpoint] >= free:
+                continue
+            taken_by_endpoint[endpoint] += 1
+        taken[app] += 1
         chosen.append(event_pk)
     if not chosen:
         return []
@@ -296,28 +335,29 @@ async def release_unsent(
     )
 
 
-#: ``last_error`` of an event given up without a POST (its app was paused past it).
-EXPIRED = "given up after retry_for_seconds while the app's endpoint kept failing"
+#: ``last_error`` of an event given up without a POST (its endpoint was paused past it).
+EXPIRED = "given up after retry_for_seconds while its endpoint kept failing"
 
 
 async def give_up_expired(
     session: AsyncSession,
     *,
-    apps: Collection[str],
+    endpoints: Collection[Endpoint],
+    app_urls: Mapping[str, str],
     created_before: datetime,
     now: datetime,
     limit: int = 1000,
 ) -> int:
-    """Give up, without a POST, up to ``limit`` pending events of ``apps`` (paused by this
-    process: gateway/events/pauses.py) written before ``created_before`` (their
-    ``retry_for_seconds`` is over). Their retries would have given them up by now; a
-    paused app's events are not tried, so this does. Leased events are left to their
-    holder."""
-    if not apps:
+    """Give up, without a POST, up to ``limit`` pending events bound for ``endpoints``
+    (paused by this process: gateway/events/pauses.py) written before ``created_before``
+    (their ``retry_for_seconds`` is over). Their retries would have given them up by now;
+    a paused endpoint's events are not tried, so this does. Leased events are left to
+    their holder."""
+    if not endpoints:
         return 0
     return await _settle_unleased(
         session,
-        AppEvent.app.in_(list(apps)),
+        _bound_for(endpoints, app_urls),
         AppEvent.created_at < created_before,
         now=now,
         limit=limit,

@@ -126,7 +126,8 @@ SPEND_TODAY = Gauge(
 )
 EVENT_APP_PAUSED = Gauge(
     "sms_gateway_event_app_paused",
-    "1 while this process has paused an app's events because its endpoint keeps failing",
+    "How many of the app's endpoints (its callback URL, its messages' own) this process "
+    "has paused because they keep failing",
     ["app"],
 )
 DATABASE_UP = Gauge(

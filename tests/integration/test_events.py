@@ -21,6 +21,7 @@ from gateway.auth.keys import create_key
 from gateway.db.models import AppEvent
 from gateway.events import outbox, record
 from gateway.events.delivery import EventDelivery
+from gateway.events.pauses import FAILURES_TO_PAUSE
 from gateway.settings import AppQuota, EventsSettings, Settings
 from tests.integration.conftest import Gateway, with_settings
 
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.asyncio
 
 HOOK = "https://billing.test/events"
 APP_HOOK = "https://billing.test/app-wide"
+#: One of the app's tenants' own URL, given as a message's ``callback_url``.
+TENANT_HOOK = "https://tenant-7.example/sms-events"
 
 
 class Receiver:
@@ -233,6 +236,47 @@ async def test_a_paused_app_is_probed_with_one_event_not_sent_every_event(
 
 def _paused_gauge(app: str) -> float | None:
     return REGISTRY.get_sample_value("sms_gateway_event_app_paused", {"app": app})
+
+
+async def test_a_message_url_that_keeps_failing_is_paused_alone_and_the_app_s_others_flow(
+    gateway: Gateway, app_endpoint: respx.MockRouter
+) -> None:
+    """One tenant's own ``callback_url`` is down: it alone is paused. Its backlog, due
+    first, neither takes the app's claim slots nor holds back the events bound for the
+    app's configured URL, which are all delivered while it stays down."""
+    headers, secret = await _key(gateway, "billing")
+    app_receiver, tenant = Receiver(secret), Receiver(secret)
+    tenant.down = True
+    app_endpoint.post(APP_HOOK).mock(side_effect=app_receiver)
+    app_endpoint.post(TENANT_HOOK).mock(side_effect=tenant)
+    tenant_messages = [
+        await _delivered_message(gateway, headers, callback_url=TENANT_HOOK) for _ in range(12)
+    ]
+    app_messages = [await _delivered_message(gateway, headers) for _ in range(3)]
+    async with httpx.AsyncClient() as client:
+        # Two slots for the app, eight events claimed at most: the twelve tenant heads,
+        # due first, would fill every claim if a paused URL's events were claimed.
+        delivery = _delivery(gateway, client, concurrency=2, per_app_concurrency=2)
+        for _ in range(30):
+            await delivery.run_once()
+            gateway.clock.advance(2)
+        assert _paused_gauge("billing") == 1
+        for message_id in app_messages:
+            assert app_receiver.types_of(message_id)[-1] == "message.delivered"
+        # Five refusals paused it; then a probe per pause (5 s, 10 s, 20 s ...).
+        assert FAILURES_TO_PAUSE <= tenant.refused <= FAILURES_TO_PAUSE + 4
+        tenant_events = [e for e in await _stored(gateway) if e.url == TENANT_HOOK]
+        assert {e.state for e in tenant_events} == {"pending"}
+        assert sum(e.attempts for e in tenant_events) == tenant.refused
+
+        tenant.down = False
+        gateway.clock.advance(3600)
+        await _until_quiet(delivery, lambda: gateway.clock.advance(1))
+    assert {e.state for e in await _stored(gateway)} == {"delivered"}
+    for message_id in tenant_messages:
+        assert tenant.types_of(message_id)[-1] == "message.delivered"
+    assert not any(app_receiver.types_of(m) for m in tenant_messages)
+    assert _paused_gauge("billing") == 0
 
 
 async def test_a_paused_app_s_events_past_their_window_are_given_up_without_a_post(
