@@ -28,6 +28,7 @@ from gateway.consent.keywords import Keyword
 from gateway.costs.attempts import attempts_of, record_reported_cost
 from gateway.db.dialect import insert
 from gateway.db.models import Attempt, InboundRecord, Message, WebhookEvent
+from gateway.db.new_rows import row_builder
 from gateway.db.upsert import insert_ignoring, insert_rows_ignoring, row_parameters
 from gateway.dispatch.reconcile import adopt
 from gateway.events.record import inbound_received
@@ -57,6 +58,9 @@ _EVENT_COLUMNS = (
 )
 _EVENT_KEY = ("provider_kind", "event_id")
 _INSERT_EVENT = insert_ignoring(WebhookEvent, _EVENT_COLUMNS, _EVENT_KEY, returning="event_pk")
+
+#: A group's new events without the constructor (gateway/db/new_rows.py): 11 µs → 1 each.
+_new_event = row_builder(WebhookEvent)
 
 
 async def insert_event(session: AsyncSession, values: dict[str, Any]) -> WebhookEvent | None:
@@ -265,7 +269,7 @@ async def _insert_new_events(
         for event_pk, kind, event_id in inserted.tuples():
             row = rows[(kind, event_id)]
             stored[(kind, event_id)] = _NewEvent(
-                WebhookEvent(event_pk=event_pk, **row), row["applied_at"]
+                _new_event(event_pk=event_pk, **row), row["applied_at"]
             )
     return stored
 

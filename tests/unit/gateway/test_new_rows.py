@@ -1,6 +1,7 @@
-"""service.new_message_row builds the row without the ORM constructor: it must still be
-the object the constructor would make (same values through the attributes, instrumented,
-transient) and refuse a name that is not a column, as the constructor does."""
+"""New message rows (service.new_message_row) and a webhook group's event rows are built
+without the ORM constructor (gateway/db/new_rows.py): each must still be the object the
+constructor would make (same values through the attributes, instrumented, transient) and
+refuse a name that is not a column, as the constructor does."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import inspect
 
-from gateway.db.models import Message
+from gateway.db.models import Message, WebhookEvent
 from gateway.messages import service
 from gateway.messages.validation import ValidatedMessage
+from gateway.webhooks import ingest
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -63,3 +65,28 @@ def test_it_equals_the_constructors_row() -> None:
     given = {key: value for key, value in vars(row).items() if key in columns}
     constructed = Message(**given)
     assert {c: getattr(row, c) for c in columns} == {c: getattr(constructed, c) for c in columns}
+
+
+def test_a_webhook_event_row_equals_the_constructors_and_refuses_other_names() -> None:
+    values = {
+        "event_pk": 7,
+        "provider_kind": "twilio",
+        "event_id": "SM123:delivered",
+        "account": "twilio-main",
+        "event_type": "status",
+        "provider_message_id": "SM123",
+        "status": "delivered",
+        "provider_status": "delivered",
+        "error_code": None,
+        "occurred_at": NOW,
+        "payload": {"MessageStatus": "delivered"},
+        "received_at": NOW,
+        "applied_at": NOW,
+    }
+    row = ingest._new_event(**values)
+    assert inspect(row).transient
+    columns = [a.key for a in inspect(WebhookEvent).column_attrs]
+    constructed = WebhookEvent(**values)
+    assert {c: getattr(row, c) for c in columns} == {c: getattr(constructed, c) for c in columns}
+    with pytest.raises(TypeError, match="not columns of WebhookEvent"):
+        ingest._new_event(**values, message="SM123")
