@@ -95,6 +95,31 @@ def count_segments(body: str) -> SegmentCount:
     Twilio's calculator says the same (vector "empty string"). Never raises: a lone surrogate
     (possible in a Python ``str``, impossible on the wire) counts as one UCS-2 code unit.
     """
+    if GSM7_BASIC.issuperset(body):
+        return _basic_gsm7(len(body))
+    return _count_clusters(body)
+
+
+def _basic_gsm7(septets: int) -> SegmentCount:
+    """Most bodies: every character one septet of the basic table. None combines, none is
+    a surrogate, none costs two, so the greedy packing below comes to ``ceil(n / 153)``
+    parts: counted, not packed (8 µs of a send's CPU)."""
+    segments = 1 if septets <= _GSM7_SINGLE else -(-septets // _GSM7_PART)
+    return SegmentCount(
+        encoding=Encoding.GSM7,
+        segments=segments,
+        characters=septets,
+        units=septets,
+        non_gsm=(),
+        unicode_scalars=septets,
+        utf16_units=septets,
+        message_bits=septets * 7,
+        total_bits=septets * 7 + (_UDH_BITS * segments if segments > 1 else 0),
+    )
+
+
+def _count_clusters(body: str) -> SegmentCount:
+    """Any body, cluster by cluster (extension characters, UCS-2, surrogates)."""
     text = _join_surrogate_pairs(body)
     clusters = _sms_graphemes(text)
     non_gsm = tuple(dict.fromkeys(c for c in clusters if c not in _GSM7_ALL))

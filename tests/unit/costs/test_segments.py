@@ -7,6 +7,7 @@ import random
 import pytest
 
 from gateway.costs import Encoding, count_segments, split_segments
+from gateway.costs import segments
 from gateway.costs.segments import GSM7_BASIC, GSM7_EXTENSION, graphemes
 
 GSM, UCS2 = Encoding.GSM7, Encoding.UCS2
@@ -189,3 +190,14 @@ def test_oversized_cluster_falls_back_to_code_points() -> None:
     parts = split_segments(body)
     assert "".join(parts) == body
     assert count_segments(body).segments == len(parts) == 2
+
+
+@pytest.mark.parametrize("length", [0, 1, 159, 160, 161, 305, 306, 307, 459, 460, 1600])
+def test_basic_gsm7_counted_without_packing_equals_the_packed_count(length: int) -> None:
+    """Bodies of basic GSM-7 only are counted arithmetically (segments.py's fast path);
+    every field must be what packing them cluster by cluster gives."""
+    rng = random.Random(length)
+    alphabet = sorted(GSM7_BASIC)
+    body = "".join(rng.choice(alphabet) for _ in range(length))
+    assert count_segments(body) == segments._count_clusters(body)
+    assert count_segments(body).segments == len(split_segments(body))
