@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -22,6 +23,7 @@ __all__ = [
     "create_engine",
     "create_sessionmaker",
     "is_connection_error",
+    "json_text",
     "retrying_on_disconnect",
 ]
 
@@ -34,8 +36,20 @@ def create_engine(database_url: str) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(database_url)
     return create_async_engine(
-        database_url, pool_size=20, max_overflow=10, pool_pre_ping=True, pool_recycle=1800
+        database_url,
+        pool_size=20,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        json_serializer=json_text,
     )
+
+
+def json_text(value: Any) -> str:
+    """JSON columns' text: msgspec's encoder instead of ``json.dumps`` (4 µs a send, 8 to
+    12 µs a callback, of CPU). Compact, and UTF-8 rather than ``\\u`` escapes: the same
+    values read back (reads keep ``json.loads``, which reads what either wrote)."""
+    return msgspec.json.encode(value).decode()
 
 
 def _sqlite_engine(database_url: str) -> AsyncEngine:
@@ -44,7 +58,9 @@ def _sqlite_engine(database_url: str) -> AsyncEngine:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     # The timeout is SQLite's busy timeout: writers wait for the lock instead of failing
     # with "database is locked" while the dispatcher and the API write at the same time.
-    engine = create_async_engine(database_url, connect_args={"timeout": 30})
+    engine = create_async_engine(
+        database_url, connect_args={"timeout": 30}, json_serializer=json_text
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
