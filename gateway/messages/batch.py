@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import cast
 
 import msgspec
-from sqlalchemy import Table, insert, inspect, select
+from sqlalchemy import Table, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +23,7 @@ from gateway.consent.ledger import blocking
 from gateway.costs.estimate import amount_text
 from gateway.costs.quote import Quoter
 from gateway.costs.spend import charge_app
+from gateway.db.compiled_insert import CompiledInsert
 from gateway.db.models import Message
 from gateway.messages import service
 from gateway.messages.quotas import charge_quota
@@ -205,11 +206,13 @@ async def _store_once(
     return results
 
 
-_MESSAGES = cast(Table, Message.__table__)
-#: Every column of ``messages`` as (attribute, column key): the ORM attribute
+#: Every column of ``messages``, read from each row's own dict: the ORM attribute
 #: ``message_metadata`` is the column ``metadata``.
-_MESSAGE_COLUMNS = tuple(
-    (attribute.key, attribute.columns[0].key) for attribute in inspect(Message).column_attrs
+_INSERT_MESSAGES = CompiledInsert(
+    cast(Table, Message.__table__),
+    key_of_column={
+        attribute.columns[0].key: attribute.key for attribute in inspect(Message).column_attrs
+    },
 )
 
 
@@ -217,14 +220,10 @@ async def _insert_messages(session: AsyncSession, rows: list[Message]) -> None:
     """The new rows in one executemany on the table, every column given (what the ORM
     would write: :func:`service.new_message_row` sets each defaulted column itself). Not
     through the session: its unit of work was the larger part of a group's insert, and
-    nothing reads these objects back from it; they are answered as they are."""
-    if rows:
-        await session.execute(
-            insert(_MESSAGES),
-            # From each instance's own dict (what new_message_row set), not through the
-            # instrumented attributes: a third of this function's cost.
-            [{column: vars(row).get(key) for key, column in _MESSAGE_COLUMNS} for row in rows],
-        )
+    nothing reads these objects back from it; they are answered as they are. Read from
+    each instance's own dict (what new_message_row set), not through the instrumented
+    attributes (a third of the cost), and sent compiled (gateway/db/compiled_insert.py)."""
+    await _INSERT_MESSAGES.execute(session, [vars(row) for row in rows])
 
 
 async def _charge_spend(

@@ -6,8 +6,7 @@ import random
 
 import pytest
 
-from gateway.costs import Encoding, count_segments, split_segments
-from gateway.costs import segments
+from gateway.costs import Encoding, count_segments, segments, split_segments
 from gateway.costs.segments import GSM7_BASIC, GSM7_EXTENSION, graphemes
 
 GSM, UCS2 = Encoding.GSM7, Encoding.UCS2

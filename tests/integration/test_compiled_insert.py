@@ -1,0 +1,101 @@
+"""gateway/db/compiled_insert.py sends new messages as the driver's own executemany: the
+rows it stores must be exactly the rows SQLAlchemy's executemany stores from the same
+values, down to the text the database holds, on both engines."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import Table, insert, inspect, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.engine import create_sessionmaker
+from gateway.db.models import Message
+from gateway.messages import service
+from gateway.messages.batch import _INSERT_MESSAGES
+from gateway.messages.validation import ValidatedMessage
+
+pytestmark = pytest.mark.asyncio
+
+NOW = datetime(2026, 11, 24, 12, 30, 15, 123456, tzinfo=UTC)
+_TABLE = cast(Table, Message.__table__)
+#: Column key → the row's attribute (``metadata`` is ``message_metadata``).
+_ATTRIBUTE = {a.columns[0].key: a.key for a in inspect(Message).column_attrs}
+
+
+def _rows(prefix: str) -> list[Message]:
+    """Rows as the accept path makes them, with what the bind processors convert: aware
+    datetimes, JSON with non-ASCII text, decimals, nulls."""
+    bodies = [
+        dict(to="+14155550123", body="Your code is 123456", media_urls=(), metadata={}),
+        dict(
+            to="+447700900123",
+            body="Grüße, ¿qué tal? 👋",
+            media_urls=("https://example.com/ä.png",),
+            metadata={"order": "A-1", "nested": {"n": 1, "ok": True, "none": None}},
+        ),
+    ]
+    rows = []
+    for index, fields in enumerate(bodies):
+        message = ValidatedMessage(
+            sender=None,
+            account=None,
+            send_at=NOW + timedelta(hours=index),
+            callback_url=None,
+            encoding="GSM-7",
+            segments=1,
+            country="US",
+            **fields,  # type: ignore[arg-type]
+        )
+        row = service.new_message_row("billing", message, f"{prefix}-{index}", "hash", NOW)
+        row.estimated_cost = Decimal("0.0079") if index else None
+        row.cost_currency = "USD" if index else None
+        rows.append(row)
+    return rows
+
+
+async def _raw(engine: AsyncEngine, prefix: str) -> list[tuple[Any, ...]]:
+    """What the database holds, as the driver reads it (no type processing), ids aside."""
+    columns = [c.name for c in _TABLE.columns if c.name not in ("message_id", "idempotency_key")]
+    listed = ", ".join(f'"{name}"' for name in columns)
+    # A textual query: its columns have no types, so nothing converts what is read.
+    query = text(
+        f"SELECT {listed} FROM messages WHERE idempotency_key LIKE :keys "  # noqa: S608 (names from the model)
+        "ORDER BY idempotency_key"
+    )
+    async with engine.connect() as connection:
+        result = await connection.execute(query, {"keys": f"{prefix}-%"})
+        return [tuple(row) for row in result]
+
+
+async def test_it_stores_what_sqlalchemys_executemany_stores(engine: AsyncEngine) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    async with sessionmaker() as session, session.begin():
+        await _INSERT_MESSAGES.execute(session, [vars(row) for row in _rows("compiled")])
+        await session.execute(
+            insert(_TABLE),
+            [
+                {column: vars(row).get(attribute) for column, attribute in _ATTRIBUTE.items()}
+                for row in _rows("core")
+            ],
+        )
+    compiled, core = await _raw(engine, "compiled"), await _raw(engine, "core")
+    assert len(compiled) == 2
+    assert compiled == core
+
+
+async def test_a_duplicate_is_refused_and_nothing_of_the_group_is_kept(
+    engine: AsyncEngine,
+) -> None:
+    """The accept path's duplicate Idempotency-Key check relies on the IntegrityError."""
+    sessionmaker = create_sessionmaker(engine)
+    first, second = _rows("dup")
+    second.idempotency_key = first.idempotency_key
+    with pytest.raises(IntegrityError):
+        async with sessionmaker() as session, session.begin():
+            await _INSERT_MESSAGES.execute(session, [vars(first), vars(second)])
+    assert await _raw(engine, "dup") == []
