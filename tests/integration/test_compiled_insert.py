@@ -1,6 +1,6 @@
-"""gateway/db/compiled_insert.py sends new messages as the driver's own executemany: the
-rows it stores must be exactly the rows SQLAlchemy's executemany stores from the same
-values, down to the text the database holds, on both engines."""
+"""gateway/db/compiled_insert.py sends new messages, and a webhook group's events, through
+the driver's own execute: the rows it stores must be exactly the rows SQLAlchemy stores
+from the same values, down to the text the database holds, on both engines."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_sessionmaker
-from gateway.db.models import Message
+from gateway.db.models import Message, WebhookEvent
+from gateway.db.upsert import insert_rows_ignoring, row_parameters
 from gateway.messages import service
 from gateway.messages.batch import _INSERT_MESSAGES
 from gateway.messages.validation import ValidatedMessage
+from gateway.webhooks import ingest
 
 pytestmark = pytest.mark.asyncio
 
@@ -99,3 +101,62 @@ async def test_a_duplicate_is_refused_and_nothing_of_the_group_is_kept(
         async with sessionmaker() as session, session.begin():
             await _INSERT_MESSAGES.execute(session, [vars(first), vars(second)])
     assert await _raw(engine, "dup") == []
+
+
+def _events(prefix: str) -> list[dict[str, Any]]:
+    """A group's event rows as ingest builds them (gateway/webhooks/ingest._event_row)."""
+    return [
+        {
+            "provider_kind": "telnyx",
+            "event_id": f"{prefix}-{index}",
+            "account": "telnyx-main",
+            "event_type": "status",
+            "provider_message_id": f"40317f5c-{index}",
+            "status": "delivered" if index else None,
+            "provider_status": "delivered" if index else None,
+            "error_code": None,
+            "occurred_at": NOW if index else None,
+            "payload": {"data": {"event_type": "message.finalized", "text": "Grüße 👋"}},
+            "received_at": NOW,
+            "applied_at": NOW if index else None,
+            "reference": None,
+        }
+        for index in range(2)
+    ]
+
+
+async def _raw_events(engine: AsyncEngine, prefix: str) -> list[tuple[Any, ...]]:
+    columns = ", ".join(name for name in ingest._EVENT_COLUMNS if name != "event_id")
+    query = text(
+        f"SELECT {columns} FROM webhook_events WHERE event_id LIKE :ids "  # noqa: S608 (names from the model)
+        "ORDER BY event_id"
+    )
+    async with engine.connect() as connection:
+        return [tuple(row) for row in await connection.execute(query, {"ids": f"{prefix}-%"})]
+
+
+async def test_a_webhook_groups_events_are_stored_as_sqlalchemy_stores_them(
+    engine: AsyncEngine,
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    async with sessionmaker() as session, session.begin():
+        inserted = await ingest._event_insert(2).execute(
+            session, row_parameters(_events("compiled"))
+        )
+        returned = sorted((kind, event_id) for _pk, kind, event_id in inserted.tuples())
+        statement = insert_rows_ignoring(
+            WebhookEvent,
+            ingest._EVENT_COLUMNS,
+            ingest._EVENT_KEY,
+            ("event_pk", "provider_kind", "event_id"),
+            2,
+        )
+        await session.execute(statement, row_parameters(_events("core")))
+    assert returned == [("telnyx", "compiled-0"), ("telnyx", "compiled-1")]
+    compiled, core = await _raw_events(engine, "compiled"), await _raw_events(engine, "core")
+    assert len(compiled) == 2
+    assert compiled == core
+    # A duplicate is ignored, and not returned: the group's dedupe.
+    async with sessionmaker() as session, session.begin():
+        again = await ingest._event_insert(2).execute(session, row_parameters(_events("compiled")))
+        assert again.all() == []
