@@ -349,7 +349,16 @@ class Dispatcher:
             ]
             # Each plan's rule is written with its outcome (store.Sent, record_failure), in
             # a write of the row that happens anyway; the accept stored the expected one.
-            # The round's ``sending`` events in one go (a statement pair, not one a message).
+            # The round's attempts, then its ``sending`` events, each in one go (not a
+            # statement or two a message), before any call.
+            await store.start_attempts(
+                session,
+                [
+                    store.AttemptStart(p.claim, p.account, self._providers[p.account].kind)
+                    for p in plans
+                ],
+                now=now,
+            )
             await message_status_changed(session, [p.claim.message_id for p in plans], now=now)
         if stale:
             logger.warning("claims expired mid-call", extra={"count": len(stale)})
@@ -406,10 +415,6 @@ class Dispatcher:
             await store.release_claim(session, claim, next_attempt_at=retry_at, now=now)
             return None
         self.planner.take_probe(account)
-        kind = self._providers[account].kind
-        await store.start_attempt(
-            session, claim, account=account, kind=kind, now=now, announce=False
-        )
         return Plan(claim, account, candidates, sender, pooled, rule)
 
     async def _sender(

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import msgspec
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.costs.attempts import FIRST_PRICE_LOOK, FirstSend, first_send, record_send_costs
@@ -134,6 +134,38 @@ async def release_claim(
     )
 
 
+class AttemptStart(NamedTuple):
+    """A provider call about to be made: for whom, on which account."""
+
+    claim: Claimed
+    account: str
+    kind: str
+
+
+async def start_attempts(
+    session: AsyncSession, starts: Sequence[AttemptStart], *, now: datetime
+) -> None:
+    """Record the calls before making them (a crash mid-call leaves an ``in_flight``
+    trace): a claim round's in one executemany on the table. Through the ORM each was an
+    INSERT of its own (it wants each new ``attempt_id`` back, which nothing here reads):
+    one statement a message, 12 % of a message's dispatch CPU on SQLite."""
+    if starts:
+        await session.execute(
+            insert(_ATTEMPTS),
+            [
+                {
+                    "message_id": start.claim.message_id,
+                    "attempt_number": start.claim.attempt_number,
+                    "provider_account": start.account,
+                    "provider_kind": start.kind,
+                    "outcome": "in_flight",
+                    "started_at": now,
+                }
+                for start in starts
+            ],
+        )
+
+
 async def start_attempt(
     session: AsyncSession,
     claim: Claimed,
@@ -141,24 +173,11 @@ async def start_attempt(
     account: str,
     kind: str,
     now: datetime,
-    announce: bool = True,
 ) -> None:
-    """Record the call before making it: a crash mid-call leaves an ``in_flight`` trace.
-    ``announce=False``: the caller writes the ``sending`` events of a whole round at once
-    (:func:`gateway.events.record.message_status_changed` takes many messages)."""
-    session.add(
-        Attempt(
-            message_id=claim.message_id,
-            attempt_number=claim.attempt_number,
-            provider_account=account,
-            provider_kind=kind,
-            outcome="in_flight",
-            started_at=now,
-        )
-    )
-    # The claim made it ``sending``; only now is that sure (a release would undo it).
-    if announce:
-        await message_status_changed(session, [claim.message_id], now=now)
+    """:func:`start_attempts` for one message, and its ``sending`` event (the claim made
+    it ``sending``; only now is that sure: a release would undo it)."""
+    await start_attempts(session, [AttemptStart(claim, account, kind)], now=now)
+    await message_status_changed(session, [claim.message_id], now=now)
 
 
 class Sent(msgspec.Struct, frozen=True):
