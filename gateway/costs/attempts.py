@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol
 
 import msgspec
 from sqlalchemy import select
@@ -85,7 +87,29 @@ class BillSource(StrEnum):
 _FINAL = frozenset({BillSource.FINAL_REPORT, BillSource.FETCH, BillSource.MIGRATED})
 
 
-def is_final(attempt: Attempt) -> bool:
+class SendFigures(Protocol):
+    """A send's cost columns: an attempt row, or :func:`first_send`'s plain holder."""
+
+    number_type: str | None
+    estimated_cost: Decimal | None
+    billed_cost: Decimal | None
+    cost_currency: str | None
+    billed_source: str | None
+
+
+@dataclass(slots=True)
+class _Figures:
+    """:class:`SendFigures` without a row: a transient ORM ``Attempt`` built only to hold
+    them cost 12 µs of a dispatched message's CPU (its constructor's event per column)."""
+
+    number_type: str | None = None
+    estimated_cost: Decimal | None = None
+    billed_cost: Decimal | None = None
+    cost_currency: str | None = None
+    billed_source: str | None = None
+
+
+def is_final(attempt: SendFigures) -> bool:
     """The attempt's bill is known and will not change."""
     return attempt.billed_cost is not None and attempt.billed_source in _FINAL
 
@@ -102,7 +126,7 @@ def sends(attempts: Iterable[Attempt]) -> list[Attempt]:
     return sorted(latest.values(), key=lambda a: a.attempt_number)
 
 
-def set_estimate(attempt: Attempt, found: Estimate) -> None:
+def set_estimate(attempt: SendFigures, found: Estimate) -> None:
     """The list-price estimate of one send (the account and sender that made it)."""
     attempt.number_type = found.number_type
     if attempt.billed_cost is not None and found.currency not in (None, attempt.cost_currency):
@@ -113,7 +137,7 @@ def set_estimate(attempt: Attempt, found: Estimate) -> None:
         attempt.cost_currency = found.currency
 
 
-def set_bill(attempt: Attempt, cost: Money | None, source: BillSource) -> bool:
+def set_bill(attempt: SendFigures, cost: Money | None, source: BillSource) -> bool:
     """What the provider billed for one send; True if it changed. A provisional figure
     never replaces a final one; otherwise the latest word wins."""
     if cost is None:
@@ -256,7 +280,7 @@ class FirstSend(msgspec.Struct, frozen=True):
 
 
 def first_send(estimate: Estimate | None, billed: Money | None) -> FirstSend:
-    send = Attempt(estimated_cost=None, billed_cost=None, cost_currency=None, billed_source=None)
+    send = _Figures()
     if estimate is not None:
         set_estimate(send, estimate)
     set_bill(send, billed, BillSource.SEND)
