@@ -97,3 +97,31 @@ async def test_httpx_failures_propagate_unchanged(http_client: httpx.AsyncClient
         with pytest.raises(httpx.ConnectError) as raised:
             await adapter.request("GET", "https://api.twilio.com/x")
     assert raised.value is failure
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [("AC" + "0" * 32, "token"), ("ACé", "pässwörd:with:colons"), ("", "")],
+)
+async def test_the_auth_header_is_the_one_httpx_basic_auth_writes(
+    http_client: httpx.AsyncClient, username: str, password: str
+) -> None:
+    """Made once per credentials (not by httpx's auth flow each call), byte for byte the
+    same; and the SDK's own headers are left as they were."""
+    expected = next(httpx.BasicAuth(username, password).auth_flow(httpx.Request("GET", "/")))
+    adapter = HttpxTwilioClient(http_client)
+    sdk_headers = {"User-Agent": "twilio-python"}
+    with respx.mock:
+        route = respx.post("https://api.twilio.com/2010-04-01/Messages.json").respond(201)
+        for _ in range(2):  # the second from the cache
+            await adapter.request(
+                "POST",
+                "https://api.twilio.com/2010-04-01/Messages.json",
+                data={"To": "+14155550100"},
+                headers=sdk_headers,
+                auth=(username, password),
+            )
+    for call in route.calls:
+        assert call.request.headers["Authorization"] == expected.headers["Authorization"]
+        assert call.request.headers["User-Agent"] == "twilio-python"
+    assert sdk_headers == {"User-Agent": "twilio-python"}
