@@ -64,8 +64,11 @@ async def test_the_rule_stored_at_accept_is_replaced_by_the_one_that_routed_the_
     assert (await gateway.message(headers, message_id))["route_rule"] == "default"
     await _set_route_rule(gateway, message_id, "before-a-reload")
     await gateway.dispatcher.run_once()
+    # The simulator's reports (sent, delivered) follow at once: read after them, not in a
+    # race with them (read before, the status was ``queued`` or later, by timing).
+    await gateway.sandbox.drain_callbacks()
     message = await gateway.message(headers, message_id)
-    assert (message["status"], message["route_rule"]) == ("queued", "default")
+    assert (message["status"], message["route_rule"]) == ("delivered", "default")
 
 
 async def test_a_failed_call_records_the_rule_that_chose_its_account(
