@@ -34,10 +34,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +130,8 @@ def sends(key: str, first: int, count: int) -> list[Request]:
 
 async def reports(gateway: Any, app: Asgi, key: str, kind: str, count: int) -> list[Request]:
     """Signed ``delivered`` reports for ``count`` messages held as ``sent``."""
-    from gateway.sandbox import SandboxCredentials
+    from bench.webhooks import signed_reports
     from gateway.settings import webhook_url
-    from tests.support.signing import telnyx_event, telnyx_json, twilio_form, twilio_status
 
     ids: list[str] = []
     for start in range(0, count, 1000):
@@ -155,27 +152,12 @@ async def reports(gateway: Any, app: Asgi, key: str, kind: str, count: int) -> l
             ),
             {"kind": kind, "account": f"{kind}-sandbox", "prefix": prefix},
         )
-    credentials = SandboxCredentials.from_seed(SEED)
-    url = webhook_url(gateway.settings)
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    requests: list[Request] = []
-    for message_id in ids:
-        provider_id = prefix + message_id
-        if kind == "twilio":
-            status = twilio_status(credentials.twilio_account_sid, provider_id, "delivered")
-            body, headers = twilio_form(url, status, credentials.twilio_auth_token)
-        else:
-            event = telnyx_event(
-                "message.finalized",
-                provider_id,
-                "delivered",
-                event_id=str(uuid.uuid4()),
-                occurred_at=now,
-            )
-            body, headers = telnyx_json(event, credentials.telnyx_signing_key)
-        encoded = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
-        requests.append(("/webhooks/sms", encoded, body))
-    return requests
+    signed = signed_reports(kind, SEED, webhook_url(gateway.settings), [prefix + i for i in ids])
+    return [("/webhooks/sms", _asgi_headers(headers), body) for body, headers in signed]
+
+
+def _asgi_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
 
 async def _post_json(app: Asgi, path: str, key: str, body: bytes) -> Any:

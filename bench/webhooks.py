@@ -58,36 +58,52 @@ def hand_over(gateway: Gateway, ids: list[str], kind: str) -> list[str]:
     return [prefix + i for i in ids]
 
 
-def twilio_requests(gateway: Gateway, provider_ids: list[str]) -> list[dict[str, Any]]:
-    credentials = SandboxCredentials.from_seed(gateway.seed)
-    url = f"{gateway.base_url}/webhooks/sms"
-    requests = []
-    for provider_id in provider_ids:
-        params = twilio_status(credentials.twilio_account_sid, provider_id, "delivered")
-        body, headers = twilio_form(url, params, credentials.twilio_auth_token)
-        requests.append(
-            {"method": "POST", "path": "/webhooks/sms", "headers": headers, "body": body.decode()}
+def signed_reports(
+    kind: str, seed: str, url: str, provider_ids: list[str]
+) -> list[tuple[bytes, dict[str, str]]]:
+    """A ``delivered`` report for each provider id, signed as the provider signs it (the
+    sandbox's credentials from ``seed``): Twilio's form status callback (HMAC-SHA1 over
+    ``url`` and the form), Telnyx's ``message.finalized`` (Ed25519)."""
+    credentials = SandboxCredentials.from_seed(seed)
+    if kind == "twilio":
+        return [
+            twilio_form(
+                url,
+                twilio_status(credentials.twilio_account_sid, provider_id, "delivered"),
+                credentials.twilio_auth_token,
+            )
+            for provider_id in provider_ids
+        ]
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return [
+        telnyx_json(
+            telnyx_event(
+                "message.finalized",
+                provider_id,
+                "delivered",
+                event_id=str(uuid.uuid4()),
+                occurred_at=now,
+            ),
+            credentials.telnyx_signing_key,
         )
-    return requests
+        for provider_id in provider_ids
+    ]
+
+
+def _requests(gateway: Gateway, kind: str, provider_ids: list[str]) -> list[dict[str, Any]]:
+    url = f"{gateway.base_url}/webhooks/sms"
+    return [
+        {"method": "POST", "path": "/webhooks/sms", "headers": headers, "body": body.decode()}
+        for body, headers in signed_reports(kind, gateway.seed, url, provider_ids)
+    ]
+
+
+def twilio_requests(gateway: Gateway, provider_ids: list[str]) -> list[dict[str, Any]]:
+    return _requests(gateway, "twilio", provider_ids)
 
 
 def telnyx_requests(gateway: Gateway, provider_ids: list[str]) -> list[dict[str, Any]]:
-    key = SandboxCredentials.from_seed(gateway.seed).telnyx_signing_key
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    requests = []
-    for provider_id in provider_ids:
-        document = telnyx_event(
-            "message.finalized",
-            provider_id,
-            "delivered",
-            event_id=str(uuid.uuid4()),
-            occurred_at=now,
-        )
-        body, headers = telnyx_json(document, key)
-        requests.append(
-            {"method": "POST", "path": "/webhooks/sms", "headers": headers, "body": body.decode()}
-        )
-    return requests
+    return _requests(gateway, "telnyx", provider_ids)
 
 
 def measure(
