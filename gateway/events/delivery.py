@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from gateway.clock import utcnow
 from gateway.dispatch.decisions import backoff_seconds
 from gateway.events import outbox
-from gateway.events.destinations import apps_with_url
+from gateway.events.destinations import app_urls
 from gateway.events.outcomes import OutcomeQueue
 from gateway.events.pauses import Endpoint, EndpointPauses
 from gateway.events.secrets import SecretUnavailable, signing_secrets
@@ -141,13 +141,9 @@ class EventDelivery:
         self._swept_at: datetime | None = None
         self._claimed_nowhere = False
         self._last_claim = float("-inf")
-        self._apps_with_url = sorted(apps_with_url(settings))
         #: Each app's configured URL, to resolve an event without one of its own.
-        self._app_urls = {
-            name: app.callback_url
-            for name, app in settings.apps.items()
-            if app.callback_url is not None
-        }
+        self._app_urls = app_urls(settings)
+        self._apps_with_url = sorted(self._app_urls)
         self._tasks: set[asyncio.Task[None]] = set()
         #: Endpoints that keep failing (gateway/events/pauses.py).
         self._pauses = EndpointPauses(

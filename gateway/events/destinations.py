@@ -20,14 +20,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.settings import Settings
 
-__all__ = ["apps_with_url", "nowhere_to_go", "session_info"]
+__all__ = ["app_urls", "apps_with_url", "nowhere_to_go", "session_info"]
 
 _APPS_WITH_URL = "gateway.events.apps_with_url"
 
 
+def app_urls(settings: Settings) -> dict[str, str]:
+    """Each app's configured ``callback_url``, for the apps that have one."""
+    return {
+        name: app.callback_url
+        for name, app in settings.apps.items()
+        if app.callback_url is not None
+    }
+
+
 def apps_with_url(settings: Settings) -> frozenset[str]:
     """The apps with a configured ``callback_url``."""
-    return frozenset(name for name, app in settings.apps.items() if app.callback_url is not None)
+    return frozenset(app_urls(settings))
 
 
 def session_info(settings: Settings) -> dict[str, Any]:
