@@ -15,8 +15,22 @@ a warm-up. What it counts includes the driver's own few instructions and SQLite'
 - ``accept``: ``POST /v1/messages``, one new recipient each.
 - ``twilio`` / ``telnyx``: a signed ``delivered`` report for a message the gateway holds as
   ``sent`` (stored through the batch API, handed over by SQL, as bench/webhooks.py does).
+- ``sandbox-twilio`` / ``sandbox-telnyx`` (named only, not in the default run): the
+  provider simulator of the end-to-end benchmark (``bench.simulator:with_callbacks``: the
+  sandbox's Twilio or Telnyx API alone, calling back through ``create_http_client``), with
+  no pause between a message's two callbacks. A figure is per *message*: its send (a
+  Twilio form POST or a Telnyx JSON POST, as the SDKs send them), both signed status
+  callbacks (built, signed and posted through the aiohttp transport, 32 in flight), and
+  the price fetch (GET) that billing makes once the final report is in. The sends go 50
+  at a time; the fetches follow, 50 at a time, once every callback is delivered. The
+  callbacks go to a bare HTTP/1.1 receiver on loopback that runs in a thread of its own
+  with its own loop, and callgrind counts the main thread only (``--separate-threads``):
+  the receiver's work is not the simulator's. Every answer is checked afterwards, and
+  every callback's signature with the gateway's own verifiers (Twilio HMAC over the URL
+  and form; Telnyx Ed25519 over ``timestamp|body``), so a broken change exits non-zero.
 
     .venv/bin/python -m bench.instructions accept [twilio telnyx] [-n 300] [--warmup 200]
+    .venv/bin/python -m bench.instructions sandbox-twilio sandbox-telnyx
 
 It runs itself under ``valgrind --tool=callgrind`` (Debian's ``valgrind``); about a
 minute a path. ``--no-valgrind`` runs the same requests without it (a smoke test).
@@ -26,23 +40,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gc
+import hmac
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 from sqlalchemy import text
 
-PATHS = ("accept", "twilio", "telnyx")
+#: What a run with no path names measures.
+DEFAULT_PATHS = ("accept", "twilio", "telnyx")
+SANDBOX_PATHS = ("sandbox-twilio", "sandbox-telnyx")
+PATHS = DEFAULT_PATHS + SANDBOX_PATHS
 SEED = "bench-instructions-seed"
 CONCURRENCY = 50
 #: Set in the child that valgrind runs: its instrumentation is switched from inside.
@@ -56,14 +77,14 @@ Asgi = Callable[..., Awaitable[None]]
 
 
 async def call(
-    app: Asgi, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+    app: Asgi, path: str, headers: list[tuple[bytes, bytes]], body: bytes, method: str = "POST"
 ) -> tuple[int, bytes]:
-    """One POST through the ASGI interface; its status and body."""
+    """One request (a POST unless told) through the ASGI interface; its status and body."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
@@ -244,18 +265,312 @@ async def measure(path: str, count: int, warmup: int) -> Counter[int]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+# --- the sandbox's provider simulator ---------------------------------------------------
+
+#: A request line, its headers (names in lower case) and its body, as the receiver got them.
+Received = tuple[str, dict[str, str], bytes]
+
+
+class _ReceiverProtocol(asyncio.Protocol):
+    """HTTP/1.1 requests with a ``Content-Length`` body, one after another on a keep-alive
+    connection (as aiohttp sends them): each recorded and answered 200, empty."""
+
+    def __init__(self, received: list[Received]) -> None:
+        self._received = received
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
+            request_line, *lines = self._buffer[:end].decode("latin-1").split("\r\n")
+            headers = {}
+            for line in lines:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            start = end + 4
+            stop = start + int(headers.get("content-length", "0"))
+            if len(self._buffer) < stop:
+                return  # the rest of the body is on its way
+            self._received.append((request_line, headers, self._buffer[start:stop]))
+            self._buffer = self._buffer[stop:]
+            assert self._transport is not None
+            self._transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+
+
+class Receiver:
+    """Where the simulator's callbacks go: a bare HTTP server on loopback, in a thread of
+    its own with its own loop, so that callgrind (``--separate-threads``) counts its work
+    apart from the simulator's. It checks nothing while it runs: :func:`_check_callbacks`
+    verifies what it recorded afterwards, uncounted."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []  # list.append is atomic: no lock needed
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="callback-receiver")
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        self._ready.wait()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        server = loop.run_until_complete(
+            loop.create_server(lambda: _ReceiverProtocol(self.received), "127.0.0.1", 0)
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        self._loop = loop
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            server.close()
+            loop.close()
+
+
+def _sandbox_number(n: int) -> str:
+    """The n-th of 900,000 distinct numbers, none ending in 9xxx: the sandbox's scripted
+    failures (9001-9007) never come up, every message is delivered."""
+    return f"+1313{200 + n // 9000:03d}{n % 9000:04d}"
+
+
+class _TwilioAnswer(msgspec.Struct):
+    sid: str
+
+
+class _TelnyxId(msgspec.Struct):
+    id: str
+
+
+class _TelnyxAnswer(msgspec.Struct):
+    data: _TelnyxId
+
+
+class _Simulated:
+    """The requests the gateway's adapters make to one simulated provider (their paths,
+    headers and bodies as the SDKs send them), for the sandbox's ``credentials``."""
+
+    def __init__(self, kind: str, credentials: Any, callback_url: str) -> None:
+        from gateway.sandbox_setup import SANDBOX_TELNYX_FROM, SANDBOX_TWILIO_FROM
+
+        self.kind = kind
+        self.callback_url = callback_url
+        if kind == "twilio":
+            sid = credentials.twilio_account_sid
+            basic = base64.b64encode(f"{sid}:{credentials.twilio_auth_token}".encode())
+            self.base = f"/sandbox/twilio/2010-04-01/Accounts/{sid}/Messages"
+            self.headers = [
+                (b"authorization", b"Basic " + basic),
+                (b"content-type", b"application/x-www-form-urlencoded"),
+                (b"accept", b"application/json"),
+            ]
+            self.sender = SANDBOX_TWILIO_FROM
+            self.created = 201
+        else:
+            self.base = "/sandbox/telnyx/v2/messages"
+            self.headers = [
+                (b"authorization", f"Bearer {credentials.telnyx_api_key}".encode()),
+                (b"content-type", b"application/json"),
+                (b"accept", b"application/json"),
+            ]
+            self.sender = SANDBOX_TELNYX_FROM
+            self.created = 200
+
+    def send(self, n: int) -> Request:
+        """The create of message ``n``, its status callback URL carrying its reference as
+        the dispatcher's does (``?ref=``): every message is signed over its own URL."""
+        url = f"{self.callback_url}?ref=m{n}"
+        if self.kind == "twilio":
+            form = {"To": _sandbox_number(n), "StatusCallback": url, "From": self.sender}
+            body = urlencode({**form, "Body": f"Your code is {n}"}).encode()
+            return f"{self.base}.json", self.headers, body
+        send = {
+            "to": _sandbox_number(n),
+            "from": self.sender,
+            "text": f"Your code is {n}",
+            "type": "SMS",
+            "webhook_url": url,
+        }
+        return self.base, self.headers, json.dumps(send).encode()
+
+    def message_id(self, answer: bytes) -> str:
+        if self.kind == "twilio":
+            return msgspec.json.decode(answer, type=_TwilioAnswer).sid
+        return msgspec.json.decode(answer, type=_TelnyxAnswer).data.id
+
+    def fetch(self, message_id: str) -> str:
+        return (
+            f"{self.base}/{message_id}.json"
+            if self.kind == "twilio"
+            else f"{self.base}/{message_id}"
+        )
+
+
+#: What one message got: the create's status and body, the fetch's status and body.
+Exchange = tuple[int, bytes, int, bytes]
+
+
+async def _sandbox_round(
+    app: Asgi, state: Any, api: _Simulated, first: int, count: int
+) -> list[Exchange]:
+    """``count`` sends, :data:`CONCURRENCY` at a time, their callbacks all delivered, then
+    each message's fetch, as billing makes it once the final report is in."""
+    created: list[tuple[int, bytes]] = [(0, b"")] * count
+    ids = [""] * count
+    pending = iter(range(count))
+
+    async def sending() -> None:
+        for index in pending:
+            path, headers, body = api.send(first + index)
+            status, answer = await call(app, path, headers, body)
+            created[index] = status, answer
+            if status == api.created:
+                ids[index] = api.message_id(answer)
+
+    await asyncio.gather(*(sending() for _ in range(CONCURRENCY)))
+    await state.drain_callbacks()
+    fetched: list[tuple[int, bytes]] = [(0, b"")] * count
+    pending = iter(range(count))
+
+    async def fetching() -> None:
+        for index in pending:
+            fetched[index] = await call(app, api.fetch(ids[index]), api.headers, b"", "GET")
+
+    await asyncio.gather(*(fetching() for _ in range(CONCURRENCY)))
+    return [(*made, *got) for made, got in zip(created, fetched, strict=True)]
+
+
+def _check_answers(api: _Simulated, exchanges: list[Exchange]) -> None:
+    """Each send accepted, and each fetch showing the message delivered and priced."""
+    for n, (created, _, fetched, answer) in enumerate(exchanges):
+        if created != api.created or fetched != 200:
+            raise SystemExit(f"sandbox-{api.kind}: message {n} answered {created}, {fetched}")
+        resource = json.loads(answer)
+        if api.kind == "twilio":
+            final = (resource["status"], resource["price"])
+            expected: tuple[str, str] = ("delivered", "-0.00830")
+        else:
+            data = resource["data"]
+            final = (data["to"][0]["status"], data["cost"]["amount"])
+            expected = ("delivered", "0.0040")
+        if final != expected or resource.get("to", _sandbox_number(n)) != _sandbox_number(n):
+            raise SystemExit(f"sandbox-{api.kind}: message {n} fetched as {final}")
+
+
+def _check_callbacks(
+    api: _Simulated, credentials: Any, received: list[Received], count: int
+) -> None:
+    """Two callbacks a message, "sent" then the final one, each signed as the gateway
+    verifies it (the gateway's own verifiers, so a signature it would refuse fails here)."""
+    from providers.telnyx.signature import (
+        decode_public_key,
+        decode_signature,
+        signature_matches,
+        signed_message,
+    )
+    from providers.twilio.signature import compute_signature
+
+    events: dict[str, list[str]] = {}
+    public_key = decode_public_key(credentials.telnyx_public_key)
+    origin = api.callback_url.removesuffix("/webhooks/sms")
+    for request_line, headers, body in received:
+        method, target, _ = request_line.split(" ")
+        url = origin + target
+        reference = target.rpartition("?ref=")[2]
+        if api.kind == "twilio":
+            form = parse_qsl(body.decode(), keep_blank_values=True)
+            signature = compute_signature(credentials.twilio_auth_token, url, form)
+            valid = hmac.compare_digest(signature, headers.get("x-twilio-signature", ""))
+            event = dict(form)["MessageStatus"]
+        else:
+            message = signed_message(headers.get("telnyx-timestamp", ""), body)
+            given = decode_signature(headers.get("telnyx-signature-ed25519", ""))
+            valid = signature_matches(public_key, message, given)
+            data = json.loads(body)["data"]
+            event = f"{data['event_type']}:{data['payload']['to'][0]['status']}"
+        if method != "POST" or not valid:
+            raise SystemExit(f"sandbox-{api.kind}: a callback for {reference} is not signed right")
+        events.setdefault(reference, []).append(event)
+    expected = (
+        ["sent", "delivered"]
+        if api.kind == "twilio"
+        else ["message.sent:sent", "message.finalized:delivered"]
+    )
+    wrong = [ref for ref in (f"m{n}" for n in range(count)) if events.get(ref) != expected]
+    if wrong or len(events) != count:
+        raise SystemExit(f"sandbox-{api.kind}: {len(wrong)} messages' callbacks missing or wrong")
+
+
+async def measure_sandbox(path: str, count: int, warmup: int) -> dict[str, int]:
+    """Run ``warmup`` then ``count`` messages through the simulator, counting the latter."""
+    from litestar import Litestar
+
+    from gateway.accounts import create_http_client
+    from gateway.sandbox import SandboxCredentials, SandboxState, create_sandbox_router
+    from gateway.sandbox_setup import SANDBOX_CALLBACK_CONCURRENCY, SANDBOX_CALLBACK_DELAY
+
+    # bench.simulator's ``calling_back``, but no pause between a message's two callbacks.
+    state = SandboxState(
+        credentials=SandboxCredentials.from_seed(SEED),
+        settle_after_seconds=SANDBOX_CALLBACK_DELAY,
+        callback_delay_seconds=0.0,
+        callback_concurrency=SANDBOX_CALLBACK_CONCURRENCY,
+    )
+    app = Litestar(route_handlers=[create_sandbox_router(state)], logging_config=None, debug=False)
+    with Receiver() as receiver:
+        api = _Simulated(
+            path.removeprefix("sandbox-"),
+            state.credentials,
+            f"http://127.0.0.1:{receiver.port}/webhooks/sms",
+        )
+        async with app.lifespan(), create_http_client() as client:
+            state.http_client = client
+            gc.collect()
+            gc.freeze()
+            exchanges = await _sandbox_round(app, state, api, 0, warmup)
+            gc.collect()
+            _callgrind("-z")
+            _callgrind("-i", "on")
+            exchanges += await _sandbox_round(app, state, api, warmup, count)
+            _callgrind("-i", "off")
+            _callgrind("-d", path)
+    _check_answers(api, exchanges)
+    _check_callbacks(api, state.credentials, receiver.received, warmup + count)
+    failed = [attempt for attempt in state.callback_attempts if not attempt.ok]
+    if failed or len(state.callback_attempts) != 2 * (warmup + count):
+        raise SystemExit(f"{path}: {len(failed)} failed callback attempts")
+    return {"messages": count, "callbacks": 2 * count}
+
+
 # --- the command ----------------------------------------------------------------------
 
 
 def _counted(path: str, count: int, warmup: int) -> float:
-    """Instructions a request of ``path``, from a child run under callgrind."""
+    """Instructions a request (a message, for the sandbox paths: its send, fetch and two
+    callbacks) of ``path``, from a child run under callgrind."""
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    # The sandbox paths' callback receiver runs in a thread of its own: the main thread's
+    # dump (suffix -01) is the simulator's work alone.
+    threads = path in SANDBOX_PATHS
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as output:
         command = [
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
+            *(["--separate-threads=yes"] if threads else []),
             f"--callgrind-out-file={output}/callgrind.%p",
             sys.executable,
             "-m",
@@ -269,7 +584,8 @@ def _counted(path: str, count: int, warmup: int) -> float:
         ]
         env = {**os.environ, _UNDER_CALLGRIND: "1", "PYTHONHASHSEED": "0"}
         subprocess.run(command, check=True, env=env, capture_output=True)
-        dumps = [p for p in Path(output).iterdir() if p.name.endswith(".1")]
+        suffix = ".1-01" if threads else ".1"
+        dumps = [p for p in Path(output).iterdir() if p.name.endswith(suffix)]
         if len(dumps) != 1:
             raise SystemExit(f"{path}: no callgrind dump of the measured requests")
         for line in dumps[0].read_text().splitlines():
@@ -280,7 +596,9 @@ def _counted(path: str, count: int, warmup: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="*", help=f"of {', '.join(PATHS)} (default: all)")
+    parser.add_argument(
+        "paths", nargs="*", help=f"of {', '.join(PATHS)} (default: {', '.join(DEFAULT_PATHS)})"
+    )
     parser.add_argument("-n", type=int, default=300, help="measured requests a path")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument(
@@ -290,16 +608,25 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.paths) - set(PATHS)
     if unknown:
         parser.error(f"unknown paths {sorted(unknown)}: choose from {', '.join(PATHS)}")
-    for path in args.paths or PATHS:
+    for path in args.paths or DEFAULT_PATHS:
+        sandbox = path in SANDBOX_PATHS
         if args.no_valgrind:
             import uvloop
 
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                if sandbox:
+                    done = runner.run(measure_sandbox(path, args.n, args.warmup))
+                    print(
+                        f"{path}: {done['messages']} measured messages sent, fetched and"
+                        f" delivered; {done['callbacks']} callbacks verified"
+                    )
+                    continue
                 answered = runner.run(measure(path, args.n, args.warmup))
             print(f"{path}: {answered.total()} measured requests answered {dict(answered)}")
         else:
             per_request = _counted(path, args.n, args.warmup)
-            print(f"{path}: {per_request / 1e6:.3f} M instructions a request ({args.n} measured)")
+            unit = "a message (send, fetch, 2 callbacks)" if sandbox else "a request"
+            print(f"{path}: {per_request / 1e6:.3f} M instructions {unit} ({args.n} measured)")
     return 0
 
 
