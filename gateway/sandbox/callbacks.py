@@ -22,7 +22,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NamedTuple
 
 import httpx
 import msgspec
@@ -43,6 +43,23 @@ TELNYX_TIMEOUT_SECONDS: Final = 2.0
 RequestBuilder = Callable[[str, int], tuple[bytes, dict[str, str]]]
 
 _log = logging.getLogger(__name__)
+
+
+class Destination(NamedTuple):
+    """A callback URL as given (what Twilio signs, what is recorded) and as httpx takes it."""
+
+    url: str
+    target: httpx.URL | str
+
+
+def destination(url: str) -> Destination:
+    """``url`` parsed once for all of a message's callbacks: httpx parses a str again at
+    every request (about 15 µs). One it cannot parse stays a str, so that each attempt
+    fails and is recorded as before."""
+    try:
+        return Destination(url, httpx.URL(url))
+    except httpx.InvalidURL:
+        return Destination(url, url)
 
 
 def schedule_twilio_status(state: SandboxState, message: TwilioMessage) -> bool:
@@ -71,27 +88,28 @@ def schedule_telnyx_status(state: SandboxState, message: TelnyxMessage) -> bool:
 
 
 async def _twilio_status(state: SandboxState, message: TwilioMessage, url: str) -> None:
+    to = destination(url)
     twilio_wire.mark_sent(message, state.now())
-    await _twilio_report(state, message, url, "sent")
+    await _twilio_report(state, message, to, "sent")
     if message.outcome is not Outcome.NO_DELIVERY_REPORT:
         await _pause(state.callback_delay_seconds)
     twilio_wire.finalize(message, state.now())
     if message.status != "sent":  # a 9007 message's carrier never reports
-        await _twilio_report(state, message, url, message.status)
+        await _twilio_report(state, message, to, message.status)
 
 
 async def _twilio_report(
-    state: SandboxState, message: TwilioMessage, url: str, status: str
+    state: SandboxState, message: TwilioMessage, to: Destination, status: str
 ) -> None:
     params = twilio_wire.status_params(message, status)
     # Same URL on the retry, hence the same body and signature.
-    body, headers = twilio_form(url, params, state.credentials.twilio_auth_token)
+    body, headers = twilio_form(to.url, params, state.credentials.twilio_auth_token)
     await deliver(
         state,
         provider="twilio",
         event=status,
         message_id=message.id,
-        urls=[url],
+        destinations=[to],
         attempts_per_url=TWILIO_ATTEMPTS,
         timeout=TWILIO_TIMEOUT_SECONDS,
         build=lambda _url, _attempt: (body, headers),
@@ -99,22 +117,23 @@ async def _twilio_report(
 
 
 async def _telnyx_status(state: SandboxState, message: TelnyxMessage, urls: list[str]) -> None:
+    destinations = [destination(url) for url in urls]
     telnyx_wire.mark_sent(message, state.now())
     sent = telnyx_wire.sent_view(telnyx_wire.message_payload(message))
-    await _telnyx_report(state, message.id, urls, "message.sent", sent)
+    await _telnyx_report(state, message.id, destinations, "message.sent", sent)
     if message.outcome is Outcome.NO_DELIVERY_REPORT:
         telnyx_wire.finalize(message, state.now())  # "sent" for good, never completed
         return
     await _pause(state.callback_delay_seconds)
     telnyx_wire.finalize(message, state.now())
     final = telnyx_wire.message_payload(message)
-    await _telnyx_report(state, message.id, urls, "message.finalized", final)
+    await _telnyx_report(state, message.id, destinations, "message.finalized", final)
 
 
 async def _telnyx_report(
     state: SandboxState,
     message_id: str,
-    urls: list[str],
+    destinations: list[Destination],
     event_type: str,
     payload: dict[str, object],
 ) -> None:
@@ -136,7 +155,7 @@ async def _telnyx_report(
         provider="telnyx",
         event=event_type,
         message_id=message_id,
-        urls=urls,
+        destinations=destinations,
         attempts_per_url=TELNYX_ATTEMPTS_PER_URL,
         timeout=TELNYX_TIMEOUT_SECONDS,
         build=build,
@@ -154,13 +173,13 @@ async def deliver(
     provider: str,
     event: str,
     message_id: str,
-    urls: list[str],
+    destinations: list[Destination],
     attempts_per_url: int,
     timeout: float,  # noqa: ASYNC109 (passed on to httpx, per request)
     build: RequestBuilder,
 ) -> bool:
     """POST to each URL in turn until one answers 2xx; True if one did."""
-    for url in urls:
+    for url, target in destinations:
         for attempt in range(1, attempts_per_url + 1):
             if attempt > 1:
                 await _pause(state.callback_retry_backoff_seconds * 2 ** (attempt - 2))
@@ -171,6 +190,7 @@ async def deliver(
                 event=event,
                 message_id=message_id,
                 url=url,
+                target=target,
                 attempt=attempt,
                 body=body,
                 headers=headers,
@@ -193,9 +213,11 @@ async def post_once(
     body: bytes,
     headers: dict[str, str],
     timeout: float,  # noqa: ASYNC109 (passed on to httpx, per request)
+    target: httpx.URL | str | None = None,
 ) -> httpx.Response | None:
     """One request to the gateway, recorded in ``state.callback_attempts``; None when no
-    answer came. Logs the provider, event and message id only: never a body or a number."""
+    answer came. Logs the provider, event and message id only: never a body or a number.
+    ``target`` is ``url`` as httpx takes it (parsed once, :func:`destination`), if given."""
     client = state.http_client
     response: httpx.Response | None = None
     error: str | None = None
@@ -204,7 +226,12 @@ async def post_once(
     else:
         try:
             async with state.callback_slot():
-                response = await client.post(url, content=body, headers=headers, timeout=timeout)
+                response = await client.post(
+                    url if target is None else target,
+                    content=body,
+                    headers=headers,
+                    timeout=timeout,
+                )
         except Exception as exc:
             # Whatever prevents an answer (transport error, unusable URL, a client closed by
             # the app's shutdown) is a failed attempt, retried, never a crashed delivery.

@@ -320,6 +320,23 @@ async def test_unusable_urls_and_a_closed_client_are_given_up(twilio, gateway, s
     assert len(gateway.requests) == seen
 
 
+async def test_a_url_httpx_cannot_parse_is_tried_and_recorded(twilio, gateway, state) -> None:
+    # The URL is parsed once for a message's callbacks; one httpx refuses must fail each
+    # attempt (recorded with the URL as given), not the callback task.
+    url = "http://[::1"
+    await twilio.create(
+        [("To", OK_TO), ("From", "+15017122661"), ("Body", "Hi"), ("StatusCallback", url)]
+    )
+    await state.drain_callbacks()
+    assert [(a.event, a.url, a.error) for a in state.callback_attempts] == [
+        ("sent", url, "InvalidURL"),
+        ("sent", url, "InvalidURL"),
+        ("delivered", url, "InvalidURL"),
+        ("delivered", url, "InvalidURL"),
+    ]
+    assert gateway.requests == []
+
+
 def test_the_record_of_callback_attempts_keeps_only_the_latest() -> None:
     state = SandboxState(keep_callback_attempts=10)
     attempts = [
