@@ -20,13 +20,23 @@ TELNYX_TIMESTAMP_HEADER: Final = "telnyx-timestamp"
 TWILIO_USER_AGENT: Final = "TwilioProxy/1.1"
 
 
+class _FormParams(dict[str, str]):
+    """Form parameters, one value each, also offered through ``getall``: the multi-dict
+    lookup ``RequestValidator.compute_signature`` tries first (for Flask's MultiDict). With
+    a plain dict it falls back through two caught AttributeErrors a parameter, which was
+    half of its time (12 against 5 µs a status callback)."""
+
+    def getall(self, name: str) -> list[str]:
+        return [self[name]]
+
+
 def twilio_form(url: str, params: dict[str, str], auth_token: str) -> tuple[bytes, dict[str, str]]:
     """A form body and its headers, signed per PROTOCOLS.md A.1.
 
     The signature covers ``url`` exactly as given (scheme, host, port, path and query) plus
     every parameter, empty ones included; the body carries the same parameters.
     """
-    signature: str = RequestValidator(auth_token).compute_signature(url, params)
+    signature: str = RequestValidator(auth_token).compute_signature(url, _FormParams(params))
     headers = {
         TWILIO_SIGNATURE_HEADER: signature,
         "Content-Type": FORM,

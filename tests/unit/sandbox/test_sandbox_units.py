@@ -3,6 +3,7 @@
 import base64
 import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 from litestar import Litestar, get
@@ -15,6 +16,7 @@ from litestar.middleware import (
 )
 from litestar.testing import AsyncTestClient
 from nacl.signing import VerifyKey
+from twilio.request_validator import RequestValidator
 
 from gateway.sandbox import (
     Outcome,
@@ -24,6 +26,8 @@ from gateway.sandbox import (
     outcome_for,
 )
 from gateway.sandbox.segments import telnyx_estimate, twilio_estimate
+from gateway.sandbox.signing import twilio_form
+from tests.support.signing import twilio_form as reference_twilio_form
 
 
 @pytest.mark.parametrize(
@@ -157,3 +161,25 @@ def test_openapi_lists_sandbox_routes_without_gateway_security(app) -> None:
     for operation in operations:
         assert operation["tags"] == ["sandbox"]
         assert operation["security"] == [{}]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"MessageSid": "SM" + "0f" * 16, "MessageStatus": "sent", "From": "+15017122661"},
+        # Empty values are signed too; spaces, reserved and non-ASCII characters encoded.
+        {"Body": "Fish & chips = 2 for £5, ok?", "FromCity": "", "To": "whatsapp:+1555"},
+        {"Body": "~a_b.c-d ∑ 日本 😀", "ApiVersion": "2010-04-01", "NumMedia": "0"},
+    ],
+)
+def test_twilio_form_is_what_the_reference_code_makes(params: dict[str, str]) -> None:
+    # The reference: twilio's RequestValidator over a plain dict, urllib's urlencode.
+    url = "https://gateway.test/webhooks/sms?ref=01J0000000&x=%20y"
+    token = SandboxCredentials.fixed().twilio_auth_token
+    body, headers = twilio_form(url, params, token)
+    expected_body, expected = reference_twilio_form(url, params, token)
+    assert body == expected_body
+    assert headers["X-Twilio-Signature"] == expected["X-Twilio-Signature"]
+    assert RequestValidator(token).validate(
+        url, dict(parse_qsl(body.decode(), keep_blank_values=True)), headers["X-Twilio-Signature"]
+    )
