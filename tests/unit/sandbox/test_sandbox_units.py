@@ -3,7 +3,7 @@
 import base64
 import re
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from litestar import Litestar, get
@@ -26,7 +26,7 @@ from gateway.sandbox import (
     outcome_for,
 )
 from gateway.sandbox.segments import telnyx_estimate, twilio_estimate
-from gateway.sandbox.signing import twilio_form
+from gateway.sandbox.signing import form_encode, twilio_form
 from tests.support.signing import twilio_form as reference_twilio_form
 
 
@@ -183,3 +183,19 @@ def test_twilio_form_is_what_the_reference_code_makes(params: dict[str, str]) ->
     assert RequestValidator(token).validate(
         url, dict(parse_qsl(body.decode(), keep_blank_values=True)), headers["X-Twilio-Signature"]
     )
+
+
+def test_form_encode_is_urlencode_byte_for_byte() -> None:
+    # Every ASCII character, alone and in company, a few non-ASCII ones, empty values.
+    texts = [chr(code) for code in range(128)] + [
+        "",
+        "a b",
+        "+1555",
+        "ä",
+        "日本",
+        "😀",
+        "a~b_c.d-e",
+    ]
+    for text in texts:
+        params = {"Name": text, text: "value", "Empty": ""}
+        assert form_encode(params) == urlencode(params).encode(), repr(text)
