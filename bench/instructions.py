@@ -520,6 +520,7 @@ async def measure_sandbox(path: str, count: int, warmup: int) -> dict[str, int]:
     from gateway.accounts import create_http_client
     from gateway.sandbox import SandboxCredentials, SandboxState, create_sandbox_router
     from gateway.sandbox_setup import SANDBOX_CALLBACK_CONCURRENCY, SANDBOX_CALLBACK_DELAY
+    from gateway.system.gc_tuning import tune_for_serving
 
     # bench.simulator's ``calling_back``, but no pause between a message's two callbacks.
     state = SandboxState(
@@ -529,6 +530,7 @@ async def measure_sandbox(path: str, count: int, warmup: int) -> dict[str, int]:
         callback_concurrency=SANDBOX_CALLBACK_CONCURRENCY,
     )
     app = Litestar(route_handlers=[create_sandbox_router(state)], logging_config=None, debug=False)
+    thresholds = gc.get_threshold()  # put back afterwards: this may be a test's process
     with Receiver() as receiver:
         api = _Simulated(
             path.removeprefix("sandbox-"),
@@ -537,8 +539,7 @@ async def measure_sandbox(path: str, count: int, warmup: int) -> dict[str, int]:
         )
         async with app.lifespan(), create_http_client() as client:
             state.http_client = client
-            gc.collect()
-            gc.freeze()
+            tune_for_serving()  # as bench.simulator does once its client is made
             exchanges = await _sandbox_round(app, state, api, 0, warmup)
             gc.collect()
             _callgrind("-z")
@@ -546,6 +547,7 @@ async def measure_sandbox(path: str, count: int, warmup: int) -> dict[str, int]:
             exchanges += await _sandbox_round(app, state, api, warmup, count)
             _callgrind("-i", "off")
             _callgrind("-d", path)
+            gc.set_threshold(*thresholds)
     _check_answers(api, exchanges)
     _check_callbacks(api, state.credentials, receiver.received, warmup + count)
     failed = [attempt for attempt in state.callback_attempts if not attempt.ok]
