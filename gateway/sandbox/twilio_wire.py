@@ -4,6 +4,7 @@ Kept apart from the routes so that the status-callback sender (``gateway.sandbox
 moves a message through the same lifecycle a fetch observes.
 """
 
+import functools
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import format_datetime
@@ -188,6 +189,10 @@ def inbound_params(
     return params
 
 
+# A message's times appear in the create's answer and every fetch (date_updated is
+# date_created until it leaves): formatted once. 16,384: the times of the last few
+# seconds' messages at a thousand a second.
+@functools.lru_cache(maxsize=16_384)
 def _rfc2822(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
