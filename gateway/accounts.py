@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from gateway.outbound_http import CookielessClient
+from gateway.outbound_transport import AiohttpTransport
 from gateway.settings import Settings, TwilioAccount
 from providers import Provider
 from providers.telnyx import TelnyxProvider

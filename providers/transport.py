@@ -31,10 +31,12 @@ _AIOHTTP_NOTHING_SENT: Final = (
 def request_never_sent(exc: BaseException) -> bool:
     """Does this transport failure prove the request never reached the provider?
 
-    The httpx class alone is not proof. The gateway's aiohttp transport (httpx-aiohttp)
-    turns *every* ``aiohttp.ClientConnectionError`` into ``httpx.ConnectTimeout``,
-    including ``ServerDisconnectedError`` after the request went out; when an aiohttp
-    exception is in the ``__cause__`` chain, it decides.
+    The httpx class alone is not proof: a transport may name a late failure as an early
+    one (the httpx-aiohttp package, the gateway's transport before its own, turned every
+    ``aiohttp.ClientConnectionError`` into ``httpx.ConnectTimeout``, a
+    ``ServerDisconnectedError`` after the request went out included). When an aiohttp
+    exception is in the ``__cause__`` chain, as gateway/outbound_transport.py puts it, it
+    decides.
     """
     chain = cause_chain(exc)
     for link in chain:

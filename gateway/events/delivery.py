@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import msgspec
-from httpx_aiohttp import AiohttpTransport
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.clock import utcnow
@@ -41,6 +40,7 @@ from gateway.events.pauses import Endpoint, EndpointPauses
 from gateway.events.secrets import SecretUnavailable, signing_secrets
 from gateway.events.signing import signed_headers
 from gateway.outbound_http import CookielessClient
+from gateway.outbound_transport import AiohttpTransport
 from gateway.settings import EventsSettings, Settings
 from gateway.system.metrics import EVENT_APP_PAUSED
 

@@ -124,8 +124,8 @@ def error_from_exception(exc: BaseException, exchange: Exchange | None = None) -
             message=str(exc.title),
             exchange=exchange,
         )
-    # aiohttp errors the httpx-aiohttp transport does not map (e.g. a malformed status
-    # line) escape as themselves: still a transport failure, not an answer.
+    # An aiohttp error that reaches here unmapped (the gateway's transport maps every
+    # one; another transport may not) is still a transport failure, not an answer.
     if isinstance(exc, httpx.TransportError | aiohttp.ClientError):
         return ProviderUnavailable(
             f"{type(exc).__name__} talking to Twilio",

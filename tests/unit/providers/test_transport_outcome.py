@@ -1,9 +1,8 @@
 """Real loopback sockets, both transports the gateway may use: may a failed send exist?
 
 The respx tests raise httpx exceptions directly; here the transports raise what they really
-raise. The aiohttp transport (httpx-aiohttp, the gateway's default) reports a server that
-hangs up *after reading the request* as ``httpx.ConnectTimeout``, which on its own would
-wrongly read as "nothing sent".
+raise: httpx's own, and the gateway's aiohttp transport (gateway/outbound_transport.py),
+whose httpx error carries aiohttp's as its cause.
 """
 
 from __future__ import annotations
@@ -14,8 +13,8 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from httpx_aiohttp import AiohttpTransport
 
+from gateway.outbound_transport import AiohttpTransport
 from providers import OutboundMessage, Provider, ProviderUnavailable
 from providers.telnyx import TelnyxProvider
 from providers.twilio import TwilioProvider
@@ -44,7 +43,7 @@ def telnyx(client: httpx.AsyncClient, base_url: str) -> Provider:
 
 @pytest.fixture(params=["httpx", "aiohttp"])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
-    transport = AiohttpTransport() if request.param == "aiohttp" else None
+    transport = AiohttpTransport(httpx.Limits()) if request.param == "aiohttp" else None
     async with httpx.AsyncClient(transport=transport) as http_client:
         yield http_client
 
