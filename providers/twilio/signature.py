@@ -134,9 +134,12 @@ def body_hash_param(url: str) -> str | None:
 
     Raises ``ValueError`` when it is given more than once: which one would Twilio mean?
     """
-    values = [
-        v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True) if k == BODY_HASH_PARAM
-    ]
+    query = urlsplit(url).query  # first: it refuses an unreadable URL (ValueError)
+    if BODY_HASH_PARAM not in query and "%" not in query:
+        # The name cannot be in the query, not even percent-encoded: no parsing (a status
+        # callback's URL is read twice, by verify and by parse).
+        return None
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == BODY_HASH_PARAM]
     if len(values) > 1:
         raise ValueError(f"{BODY_HASH_PARAM} appears {len(values)} times in the URL")
     return values[0] if values else None

@@ -427,3 +427,28 @@ def test_ack_with_an_empty_reply_sends_no_message() -> None:
 )
 def test_detect_does_not_claim_unsigned_requests_at_unreadable_urls(url: str) -> None:
     assert not TwilioWebhooks([MAIN]).detect(_request(b"{}", {}, url))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://gw.example.com/webhooks/sms", None),
+        ("https://gw.example.com/webhooks/sms?ref=msg_1", None),
+        ("https://gw.example.com/webhooks/sms?bodySHA256=ab12&ref=msg_1", "ab12"),
+        # Percent-encoded, the name is still the parameter: it must not be skipped.
+        ("https://gw.example.com/webhooks/sms?bodySHA%32%35%36=ab12", "ab12"),
+        ("https://gw.example.com/webhooks/sms?ref=%6Dsg_1", None),
+        # Outside the query (a fragment) it is nothing.
+        ("https://gw.example.com/webhooks/sms#bodySHA256=ab12", None),
+    ],
+)
+def test_body_hash_param_reads_the_query_only(url: str, expected: str | None) -> None:
+    assert twilio_signature.body_hash_param(url) == expected
+
+
+def test_body_hash_param_refuses_an_unreadable_url_even_without_a_query() -> None:
+    # As parse_qsl(urlsplit(...)) always did: detect() reads this as "not Twilio's".
+    with pytest.raises(ValueError, match="IPv6"):
+        twilio_signature.body_hash_param("https://[::1/webhooks/sms")
+    with pytest.raises(ValueError, match="2 times"):
+        twilio_signature.body_hash_param("https://gw.example.com/sms?bodySHA256=a&bodySHA256=b")
