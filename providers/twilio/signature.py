@@ -65,12 +65,8 @@ def string_to_sign(url: str, params: Iterable[tuple[str, str]]) -> str:
     """A.1 steps 1-3, 5: the URL, then ``name + value`` for each name in code-point order,
     once per *distinct* value with the values sorted (as twilio-python and twilio-node do),
     empty values included."""
-    grouped: dict[str, set[str]] = {}
-    for name, value in params:
-        grouped.setdefault(name, set()).add(value)
-    return url + "".join(
-        name + value for name in sorted(grouped) for value in sorted(grouped[name])
-    )
+    # The distinct pairs sorted as tuples: by name, then by value, which is that order.
+    return url + "".join(name + value for name, value in sorted(set(params)))
 
 
 def compute_digest(

@@ -452,3 +452,18 @@ def test_body_hash_param_refuses_an_unreadable_url_even_without_a_query() -> Non
         twilio_signature.body_hash_param("https://[::1/webhooks/sms")
     with pytest.raises(ValueError, match="2 times"):
         twilio_signature.body_hash_param("https://gw.example.com/sms?bodySHA256=a&bodySHA256=b")
+
+
+def test_names_that_prefix_each_other_are_signed_in_twilios_order() -> None:
+    # "To" < "ToCity" < "Tob" whatever their values: names first, then each name's values.
+    pairs = [("Tob", "1"), ("ToCity", ""), ("To", "z"), ("To", "a"), ("ToCity", "x"), ("To", "a")]
+    grouped: dict[str, list[str]] = {}
+    for name, value in pairs:
+        grouped.setdefault(name, []).append(value)
+    body = urlencode([("MessageSid", SID), *pairs]).encode()
+    grouped["MessageSid"] = [SID]
+    signed = RequestValidator(MAIN.auth_token).compute_signature(URL, _MultiDict(grouped))
+    assert TwilioWebhooks([MAIN]).verify(_request(body, {"X-Twilio-Signature": signed})) == (
+        "twilio-main"
+    )
+    assert twilio_signature.string_to_sign("u", pairs) == "uToaTozToCityToCityxTob1"
