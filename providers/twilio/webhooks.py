@@ -186,7 +186,8 @@ def callback_event(pairs: Sequence[tuple[str, str]]) -> ProviderEvent:
     (C.5). Twilio sends no event id; the status report's is ``MessageSid:status[:ErrorCode]``,
     so the same word repeated is a duplicate while a later carrier word is a new event."""
     fields = dict(reversed(pairs))  # the first value of each name
-    raw = _raw(pairs)
+    # No name repeated (every callback Twilio documents): the pairs are the raw form.
+    raw = dict(pairs) if len(fields) == len(pairs) else _raw(pairs)
     sid = fields.get("MessageSid")
     if not sid:
         raise WebhookParseError("Twilio callback without a MessageSid")

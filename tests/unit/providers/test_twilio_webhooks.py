@@ -382,6 +382,15 @@ def test_repeated_parameters_are_kept_as_lists_in_raw() -> None:
     assert event.raw == {"MessageSid": SID, "MessageStatus": "sent", "Tag": ["b", "a"]}
 
 
+def test_raw_keeps_the_parameters_in_their_order() -> None:
+    pairs = [("MessageStatus", "sent"), ("To", "+1"), ("MessageSid", SID), ("Body", "")]
+    raw = callback_event(pairs).raw
+    assert list(raw.items()) == pairs
+    # A repeated name keeps the place of its first occurrence.
+    raw = callback_event([*pairs[:2], ("To", "+2"), *pairs[2:]]).raw
+    assert list(raw.items()) == [pairs[0], ("To", ["+1", "+2"]), *pairs[2:]]
+
+
 def test_zero_segments_reads_as_unknown() -> None:
     event = callback_event([("MessageSid", SID), ("MessageStatus", "sent"), ("NumSegments", "0")])
     assert event.segments is None
