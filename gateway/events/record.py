@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Column, MetaData, Table, and_, func, select, text
+from sqlalchemy import Column, MetaData, Select, Table, and_, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import new_id
@@ -220,26 +220,30 @@ _LAST_EVENTS_PG = text(
 )
 
 
+def _last_events_statement() -> Select[tuple[str, int, str | None]]:
+    last_seq = (
+        select(AppEvent.subject_id, func.max(AppEvent.seq).label("seq"))
+        .where(AppEvent.subject_id.in_(bindparam("ids", expanding=True)))
+        .group_by(AppEvent.subject_id)
+        .subquery()
+    )
+    return select(AppEvent.subject_id, AppEvent.seq, AppEvent.status).join(
+        last_seq,
+        and_(AppEvent.subject_id == last_seq.c.subject_id, AppEvent.seq == last_seq.c.seq),
+    )
+
+
+#: Other engines (SQLite): the same, as a statement built once (its ids a parameter), so
+#: that each status pass neither builds it nor works out its cache key again.
+_LAST_EVENTS = _last_events_statement()
+
+
 async def _last_events(session: AsyncSession, ids: list[str]) -> dict[str, tuple[int, str]]:
     """``subject_id -> (seq, status)`` of the last event of each of ``ids`` that has one."""
     if session.bind.dialect.name == "postgresql":
         found = await session.execute(_LAST_EVENTS_PG, {"ids": ids})
     else:
-        last_seq = (
-            select(AppEvent.subject_id, func.max(AppEvent.seq).label("seq"))
-            .where(AppEvent.subject_id.in_(ids))
-            .group_by(AppEvent.subject_id)
-            .subquery()
-        )
-        found = await session.execute(
-            select(AppEvent.subject_id, AppEvent.seq, AppEvent.status).join(
-                last_seq,
-                and_(
-                    AppEvent.subject_id == last_seq.c.subject_id,
-                    AppEvent.seq == last_seq.c.seq,
-                ),
-            )
-        )
+        found = await session.execute(_LAST_EVENTS, {"ids": ids})
     return {subject: (seq, status) for subject, seq, status in found.tuples()}
 
 
