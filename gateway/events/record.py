@@ -22,10 +22,11 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, and_, func, insert, select, text
+from sqlalchemy import Column, MetaData, Select, Table, and_, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import new_id
+from gateway.db.compiled_insert import CompiledInsert
 from gateway.db.models import AppEvent, InboundRecord, Message
 from gateway.events.destinations import nowhere_to_go
 from gateway.events.outbox import NOWHERE, PENDING, SKIPPED
@@ -37,6 +38,36 @@ INBOUND_EVENT = "message.inbound"
 
 
 _APP_EVENTS = cast(Table, AppEvent.__table__)
+
+#: The columns :func:`_event_row` fills, in the table's order (the others are NULL, and
+#: ``event_pk`` the database's).
+_ROW_COLUMNS = (
+    "event_id",
+    "app",
+    "event_type",
+    "subject_id",
+    "seq",
+    "status",
+    "payload",
+    "url",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "created_at",
+)
+#: The status events' insert, compiled once (gateway/db/compiled_insert.py): through
+#: ``session.execute(insert(table), rows)`` SQLAlchemy processed each row's 13 parameters
+#: in its execution context. Over a stand-in table of just those columns (same name,
+#: same types, so the same SQL and bind processing as the insert it replaces): an insert
+#: of every column of ``app_events`` would send ``event_pk`` as NULL.
+_INSERT_EVENTS = CompiledInsert(
+    Table(
+        _APP_EVENTS.name,
+        MetaData(),
+        *(Column(name, _APP_EVENTS.c[name].type) for name in _ROW_COLUMNS),
+    )
+)
 
 #: ``session.info`` key of the ids noted while :func:`status_events_at_end` is active.
 _NOTED = "gateway.events.noted_status_changes"
@@ -189,26 +220,30 @@ _LAST_EVENTS_PG = text(
 )
 
 
+def _last_events_statement() -> Select[tuple[str, int, str | None]]:
+    last_seq = (
+        select(AppEvent.subject_id, func.max(AppEvent.seq).label("seq"))
+        .where(AppEvent.subject_id.in_(bindparam("ids", expanding=True)))
+        .group_by(AppEvent.subject_id)
+        .subquery()
+    )
+    return select(AppEvent.subject_id, AppEvent.seq, AppEvent.status).join(
+        last_seq,
+        and_(AppEvent.subject_id == last_seq.c.subject_id, AppEvent.seq == last_seq.c.seq),
+    )
+
+
+#: Other engines (SQLite): the same, as a statement built once (its ids a parameter), so
+#: that each status pass neither builds it nor works out its cache key again.
+_LAST_EVENTS = _last_events_statement()
+
+
 async def _last_events(session: AsyncSession, ids: list[str]) -> dict[str, tuple[int, str]]:
     """``subject_id -> (seq, status)`` of the last event of each of ``ids`` that has one."""
     if session.bind.dialect.name == "postgresql":
         found = await session.execute(_LAST_EVENTS_PG, {"ids": ids})
     else:
-        last_seq = (
-            select(AppEvent.subject_id, func.max(AppEvent.seq).label("seq"))
-            .where(AppEvent.subject_id.in_(ids))
-            .group_by(AppEvent.subject_id)
-            .subquery()
-        )
-        found = await session.execute(
-            select(AppEvent.subject_id, AppEvent.seq, AppEvent.status).join(
-                last_seq,
-                and_(
-                    AppEvent.subject_id == last_seq.c.subject_id,
-                    AppEvent.seq == last_seq.c.seq,
-                ),
-            )
-        )
+        found = await session.execute(_LAST_EVENTS, {"ids": ids})
     return {subject: (seq, status) for subject, seq, status in found.tuples()}
 
 
@@ -237,7 +272,7 @@ async def _write_events(
     if rows:
         # One executemany on the table: the ORM would insert row by row on SQLite (to
         # read back each key), and nothing here needs the rows as objects.
-        await session.execute(insert(_APP_EVENTS), rows)
+        await _INSERT_EVENTS.execute(session, rows)
     return len(rows)
 
 

@@ -65,12 +65,8 @@ def string_to_sign(url: str, params: Iterable[tuple[str, str]]) -> str:
     """A.1 steps 1-3, 5: the URL, then ``name + value`` for each name in code-point order,
     once per *distinct* value with the values sorted (as twilio-python and twilio-node do),
     empty values included."""
-    grouped: dict[str, set[str]] = {}
-    for name, value in params:
-        grouped.setdefault(name, set()).add(value)
-    return url + "".join(
-        name + value for name in sorted(grouped) for value in sorted(grouped[name])
-    )
+    # The distinct pairs sorted as tuples: by name, then by value, which is that order.
+    return url + "".join(name + value for name, value in sorted(set(params)))
 
 
 def compute_digest(
@@ -134,9 +130,12 @@ def body_hash_param(url: str) -> str | None:
 
     Raises ``ValueError`` when it is given more than once: which one would Twilio mean?
     """
-    values = [
-        v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True) if k == BODY_HASH_PARAM
-    ]
+    query = urlsplit(url).query  # first: it refuses an unreadable URL (ValueError)
+    if BODY_HASH_PARAM not in query and "%" not in query:
+        # The name cannot be in the query, not even percent-encoded: no parsing (a status
+        # callback's URL is read twice, by verify and by parse).
+        return None
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == BODY_HASH_PARAM]
     if len(values) > 1:
         raise ValueError(f"{BODY_HASH_PARAM} appears {len(values)} times in the URL")
     return values[0] if values else None

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, ClassVar, Final
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 import msgspec
 from twilio.twiml.messaging_response import MessagingResponse
@@ -186,7 +186,8 @@ def callback_event(pairs: Sequence[tuple[str, str]]) -> ProviderEvent:
     (C.5). Twilio sends no event id; the status report's is ``MessageSid:status[:ErrorCode]``,
     so the same word repeated is a duplicate while a later carrier word is a new event."""
     fields = dict(reversed(pairs))  # the first value of each name
-    raw = _raw(pairs)
+    # No name repeated (every callback Twilio documents): the pairs are the raw form.
+    raw = dict(pairs) if len(fields) == len(pairs) else _raw(pairs)
     sid = fields.get("MessageSid")
     if not sid:
         raise WebhookParseError("Twilio callback without a MessageSid")
@@ -285,10 +286,25 @@ def _raw(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
 def _form_pairs(body: bytes) -> tuple[tuple[str, str], ...]:
     """Every form parameter in order, repeated names and empty values kept (A.1, A.7).
     Kept for the last few bodies: a callback's is read by ``verify`` and again by
-    ``parse`` (12 µs of its CPU), and the same bytes always give the same pairs."""
-    return tuple(
-        parse_qsl(body.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict")
-    )
+    ``parse`` (12 µs of its CPU), and the same bytes always give the same pairs.
+
+    What ``parse_qsl(text, keep_blank_values=True, errors="strict")`` returns, step for
+    step (empty fields skipped, a field without ``=`` has the value ``""``, ``+`` is a
+    space, then the percent escapes), but each step only where the text needs it: the
+    stdlib's call per name and value was most of a callback's parsing."""
+    pairs = []
+    for field in body.decode("utf-8").split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        pairs.append((_form_text(name), _form_text(value)))
+    return tuple(pairs)
+
+
+def _form_text(text: str) -> str:
+    if "+" in text:
+        text = text.replace("+", " ")
+    return unquote(text, errors="strict") if "%" in text else text
 
 
 def _form_pairs_or_fail(body: bytes) -> Sequence[tuple[str, str]]:

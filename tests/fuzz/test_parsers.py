@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import phonenumbers
 import pytest
@@ -38,6 +38,7 @@ from gateway.sandbox_setup import sandbox_settings
 from gateway.settings import DispatcherSettings, Settings
 from providers import SignatureError, WebhookParseError, WebhookRequest
 from providers.telnyx.webhooks import TelnyxWebhookKey, TelnyxWebhooks
+from providers.twilio import webhooks as twilio_webhooks
 from providers.twilio.webhooks import TwilioWebhookAccount, TwilioWebhooks
 
 URL = "https://gateway.example/webhooks/sms"
@@ -191,6 +192,38 @@ def test_twilio_receiver_never_crashes(pairs: list[tuple[str, str]], signed: boo
     request = WebhookRequest(method="POST", url=URL, headers=headers, body=body)
     twilio.detect(request)
     _verify_then_parse(twilio, request)
+
+
+#: Form bodies built from what the parser treats specially, and anything else.
+_FORM_PIECES = st.sampled_from(
+    ["&", "=", "+", "%", "%2B", "%3D", "%26", "%C3%A9", "%C3", "%zz", "a"]
+)
+
+
+@FAST
+@given(
+    body=st.one_of(
+        st.lists(st.one_of(_FORM_PIECES, st.text(max_size=4)), max_size=30).map(
+            lambda parts: "".join(parts).encode("utf-8", "surrogatepass")
+        ),
+        st.binary(max_size=60),
+    )
+)
+def test_twilio_form_pairs_are_parse_qsls(body: bytes) -> None:
+    """The receiver's own form parsing gives exactly the stdlib's pairs, or the same error."""
+    try:
+        expected: Any = tuple(
+            parse_qsl(
+                body.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict"
+            )
+        )
+    except ValueError as exc:  # UnicodeDecodeError included
+        expected = type(exc)
+    try:
+        got: Any = twilio_webhooks._form_pairs.__wrapped__(body)
+    except ValueError as exc:
+        got = type(exc)
+    assert got == expected
 
 
 @FAST

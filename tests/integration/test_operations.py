@@ -84,6 +84,11 @@ async def test_metrics_count_sends_and_read_the_queue_from_the_database(
         after, "sms_gateway_webhook_verifications_total", provider="twilio", result="ok"
     ) - value(before, "sms_gateway_webhook_verifications_total", provider="twilio", result="ok")
     assert verified == 6  # sent and delivered, for each
+    for outcome in ("recorded", "applied"):  # each callback's one report, counted each time
+        counted = value(
+            after, "sms_gateway_webhook_events_total", provider="twilio", outcome=outcome
+        ) - value(before, "sms_gateway_webhook_events_total", provider="twilio", outcome=outcome)
+        assert counted == 6
     # This process's breakers, one state set per account.
     assert value(after, "sms_gateway_breaker_state", account="twilio-sandbox", state="closed") == 1
     assert value(after, "sms_gateway_breaker_state", account="twilio-sandbox", state="open") == 0

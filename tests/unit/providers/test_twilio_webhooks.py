@@ -382,6 +382,15 @@ def test_repeated_parameters_are_kept_as_lists_in_raw() -> None:
     assert event.raw == {"MessageSid": SID, "MessageStatus": "sent", "Tag": ["b", "a"]}
 
 
+def test_raw_keeps_the_parameters_in_their_order() -> None:
+    pairs = [("MessageStatus", "sent"), ("To", "+1"), ("MessageSid", SID), ("Body", "")]
+    raw = callback_event(pairs).raw
+    assert list(raw.items()) == pairs
+    # A repeated name keeps the place of its first occurrence.
+    raw = callback_event([*pairs[:2], ("To", "+2"), *pairs[2:]]).raw
+    assert list(raw.items()) == [pairs[0], ("To", ["+1", "+2"]), *pairs[2:]]
+
+
 def test_zero_segments_reads_as_unknown() -> None:
     event = callback_event([("MessageSid", SID), ("MessageStatus", "sent"), ("NumSegments", "0")])
     assert event.segments is None
@@ -427,3 +436,43 @@ def test_ack_with_an_empty_reply_sends_no_message() -> None:
 )
 def test_detect_does_not_claim_unsigned_requests_at_unreadable_urls(url: str) -> None:
     assert not TwilioWebhooks([MAIN]).detect(_request(b"{}", {}, url))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://gw.example.com/webhooks/sms", None),
+        ("https://gw.example.com/webhooks/sms?ref=msg_1", None),
+        ("https://gw.example.com/webhooks/sms?bodySHA256=ab12&ref=msg_1", "ab12"),
+        # Percent-encoded, the name is still the parameter: it must not be skipped.
+        ("https://gw.example.com/webhooks/sms?bodySHA%32%35%36=ab12", "ab12"),
+        ("https://gw.example.com/webhooks/sms?ref=%6Dsg_1", None),
+        # Outside the query (a fragment) it is nothing.
+        ("https://gw.example.com/webhooks/sms#bodySHA256=ab12", None),
+    ],
+)
+def test_body_hash_param_reads_the_query_only(url: str, expected: str | None) -> None:
+    assert twilio_signature.body_hash_param(url) == expected
+
+
+def test_body_hash_param_refuses_an_unreadable_url_even_without_a_query() -> None:
+    # As parse_qsl(urlsplit(...)) always did: detect() reads this as "not Twilio's".
+    with pytest.raises(ValueError, match="IPv6"):
+        twilio_signature.body_hash_param("https://[::1/webhooks/sms")
+    with pytest.raises(ValueError, match="2 times"):
+        twilio_signature.body_hash_param("https://gw.example.com/sms?bodySHA256=a&bodySHA256=b")
+
+
+def test_names_that_prefix_each_other_are_signed_in_twilios_order() -> None:
+    # "To" < "ToCity" < "Tob" whatever their values: names first, then each name's values.
+    pairs = [("Tob", "1"), ("ToCity", ""), ("To", "z"), ("To", "a"), ("ToCity", "x"), ("To", "a")]
+    grouped: dict[str, list[str]] = {}
+    for name, value in pairs:
+        grouped.setdefault(name, []).append(value)
+    body = urlencode([("MessageSid", SID), *pairs]).encode()
+    grouped["MessageSid"] = [SID]
+    signed = RequestValidator(MAIN.auth_token).compute_signature(URL, _MultiDict(grouped))
+    assert TwilioWebhooks([MAIN]).verify(_request(body, {"X-Twilio-Signature": signed})) == (
+        "twilio-main"
+    )
+    assert twilio_signature.string_to_sign("u", pairs) == "uToaTozToCityToCityxTob1"
