@@ -39,7 +39,7 @@ from gateway.events.outcomes import OutcomeQueue
 from gateway.events.pauses import Endpoint, EndpointPauses
 from gateway.events.secrets import SecretUnavailable, signing_secrets
 from gateway.events.signing import signed_headers
-from gateway.outbound_http import CookielessClient
+from gateway.outbound_http import CookielessClient, parsed_url
 from gateway.outbound_transport import AiohttpTransport
 from gateway.settings import EventsSettings, Settings
 from gateway.system.metrics import EVENT_APP_PAUSED
@@ -458,7 +458,7 @@ class EventDelivery:
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> str | None:
         """``None`` when the app took it (2xx); else why not, for ``last_error``."""
         try:
-            response = await self._http.post(url, content=body, headers=headers)
+            response = await self._http.post(parsed_url(url), content=body, headers=headers)
         except httpx.TimeoutException:
             return f"no answer within {self._events.timeout_seconds:g} s"
         except httpx.HTTPError as exc:

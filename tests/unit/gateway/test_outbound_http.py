@@ -7,7 +7,7 @@ import pytest
 
 from gateway.accounts import create_http_client
 from gateway.events.delivery import create_events_client
-from gateway.outbound_http import CookielessClient
+from gateway.outbound_http import CookielessClient, parsed_url
 from gateway.settings import Settings
 
 pytestmark = pytest.mark.asyncio
@@ -48,3 +48,13 @@ async def test_the_process_clients_are_cookieless() -> None:
     async with create_http_client() as providers, create_events_client(Settings()) as events:
         assert isinstance(providers, CookielessClient)
         assert isinstance(events, CookielessClient)
+
+
+async def test_a_url_is_parsed_once_and_one_httpx_refuses_is_left_as_it_was() -> None:
+    first = parsed_url("https://app.example.test/hooks?token=a%2Fb")
+    assert isinstance(first, httpx.URL)
+    assert str(first) == "https://app.example.test/hooks?token=a%2Fb"
+    assert parsed_url("https://app.example.test/hooks?token=a%2Fb") is first
+    assert parsed_url("http://[::1") == "http://[::1"  # the request fails as it always did
+    with pytest.raises(httpx.InvalidURL):
+        httpx.URL("http://[::1")
