@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple, Protocol
 
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import bindparam, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.costs.attempts import FIRST_PRICE_LOOK, record_stored_report_cost
@@ -219,6 +219,24 @@ _MESSAGES_BY_PROVIDER_IDS_PG = text(
     " WHERE provider_message_id = wanted.id AND provider_kind = :kind OFFSET 0) AS found)"
     " ORDER BY m.message_id FOR UPDATE OF m"
 )
+_MESSAGES_BY_PROVIDER_IDS_PG_ORM = (
+    select(Message)
+    .from_statement(_MESSAGES_BY_PROVIDER_IDS_PG)
+    .execution_options(populate_existing=True)
+)
+#: SQLite's form (no row locks: one writer), built once with the ids as an expanding
+#: parameter, rather than a new statement and its cache key worked out for every group.
+#: ``provider_kind = :kind AND provider_message_id IN (…)``: the provider id's index.
+_MESSAGES_BY_PROVIDER_IDS = (
+    select(Message)
+    .where(
+        Message.provider_kind == bindparam("kind"),
+        Message.provider_message_id.in_(bindparam("ids", expanding=True)),
+    )
+    .order_by(Message.message_id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 
 
 async def messages_for_update_by_provider_ids(
@@ -238,24 +256,8 @@ async def messages_for_update_by_provider_ids(
     found: dict[tuple[str, str], Message] = {}
     on_postgresql = session.bind.dialect.name == "postgresql"
     for kind, provider_message_ids in sorted(wanted.items()):
-        if on_postgresql:
-            statement = select(Message).from_statement(_MESSAGES_BY_PROVIDER_IDS_PG)
-            parameters = {"kind": kind, "ids": provider_message_ids}
-        else:
-            statement = (
-                select(Message)
-                # provider_kind = :k AND provider_message_id IN (…): the provider id's index.
-                .where(
-                    Message.provider_kind == kind,
-                    Message.provider_message_id.in_(provider_message_ids),
-                )
-                .order_by(Message.message_id)
-                .with_for_update()
-            )
-            parameters = {}
-        rows = await session.execute(
-            statement.execution_options(populate_existing=True), parameters
-        )
+        statement = _MESSAGES_BY_PROVIDER_IDS_PG_ORM if on_postgresql else _MESSAGES_BY_PROVIDER_IDS
+        rows = await session.execute(statement, {"kind": kind, "ids": provider_message_ids})
         for message in rows.scalars():
             if message.provider_message_id is not None:
                 found[(kind, message.provider_message_id)] = message
