@@ -33,9 +33,8 @@ from gateway.consent.guard import (
 )
 from gateway.consent.ledger import OptOuts, opt_outs_of, record_provider_refusal
 from gateway.costs.billing import BillingRound, run_billing_round
-from gateway.costs.estimate import estimate
 from gateway.costs.number_types import sender_number_type
-from gateway.costs.pricing import MessageType, PriceBook
+from gateway.costs.pricing import MessageType
 from gateway.costs.spend import account_caps_reached, day_start, prune_spend_counters
 from gateway.db.batch_delete import PRUNE_BATCH
 from gateway.dispatch import reconcile, store
@@ -483,9 +482,7 @@ class Dispatcher:
         now = self._clock()
         configured = self._accounts.get(account)
         # This send's list price: its account, and the type of the number it went from.
-        cost = estimate(
-            self.planner.prices or PriceBook(),
-            self.planner.config,
+        cost = self.planner.estimate(
             account,
             country=claim.country,
             message_type=MessageType.MMS if claim.media_urls else MessageType.SMS,

@@ -59,59 +59,72 @@ class Claimed(msgspec.Struct, frozen=True):
 async def claim_due(
     session: AsyncSession, *, worker: str, now: datetime, limit: int, ttl: timedelta
 ) -> list[Claimed]:
+    # On the table, not the class (as the send path's statements: see _MESSAGES): the
+    # same SQL, without the ORM's bulk-update and result machinery around it.
+    messages = _MESSAGES.c
     due = (
-        select(Message.message_id)
-        .where(Message.status.in_(DUE_STATUSES), Message.next_attempt_at <= now)
-        .order_by(Message.next_attempt_at)
+        select(messages.message_id)
+        .where(messages.status.in_(DUE_STATUSES), messages.next_attempt_at <= now)
+        .order_by(messages.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    claimed = (
-        await session.execute(
-            update(Message)
-            .where(Message.message_id.in_(due.scalar_subquery()))
-            .where(Message.status.in_(DUE_STATUSES))
-            .values(
-                status=DeliveryStatus.SENDING.value,
-                claimed_by=worker,
-                claim_expires_at=now + ttl,
-                attempt_count=Message.attempt_count + 1,
-                updated_at=now,
-            )
-            .returning(
-                Message.message_id,
-                Message.attempt_count,
-                Message.requested_account,
-                Message.to_number,
-                Message.body,
-                Message.sender,
-                Message.media_urls,
-                Message.app,
-                Message.country,
-                Message.segments,
-                Message.excluded_accounts,
-                Message.valid_until,
-            )
-            .execution_options(synchronize_session=False)
+    claimed = await session.execute(
+        update(_MESSAGES)
+        .where(messages.message_id.in_(due.scalar_subquery()))
+        .where(messages.status.in_(DUE_STATUSES))
+        .values(
+            status=DeliveryStatus.SENDING.value,
+            claimed_by=worker,
+            claim_expires_at=now + ttl,
+            attempt_count=messages.attempt_count + 1,
+            updated_at=now,
         )
-    ).all()
+        .returning(
+            messages.message_id,
+            messages.attempt_count,
+            messages.requested_account,
+            messages.to_number,
+            messages.body,
+            messages.sender,
+            messages.media_urls,
+            messages.app,
+            messages.country,
+            messages.segments,
+            messages.excluded_accounts,
+            messages.valid_until,
+        )
+    )
     return [
         Claimed(
-            message_id=row[0],
-            attempt_number=row[1],
-            account=row[2],
-            to=row[3],
-            body=row[4],
-            sender=row[5],
-            media_urls=tuple(row[6] or ()),
-            app=row[7],
-            country=row[8],
-            segments=row[9],
-            excluded_accounts=tuple(row[10] or ()),
-            valid_until=row[11],
+            message_id=message_id,
+            attempt_number=attempt_number,
+            account=account,
+            to=to,
+            body=body,
+            sender=sender,
+            media_urls=tuple(media_urls or ()),
+            app=app,
+            country=country,
+            segments=segments,
+            excluded_accounts=tuple(excluded or ()),
+            valid_until=valid_until,
             worker=worker,
         )
-        for row in claimed
+        for (
+            message_id,
+            attempt_number,
+            account,
+            to,
+            body,
+            sender,
+            media_urls,
+            app,
+            country,
+            segments,
+            excluded,
+            valid_until,
+        ) in claimed.tuples()
     ]
 
 
@@ -473,13 +486,14 @@ async def expire_stale_claims(
 ) -> list[str]:
     """Messages whose claimer died mid-call. The call may have reached the provider, so
     they become ``unknown`` (never resent blindly); reconciliation decides later."""
+    # Every claim round runs this: on the tables, as claim_due.
     stale = list(
         (
             await session.execute(
-                update(Message)
+                update(_MESSAGES)
                 .where(
-                    Message.status == DeliveryStatus.SENDING.value,
-                    Message.claim_expires_at < now,
+                    _MESSAGES.c.status == DeliveryStatus.SENDING.value,
+                    _MESSAGES.c.claim_expires_at < now,
                 )
                 .values(
                     status=DeliveryStatus.UNKNOWN.value,
@@ -490,15 +504,14 @@ async def expire_stale_claims(
                     reconcile_until=reconcile_until,
                     updated_at=now,
                 )
-                .returning(Message.message_id)
-                .execution_options(synchronize_session=False)
+                .returning(_MESSAGES.c.message_id)
             )
         ).scalars()
     )
     if stale:
         await session.execute(
-            update(Attempt)
-            .where(Attempt.message_id.in_(stale), Attempt.outcome == "in_flight")
+            update(_ATTEMPTS)
+            .where(_ATTEMPTS.c.message_id.in_(stale), _ATTEMPTS.c.outcome == "in_flight")
             .values(outcome="unknown", error_class="claim_expired", finished_at=now)
         )
         await message_status_changed(session, stale, now=now)

@@ -1,9 +1,10 @@
 """Telnyx Messaging API v2 through the official SDK (PROTOCOLS.md D).
 
-``AsyncTelnyx`` builds the request (URL, JSON body, Bearer auth) and raises typed errors;
-it sends over the gateway's shared httpx client and never retries (the dispatcher owns
-retries and failover). The answer is read as raw JSON: the same message object appears in
-webhooks, and ``raw`` keeps exactly what Telnyx said.
+``AsyncTelnyx`` makes the request (URL, Bearer auth, its headers, the JSON encoding) and
+raises typed errors; it sends over the gateway's shared httpx client and never retries
+(the dispatcher owns retries and failover). A send's body is written here, as the SDK's
+typed ``messages.send`` would write it (see ``_send``). The answer is read as raw JSON:
+the same message object appears in webhooks, and ``raw`` keeps exactly what Telnyx said.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 
 import httpx
-from telnyx import AsyncTelnyx, omit
+from telnyx import AsyncTelnyx
 
 from providers.base import Provider
 from providers.errors import ProviderError
@@ -63,20 +64,36 @@ class TelnyxProvider(Provider):
         self._messages = self._client.messages.with_raw_response
 
     async def _send(self, message: OutboundMessage) -> SendReceipt:
+        # The request ``messages.with_raw_response.send`` makes, byte for byte (a test
+        # compares the two), through the client's public ``post``: the typed method runs its
+        # arguments through the SDK's TypedDict transform (typing introspection, pydantic
+        # model construction) on every call, 7 % of a message's dispatch CPU on Telnyx.
         sender = message.sender or self._from_number
+        # Keys in the typed method's order; unset ones are left out, as it leaves them.
         # No validity parameter exists on POST /v2/messages (D.1): validity_seconds is
         # not sent; the messaging profile's settings apply.
-        response = await self._messages.send(
-            to=message.to,
-            from_=sender or omit,
-            text=message.body or omit,  # an MMS may carry media only
-            media_urls=list(message.media_urls) or omit,
-            type="MMS" if message.media_urls else "SMS",
-            messaging_profile_id=self._messaging_profile_id or omit,
-            webhook_url=message.status_callback_url or omit,
-            idempotency_key=_idempotency_key(message.reference) or omit,
+        body: dict[str, object] = {"to": message.to}
+        if sender:
+            body["from"] = sender
+        if message.media_urls:
+            body["media_urls"] = list(message.media_urls)
+        if self._messaging_profile_id:
+            body["messaging_profile_id"] = self._messaging_profile_id
+        if message.body:  # an MMS may carry media only
+            body["text"] = message.body
+        body["type"] = "MMS" if message.media_urls else "SMS"
+        if message.status_callback_url:
+            body["webhook_url"] = message.status_callback_url
+        headers = {}
+        key = _idempotency_key(message.reference)
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        # What ``with_raw_response`` adds; kept so that the wire does not change.
+        headers["X-Stainless-Raw-Response"] = "raw"
+        response = await self._client.post(
+            "/messages", body=body, options={"headers": headers}, cast_to=httpx.Response
         )
-        return receipt_from_response(await response.json())
+        return receipt_from_response(response.json())
 
     async def _fetch(self, provider_message_id: str) -> SendReceipt:
         response = await self._messages.retrieve(provider_message_id)

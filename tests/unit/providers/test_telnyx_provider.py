@@ -349,3 +349,69 @@ async def test_nothing_about_the_message_is_logged(
     await provider.send(MESSAGE)
     assert MESSAGE.body not in caplog.text
     assert MESSAGE.to not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        MESSAGE,
+        OutboundMessage(
+            reference="01JD3Q9V7X2M4N6P8R0S2T4V6X",
+            to="+15555550123",
+            body='Grüße, ünïcode ✓ "quoted"',
+            sender="+15555550199",
+            status_callback_url="https://gateway.example.com/webhooks/sms?ref=01JD",
+        ),
+        OutboundMessage(
+            reference="not a valid key!",  # no Idempotency-Key at all
+            to="+15555550123",
+            body="",
+            media_urls=("https://cdn.example.com/a.png", "https://cdn.example.com/b.png"),
+        ),
+        OutboundMessage(reference="r-3", to="+15555550123", body="with media", media_urls=("x",)),
+    ],
+)
+@pytest.mark.parametrize(("from_number", "profile"), [(FROM_NUMBER, PROFILE_ID), (None, None)])
+async def test_send_makes_the_request_of_the_sdks_typed_method(
+    http_client: httpx.AsyncClient,
+    telnyx_api: respx.MockRouter,
+    message: OutboundMessage,
+    from_number: str | None,
+    profile: str | None,
+) -> None:
+    """The provider builds the body itself and posts it with the client's ``post``: the
+    request must be byte for byte the one ``messages.with_raw_response.send`` makes (the
+    same headers in the same order, the same JSON: Telnyx replays an idempotent send only
+    for a byte-identical body)."""
+    from telnyx import omit
+
+    provider = TelnyxProvider(
+        "telnyx-eu",
+        api_key=API_KEY,
+        http_client=http_client,
+        from_number=from_number,
+        messaging_profile_id=profile,
+    )
+    route = telnyx_api.post("/messages").mock(return_value=answer("send_200"))
+    await provider.send(message)
+    ours = route.calls.last.request
+    sender = message.sender or from_number
+    key = message.reference if " " not in message.reference else None
+    await provider._client.messages.with_raw_response.send(
+        to=message.to,
+        from_=sender or omit,
+        text=message.body or omit,
+        media_urls=list(message.media_urls) or omit,
+        type="MMS" if message.media_urls else "SMS",
+        messaging_profile_id=profile or omit,
+        webhook_url=message.status_callback_url or omit,
+        idempotency_key=key or omit,
+    )
+    typed = route.calls.last.request
+    assert (ours.method, ours.url, ours.headers.raw, ours.content) == (
+        typed.method,
+        typed.url,
+        typed.headers.raw,
+        typed.content,
+    )
+    assert ("Idempotency-Key" in ours.headers) is (key is not None)

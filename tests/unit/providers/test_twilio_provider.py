@@ -27,6 +27,7 @@ from providers import (
     UnexpectedResponse,
 )
 from providers.twilio import TwilioProvider
+from providers.types import SendReceipt
 from tests.unit.providers.payloads import load_payload, payload_bytes
 
 ACCOUNT_SID = "AC3f0b9e2a5c7d41e8b6a9f1c2d3e4f5a6"
@@ -419,3 +420,109 @@ async def test_nothing_about_the_message_is_logged(
     await provider.send(MESSAGE)
     assert MESSAGE.body not in caplog.text
     assert MESSAGE.to not in caplog.text
+
+
+async def _send_through_create_async(
+    provider: TwilioProvider, message: OutboundMessage
+) -> SendReceipt | ProviderError:
+    """What the provider did before it posted the form itself: the SDK's typed
+    ``messages.create_async``, its ``MessageInstance`` and the captured JSON."""
+    from providers.twilio.errors import error_from_exception
+    from providers.twilio.http_adapter import capture_exchange
+    from providers.twilio.message_resource import receipt_from_resource
+    from providers.twilio.provider import _resource_json
+
+    with capture_exchange() as exchange:
+        try:
+            instance = await provider._messages.create_async(
+                to=message.to,
+                from_=message.sender or provider._from_number,
+                messaging_service_sid=provider._messaging_service_sid,
+                body=message.body or None,
+                media_url=list(message.media_urls) or None,
+                status_callback=message.status_callback_url,
+                validity_period=message.validity_seconds,
+            )
+        except Exception as exc:
+            return error_from_exception(exc, exchange)
+    return receipt_from_resource(_resource_json(instance, exchange))
+
+
+async def _outcome(provider: TwilioProvider, message: OutboundMessage) -> object:
+    try:
+        return await provider.send(message)
+    except ProviderError as error:
+        return error
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, ProviderError) or isinstance(b, ProviderError):
+        return type(a) is type(b) and str(a) == str(b) and vars(a) == vars(b)
+    return a == b
+
+
+TYPED_CASES = [
+    MESSAGE,
+    OutboundMessage(
+        reference="m-2",
+        to="+15558675310",
+        body='Grüße ✓ & = + %20 "quoted"',
+        sender="+15005550007",
+        status_callback_url="https://gateway.example.com/webhooks/sms?ref=m-2",
+        validity_seconds=600,
+    ),
+    OutboundMessage(
+        reference="m-3",
+        to="+15558675310",
+        body="",
+        media_urls=("https://cdn.example.com/a.png", "https://cdn.example.com/b.png"),
+    ),
+]
+ANSWERS = [
+    ("create_201_queued", 201, {}),
+    ("create_201_accepted_service", 201, {}),
+    ("error_21211", 400, {}),
+    ("error_20429", 429, {"Retry-After": "7"}),
+    ("error_500", 500, {}),
+    ("error_20003", 401, {}),
+]
+
+
+@pytest.mark.parametrize("message", TYPED_CASES)
+@pytest.mark.parametrize(("from_number", "service"), [(FROM_NUMBER, None), (None, "MG1234")])
+async def test_send_makes_the_request_and_outcome_of_the_sdks_create(
+    http_client: httpx.AsyncClient,
+    twilio_api: respx.MockRouter,
+    message: OutboundMessage,
+    from_number: str | None,
+    service: str | None,
+) -> None:
+    """The provider posts the form through ``Version.request_async`` itself: the request
+    must be byte for byte the one ``messages.create_async`` makes (headers in order, the
+    form), and every answer (created, refused, rate limited, broken) must come out as the
+    same receipt or the same error as through the typed method and its MessageInstance."""
+    provider = TwilioProvider(
+        "twilio-main",
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        http_client=http_client,
+        from_number=from_number,
+        messaging_service_sid=service,
+    )
+    for name, status, headers in [*ANSWERS, ("", 201, {}), ("", 502, {})]:
+        content = payload_bytes("twilio", name) if name else b"not json"
+        answer = httpx.Response(status, content=content, headers={**JSON, **headers})
+        route = twilio_api.post(MESSAGES_PATH).mock(return_value=answer)
+        ours = await _outcome(provider, message)
+        request = route.calls.last.request
+        typed = await _send_through_create_async(provider, message)
+        expected = route.calls.last.request
+        assert (request.method, request.url, request.headers.raw, request.content) == (
+            expected.method,
+            expected.url,
+            expected.headers.raw,
+            expected.content,
+        )
+        assert _same(ours, typed), (name, ours, typed)
+        if status == 201:  # created, or a 201 that is not JSON (an answer to reconcile)
+            assert isinstance(ours, SendReceipt if name else UnexpectedResponse)

@@ -662,3 +662,36 @@ def test_without_quotes_the_route_is_the_same_and_unpriced() -> None:
         assert len(full.quotes) == 2
         # Cheapest needs its quotes to order the accounts; failover is not priced at all.
         assert bare.quotes == (full.quotes if rules else ())
+
+
+def test_a_planners_remembered_estimates_are_the_estimates() -> None:
+    """The dispatcher prices each send through RoutePlanner.estimate, which remembers
+    what gateway.costs.estimate.estimate answers: the same figures for every argument,
+    on a planner with prices and on one without."""
+    from gateway.costs import estimate as estimates
+
+    routing = config(cheapest(["twilio", "telnyx"]))
+    for prices in (PRICES, None):
+        planner = RoutePlanner(routing, prices)
+        for _ in range(2):  # the second time from memory
+            for account in ("twilio", "telnyx", "unknown"):
+                for country in ("US", "GB", "ZZ", None):
+                    for message_type in (SMS, MMS):
+                        for segments in (1, 3):
+                            for number_type in (None, NumberType.TOLL_FREE):
+                                kwargs: dict[str, Any] = {
+                                    "country": country,
+                                    "message_type": message_type,
+                                    "segments": segments,
+                                    "number_type": number_type,
+                                }
+                                assert planner.estimate(account, **kwargs) == estimates.estimate(
+                                    prices or PriceBook(), routing, account, **kwargs
+                                )
+    priced = RoutePlanner(routing, PRICES)
+    one, three = (
+        priced.estimate("twilio", country="US", message_type=SMS, segments=n, number_type=None)
+        for n in (1, 3)
+    )
+    assert one.amount is not None  # a real figure, not two unknowns compared
+    assert three.amount == one.amount * 3
