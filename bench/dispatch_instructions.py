@@ -38,8 +38,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,24 +45,17 @@ from typing import Any
 
 import msgspec
 
+from bench.callgrind import counted, instructions_per_item
+
 PATHS = ("dispatch", "dispatch-telnyx")
 SEED = "bench-dispatch-instructions-seed"
 BATCH = 1000  # messages a batch request (the API's maximum)
-#: Set in the child that valgrind runs: its instrumentation is switched from inside.
-_UNDER_CALLGRIND = "BENCH_DISPATCH_UNDER_CALLGRIND"
 
 
 def _number(n: int) -> str:
     """The n-th of many valid, distinct US numbers; none ends in 9001-9007, which the
     sandbox answers with errors (gateway/sandbox/behaviours.py)."""
     return f"+1212{200 + n // 9000:03d}{n % 9000:04d}"
-
-
-def _callgrind(*command: str) -> None:
-    if os.environ.get(_UNDER_CALLGRIND):
-        subprocess.run(
-            ["callgrind_control", *command, str(os.getpid())], check=True, capture_output=True
-        )
 
 
 # --- the messages, stored through the API ----------------------------------------------
@@ -137,10 +128,12 @@ def worker_gc() -> Iterator[None]:
         gc.set_threshold(*thresholds)
 
 
-def _counting_dispatcher(**kwargs: Any) -> Any:
-    """A :class:`Dispatcher` that says when a number of provider calls are done (sent or
-    not), and without the billing loop (see the module's docstring)."""
+def _counting_dispatcher(settings: Any, engine: Any, http_client: Any) -> Any:
+    """The worker's dispatcher (gateway.worker.build_dispatcher), saying when a number of
+    provider calls are done (sent or not), and without the billing loop (see the
+    module's docstring)."""
     from gateway.dispatch.dispatcher import Dispatcher, Plan
+    from gateway.worker import build_dispatcher
 
     class Counting(Dispatcher):
         done = 0
@@ -158,9 +151,7 @@ def _counting_dispatcher(**kwargs: Any) -> Any:
         async def _bill(self, stop: asyncio.Event) -> None:
             await stop.wait()
 
-    dispatcher = Counting(**kwargs)
-    dispatcher.reached = asyncio.Event()
-    return dispatcher
+    return build_dispatcher(settings, engine, http_client, Counting)
 
 
 async def run_until(dispatcher: Any, sends: int) -> None:
@@ -176,12 +167,9 @@ async def dispatch(directory: Path, simulator: str, path: str, count: int, warmu
     """Store ``warmup`` messages and send them with a worker, then store ``count`` more and
     send them, counted: each part starts and ends with nothing claimed or in flight."""
     settings = await store_messages(directory, 0, warmup)
-    from gateway.accounts import build_providers, create_http_client
-    from gateway.db.engine import create_engine, create_sessionmaker
-    from gateway.dispatch.planning import build_planner
-    from gateway.events.destinations import session_info as event_destinations
+    from gateway.accounts import create_http_client
+    from gateway.db.engine import create_engine
     from gateway.sandbox_setup import sandbox_worker_settings
-    from gateway.settings import webhook_url
 
     settings = sandbox_worker_settings(settings, simulator, {"GATEWAY_SANDBOX_SEED": SEED})
     if path == "dispatch-telnyx":  # the default route is failover in configured order
@@ -189,25 +177,12 @@ async def dispatch(directory: Path, simulator: str, path: str, count: int, warmu
     engine = create_engine(settings.database_url)
     try:
         async with create_http_client() as http_client:
-            dispatcher = _counting_dispatcher(
-                sessionmaker=create_sessionmaker(engine, info=event_destinations(settings)),
-                providers=build_providers(settings, http_client),
-                settings=settings.dispatcher,
-                status_callback_url=webhook_url(settings),
-                planner=build_planner(settings),
-                accounts={a.name: a for a in settings.accounts},
-                consent_scope=settings.consent.scope,
-                retention=settings.retention,
-            )
+            dispatcher = _counting_dispatcher(settings, engine, http_client)
             with worker_logging():
                 await run_until(dispatcher, warmup)
             await store_messages(directory, warmup, count)
-            with worker_logging(), worker_gc():
-                _callgrind("-z")
-                _callgrind("-i", "on")
+            with worker_logging(), worker_gc(), counted(path):
                 await run_until(dispatcher, count)
-                _callgrind("-i", "off")
-                _callgrind("-d", path)
     finally:
         await engine.dispose()
 
@@ -262,39 +237,6 @@ def measure(path: str, count: int, warmup: int) -> None:
 # --- the command ----------------------------------------------------------------------
 
 
-def _counted(path: str, count: int, warmup: int) -> float:
-    """Instructions a dispatched message of ``path``, from a child run under callgrind."""
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
-    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as output:
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={output}/callgrind.%p",
-            sys.executable,
-            "-m",
-            "bench.dispatch_instructions",
-            path,
-            "-n",
-            str(count),
-            "--warmup",
-            str(warmup),
-            "--no-valgrind",
-        ]
-        env = {**os.environ, _UNDER_CALLGRIND: "1", "PYTHONHASHSEED": "0"}
-        child = subprocess.run(command, env=env, capture_output=True, text=True)
-        if child.returncode != 0:
-            raise SystemExit(f"{path}: the counted run failed:\n{child.stderr[-3000:]}")
-        dumps = [p for p in Path(output).iterdir() if p.name.endswith(".1")]
-        if len(dumps) != 1:
-            raise SystemExit(f"{path}: no callgrind dump of the measured sends")
-        for line in dumps[0].read_text().splitlines():
-            if line.startswith("totals:"):
-                return int(line.split()[1]) / count
-    raise SystemExit(f"{path}: the callgrind dump has no totals")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", help=f"of {', '.join(PATHS)} (default: dispatch)")
@@ -310,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             measure(path, args.n, args.warmup)
             print(f"{path}: {args.n} measured messages sent, every message exactly once")
         else:
-            per_message = _counted(path, args.n, args.warmup)
+            per_message = instructions_per_item(
+                "bench.dispatch_instructions", path, args.n, args.warmup
+            )
             print(f"{path}: {per_message / 1e6:.3f} M instructions a message ({args.n} measured)")
     return 0
 

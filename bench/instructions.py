@@ -50,8 +50,6 @@ import hmac
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 from collections import Counter
@@ -63,14 +61,14 @@ from urllib.parse import parse_qsl, urlencode
 import msgspec
 from sqlalchemy import text
 
+from bench.callgrind import counted, instructions_per_item
+
 #: What a run with no path names measures.
 DEFAULT_PATHS = ("accept", "twilio", "telnyx")
 SANDBOX_PATHS = ("sandbox-twilio", "sandbox-telnyx")
 PATHS = DEFAULT_PATHS + SANDBOX_PATHS
 SEED = "bench-instructions-seed"
 CONCURRENCY = 50
-#: Set in the child that valgrind runs: its instrumentation is switched from inside.
-_UNDER_CALLGRIND = "BENCH_UNDER_CALLGRIND"
 
 Request = tuple[str, list[tuple[bytes, bytes]], bytes]
 Asgi = Callable[..., Awaitable[None]]
@@ -227,13 +225,6 @@ async def sandbox_app(directory: Path) -> AsyncIterator[tuple[Any, Any, str]]:
         yield app, state, issued.key
 
 
-def _callgrind(*command: str) -> None:
-    if os.environ.get(_UNDER_CALLGRIND):
-        subprocess.run(
-            ["callgrind_control", *command, str(os.getpid())], check=True, capture_output=True
-        )
-
-
 async def measure(path: str, count: int, warmup: int) -> Counter[int]:
     """Run ``warmup`` then ``count`` requests of ``path``, counting only the latter."""
     directory = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
@@ -248,11 +239,8 @@ async def measure(path: str, count: int, warmup: int) -> Counter[int]:
             gc.freeze()
             statuses = await drive(app, requests[:warmup])
             gc.collect()
-            _callgrind("-z")
-            _callgrind("-i", "on")
-            measured = await drive(app, requests[warmup:])
-            _callgrind("-i", "off")
-            _callgrind("-d", path)
+            with counted(path):
+                measured = await drive(app, requests[warmup:])
             expected = 202 if path == "accept" else 200
             if set(statuses) | set(measured) != {expected}:
                 raise SystemExit(f"{path}: unexpected answers {dict(statuses + measured)}")
@@ -547,11 +535,8 @@ async def measure_sandbox(path: str, count: int, warmup: int) -> dict[str, int]:
             try:
                 exchanges = await _sandbox_round(app, state, api, 0, warmup)
                 gc.collect()
-                _callgrind("-z")
-                _callgrind("-i", "on")
-                exchanges += await _sandbox_round(app, state, api, warmup, count)
-                _callgrind("-i", "off")
-                _callgrind("-d", path)
+                with counted(path):
+                    exchanges += await _sandbox_round(app, state, api, warmup, count)
             finally:
                 gc.set_threshold(*thresholds)
     _check_answers(api, exchanges)
@@ -563,43 +548,6 @@ async def measure_sandbox(path: str, count: int, warmup: int) -> dict[str, int]:
 
 
 # --- the command ----------------------------------------------------------------------
-
-
-def _counted(path: str, count: int, warmup: int) -> float:
-    """Instructions a request (a message, for the sandbox paths: its send, fetch and two
-    callbacks) of ``path``, from a child run under callgrind."""
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
-    # The sandbox paths' callback receiver runs in a thread of its own: the main thread's
-    # dump (suffix -01) is the simulator's work alone.
-    threads = path in SANDBOX_PATHS
-    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as output:
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            *(["--separate-threads=yes"] if threads else []),
-            f"--callgrind-out-file={output}/callgrind.%p",
-            sys.executable,
-            "-m",
-            "bench.instructions",
-            path,
-            "-n",
-            str(count),
-            "--warmup",
-            str(warmup),
-            "--no-valgrind",
-        ]
-        env = {**os.environ, _UNDER_CALLGRIND: "1", "PYTHONHASHSEED": "0"}
-        subprocess.run(command, check=True, env=env, capture_output=True)
-        suffix = ".1-01" if threads else ".1"
-        dumps = [p for p in Path(output).iterdir() if p.name.endswith(suffix)]
-        if len(dumps) != 1:
-            raise SystemExit(f"{path}: no callgrind dump of the measured requests")
-        for line in dumps[0].read_text().splitlines():
-            if line.startswith("totals:"):
-                return int(line.split()[1]) / count
-    raise SystemExit(f"{path}: the callgrind dump has no totals")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -632,7 +580,13 @@ def main(argv: list[str] | None = None) -> int:
                 answered = runner.run(measure(path, args.n, args.warmup))
             print(f"{path}: {answered.total()} measured requests answered {dict(answered)}")
         else:
-            per_request = _counted(path, args.n, args.warmup)
+            per_request = instructions_per_item(
+                "bench.instructions",
+                path,
+                args.n,
+                args.warmup,
+                main_thread_only=path in SANDBOX_PATHS,
+            )
             unit = "a message (send, fetch, 2 callbacks)" if sandbox else "a request"
             print(f"{path}: {per_request / 1e6:.3f} M instructions {unit} ({args.n} measured)")
     return 0

@@ -7,6 +7,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from gateway.accounts import build_providers, create_http_client
 from gateway.db.engine import create_engine, create_sessionmaker
 from gateway.db.migrate import is_up_to_date, upgrade
@@ -18,6 +21,26 @@ from gateway.settings import Settings, webhook_url
 from gateway.system.metrics_server import serve_metrics
 
 logger = logging.getLogger("gateway.worker")
+
+
+def build_dispatcher(
+    settings: Settings,
+    engine: AsyncEngine,
+    http_client: httpx.AsyncClient,
+    dispatcher_class: type[Dispatcher] = Dispatcher,
+) -> Dispatcher:
+    """A worker's dispatcher, from its settings (``dispatcher_class``: a measuring
+    subclass, bench/dispatch_instructions.py)."""
+    return dispatcher_class(
+        sessionmaker=create_sessionmaker(engine, info=event_destinations(settings)),
+        providers=build_providers(settings, http_client),
+        settings=settings.dispatcher,
+        status_callback_url=webhook_url(settings),
+        planner=build_planner(settings),
+        accounts={a.name: a for a in settings.accounts},
+        consent_scope=settings.consent.scope,
+        retention=settings.retention,
+    )
 
 
 async def run_worker(
@@ -54,16 +77,7 @@ async def run_worker(
             delivery = EventDelivery(
                 sessionmaker=sessionmaker, http_client=events_client, settings=settings
             )
-            dispatcher = Dispatcher(
-                sessionmaker=create_sessionmaker(engine, info=event_destinations(settings)),
-                providers=build_providers(settings, http_client),
-                settings=settings.dispatcher,
-                status_callback_url=webhook_url(settings),
-                planner=build_planner(settings),
-                accounts={a.name: a for a in settings.accounts},
-                consent_scope=settings.consent.scope,
-                retention=settings.retention,
-            )
+            dispatcher = build_dispatcher(settings, engine, http_client)
             async with asyncio.TaskGroup() as group:
                 if dispatch:
                     group.create_task(dispatcher.run(stop))

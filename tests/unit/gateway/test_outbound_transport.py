@@ -4,9 +4,7 @@ httpx error whose cause is aiohttp's own."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
-import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -16,6 +14,7 @@ from aiohttp import web
 
 from gateway.outbound_http import CookielessClient
 from gateway.outbound_transport import AiohttpTransport
+from tests.support.loopback import misbehaving_server, refused_base_url
 
 pytestmark = pytest.mark.asyncio
 
@@ -120,32 +119,10 @@ async def test_connections_are_kept_and_reused(server: tuple[str, Recorded]) -> 
     assert len(set(recorded.peers)) == 1  # one connection, three requests
 
 
-def _refused_url() -> str:
-    with socket.socket() as probe:  # a port nobody listens on once the probe closes
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
-
-
-async def _raw_server(behaviour: str) -> asyncio.Server:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(65536)  # the request has arrived
-        if behaviour == "hang up":
-            writer.transport.abort()
-        elif behaviour == "garbage":
-            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
-            await writer.drain()
-        else:  # "stall": never answer; return once the client gives up and closes
-            await reader.read()
-        writer.close()
-
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
-
-
 async def test_a_refused_connection_is_a_connect_error() -> None:
     async with client() as http:
         with pytest.raises(httpx.ConnectError) as raised:
-            await http.post(_refused_url(), content=b"x")
+            await http.post(refused_base_url() + "/", content=b"x")
     assert isinstance(raised.value.__cause__, aiohttp.ClientConnectorError)
     assert raised.value.request.method == "POST"
 
@@ -161,7 +138,7 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
 async def test_a_failure_after_the_request_went_out_says_so(
     behaviour: str, expected: type[httpx.TransportError], cause: type[Exception]
 ) -> None:
-    raw = await _raw_server(behaviour)
+    raw = await misbehaving_server(behaviour)
     port = raw.sockets[0].getsockname()[1]
     try:
         async with client(read_timeout=0.2) as http:

@@ -7,8 +7,6 @@ whose httpx error carries aiohttp's as its cause.
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -18,6 +16,7 @@ from gateway.outbound_transport import AiohttpTransport
 from providers import OutboundMessage, Provider, ProviderUnavailable
 from providers.telnyx import TelnyxProvider
 from providers.twilio import TwilioProvider
+from tests.support.loopback import misbehaving_server, refused_base_url
 
 MESSAGE = OutboundMessage(reference="ref-1", to="+15558675310", body="hello")
 TIMEOUT = 0.1
@@ -48,25 +47,6 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncCli
         yield http_client
 
 
-def refused_base_url() -> str:
-    with socket.socket() as probe:  # a port nobody listens on once the probe closes
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-async def serve(behaviour: str) -> asyncio.Server:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(65536)  # the request has arrived
-        if behaviour == "hang up":
-            writer.transport.abort()
-        else:  # "stall": never answer; return once the client gives up and closes
-            await reader.read()
-        writer.close()
-
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
-
-
 @pytest.mark.parametrize("make_provider", [twilio, telnyx], ids=["twilio", "telnyx"])
 async def test_connection_refused_proves_nothing_was_sent(
     client: httpx.AsyncClient, make_provider: Callable[[httpx.AsyncClient, str], Provider]
@@ -83,7 +63,7 @@ async def test_a_failure_after_the_request_arrived_leaves_the_outcome_unknown(
     make_provider: Callable[[httpx.AsyncClient, str], Provider],
     behaviour: str,
 ) -> None:
-    server = await serve(behaviour)
+    server = await misbehaving_server(behaviour)
     port = server.sockets[0].getsockname()[1]
     try:
         with pytest.raises(ProviderUnavailable) as raised:
