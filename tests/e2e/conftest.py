@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from gateway.db.engine import create_engine
+from tests.support.logs import logged_events
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -183,7 +184,7 @@ def start_workers(
     def started() -> bool:
         for worker in launched:
             assert worker.process.poll() is None, f"{worker.name} exited: {worker.log_text()}"
-        return all('"event": "dispatcher started"' in w.log_text() for w in launched)
+        return all("dispatcher started" in logged_events(w.log_text()) for w in launched)
 
     wait_for(started, timeout=startup_timeout, what=f"{', '.join(names)} to start dispatching")
     return launched

@@ -49,6 +49,7 @@ from tests.e2e.conftest import (
     start_workers,
     wait_for,
 )
+from tests.support.logs import logged_events
 from tests.support.postgres import PostgresServer
 from tests.support.signing import telnyx_event, telnyx_json, twilio_form, twilio_status
 
@@ -922,7 +923,8 @@ def test_sending_and_event_delivery_scaled_apart(
     for process in (courier, sender):
         assert process.process.poll() is None, process.log_text()
     courier_log, sender_log = courier.log_text(), sender.log_text()
-    assert '"event": "event delivery started"' in courier_log
-    assert '"event": "dispatcher started"' not in courier_log
-    assert '"event": "message handed to provider"' in sender_log
-    assert '"event": "event delivery started"' not in sender_log
+    courier_events, sender_events = logged_events(courier_log), logged_events(sender_log)
+    assert "event delivery started" in courier_events
+    assert "dispatcher started" not in courier_events
+    assert "message handed to provider" in sender_events
+    assert "event delivery started" not in sender_events
