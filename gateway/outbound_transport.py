@@ -99,12 +99,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
         timeout = request.extensions.get("timeout", {})
+        headers = request.headers.multi_items()
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            # A streamed body (none of ours is): read whole, like every answer, and sent
+            # with its length rather than chunked.
+            body = await request.aread()
+            headers = [(name, value) for name, value in headers if name != "transfer-encoding"]
         with _httpx_errors(request):
             async with session.request(
                 request.method,
                 _aiohttp_url(str(request.url)),
-                headers=request.headers.multi_items(),
-                data=request.content or None,
+                headers=headers,
+                data=body or None,
                 allow_redirects=False,
                 auto_decompress=False,  # httpx decodes, as it would its own transport's
                 compress=False,

@@ -103,6 +103,23 @@ async def test_a_request_without_a_body_sends_none(server: tuple[str, Recorded])
     assert "Transfer-Encoding" not in recorded.requests[0].headers
 
 
+async def test_a_streamed_body_is_sent_whole_with_its_length(
+    server: tuple[str, Recorded],
+) -> None:
+    base, recorded = server
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"To=%2B1555"
+        yield b"8675310"
+
+    async with client() as http:
+        answer = await http.post(f"{base}/echo/streamed", content=parts())
+    assert answer.status_code == 201
+    assert recorded.bodies == [b"To=%2B15558675310"]
+    assert recorded.requests[0].headers["Content-Length"] == "17"
+    assert "Transfer-Encoding" not in recorded.requests[0].headers
+
+
 async def test_httpx_decodes_a_compressed_answer(server: tuple[str, Recorded]) -> None:
     base, _ = server
     async with client() as http:
