@@ -18,7 +18,18 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Table, and_, bindparam, exists, func, literal_column, or_, select, update
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnClause
@@ -82,6 +93,16 @@ def _bound_for(endpoints: Collection[Endpoint], app_urls: Mapping[str, str]) -> 
     )
 
 
+async def _oldest(session: AsyncSession, candidates: Select[Any], count: int) -> list[Any]:
+    """The first ``count`` of ``candidates`` in due order, locked (others skip them)."""
+    found = await session.execute(
+        candidates.order_by(AppEvent.next_attempt_at, AppEvent.event_pk)
+        .limit(count)
+        .with_for_update(skip_locked=True, of=AppEvent)
+    )
+    return list(found.all())
+
+
 async def claim_events(
     session: AsyncSession,
     *,
@@ -99,8 +120,8 @@ async def claim_events(
     never the others'. Apps with no free slot are not even read. ``endpoint_slots`` caps
     the endpoints listed in it (paused ones: none, or the probe), events resolved to their
     endpoint with ``app_urls`` (each app's configured URL); an endpoint with no free slot
-    is not read either, so that its backlog cannot fill the candidates and starve the
-    others."""
+    is not read either, and one with a slot or two (a probe) is read on its own, that
+    many rows, so that its backlog cannot fill the candidates and starve the others."""
     if limit <= 0:
         return []
     endpoint_slots = endpoint_slots or {}
@@ -109,16 +130,13 @@ async def claim_events(
     candidates = select(AppEvent.event_pk, AppEvent.app, AppEvent.url).where(_due(now))
     if full:
         candidates = candidates.where(AppEvent.app.not_in(full))
-    full_endpoints = [endpoint for endpoint, free in endpoint_slots.items() if free <= 0]
-    if full_endpoints:
-        candidates = candidates.where(~_bound_for(full_endpoints, app_urls))
-    rows = (
-        await session.execute(
-            candidates.order_by(AppEvent.next_attempt_at, AppEvent.event_pk)
-            .limit(limit * 4)
-            .with_for_update(skip_locked=True, of=AppEvent)
-        )
-    ).all()
+    rows: list[Any] = []
+    for probed, slots in endpoint_slots.items():
+        if slots > 0 and probed.app not in full:
+            rows += await _oldest(session, candidates.where(_bound_for([probed], app_urls)), slots)
+    if endpoint_slots:
+        candidates = candidates.where(~_bound_for(list(endpoint_slots), app_urls))
+    rows += await _oldest(session, candidates, limit * 4)
     taken: Counter[str] = Counter()
     taken_by_endpoint: Counter[Endpoint] = Counter()
     chosen: list[int] = []

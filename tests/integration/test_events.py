@@ -21,7 +21,7 @@ from gateway.auth.keys import create_key
 from gateway.db.models import AppEvent
 from gateway.events import outbox, record
 from gateway.events.delivery import EventDelivery
-from gateway.events.pauses import FAILURES_TO_PAUSE
+from gateway.events.pauses import FAILURES_TO_PAUSE, Endpoint
 from gateway.settings import AppQuota, EventsSettings, Settings
 from tests.integration.conftest import Gateway, with_settings
 
@@ -277,6 +277,35 @@ async def test_a_message_url_that_keeps_failing_is_paused_alone_and_the_app_s_ot
         assert tenant.types_of(message_id)[-1] == "message.delivered"
     assert not any(app_receiver.types_of(m) for m in tenant_messages)
     assert _paused_gauge("billing") == 0
+
+
+async def test_a_probed_endpoint_s_backlog_is_read_one_probe_at_a_time(
+    gateway: Gateway, app_endpoint: respx.MockRouter
+) -> None:
+    """A paused endpoint whose pause is over gets one probe; its backlog, due first, is not
+    read into the claim's window, where it would push the app's other events out."""
+    headers, _ = await _key(gateway, "billing")
+    tenant_messages = [
+        await _delivered_message(gateway, headers, callback_url=TENANT_HOOK) for _ in range(12)
+    ]
+    app_messages = [await _delivered_message(gateway, headers) for _ in range(2)]
+
+    async with gateway.state.sessionmaker() as session, session.begin():
+        claimed = await outbox.claim_events(
+            session,
+            owner="probe-round",
+            now=gateway.clock(),
+            lease=timedelta(seconds=60),
+            limit=2,  # a window of 8 candidates: the twelve tenant heads come first
+            app_slots={"billing": 8},
+            default_slots=8,
+            endpoint_slots={Endpoint("billing", TENANT_HOOK): 1},
+            app_urls={"billing": APP_HOOK},
+        )
+    by_url = {event.url: event.payload["data"]["message_id"] for event in claimed}
+    assert len(claimed) == 2
+    assert by_url[TENANT_HOOK] == tenant_messages[0]  # the probe: the oldest head
+    assert by_url[None] == app_messages[0]  # and the app's own, not crowded out
 
 
 async def test_a_paused_app_s_events_past_their_window_are_given_up_without_a_post(
