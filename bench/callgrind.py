@@ -10,6 +10,7 @@ instrumentation on around the measured part only and dumps it, and
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import subprocess
@@ -39,6 +40,22 @@ def counted(label: str) -> Iterator[None]:
     finally:
         _control("-i", "off")
     _control("-d", label)
+
+
+@contextlib.contextmanager
+def serving_collector() -> Iterator[None]:
+    """The garbage collector as a serving process tunes it (gateway.system.gc_tuning:
+    what exists now frozen, young collections rarer), put back afterwards: the measuring
+    process may be a test's."""
+    from gateway.system.gc_tuning import tune_for_serving
+
+    thresholds = gc.get_threshold()
+    tune_for_serving()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def instructions_per_item(

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import io
 import json
 import logging
@@ -45,17 +44,11 @@ from typing import Any
 
 import msgspec
 
-from bench.callgrind import counted, instructions_per_item
+from bench.callgrind import counted, instructions_per_item, serving_collector
 
 PATHS = ("dispatch", "dispatch-telnyx")
 SEED = "bench-dispatch-instructions-seed"
 BATCH = 1000  # messages a batch request (the API's maximum)
-
-
-def _number(n: int) -> str:
-    """The n-th of many valid, distinct US numbers; none ends in 9001-9007, which the
-    sandbox answers with errors (gateway/sandbox/behaviours.py)."""
-    return f"+1212{200 + n // 9000:03d}{n % 9000:04d}"
 
 
 # --- the messages, stored through the API ----------------------------------------------
@@ -64,7 +57,7 @@ def _number(n: int) -> str:
 async def store_messages(directory: Path, first: int, count: int) -> Any:
     """``count`` messages accepted by the app (its lifespan ends with this), to the numbers
     from the ``first``-th; returns the app's settings, which the worker's derive from."""
-    from bench.instructions import call, sandbox_app
+    from bench.instructions import call, delivered_number, sandbox_app
 
     async with sandbox_app(directory) as (app, state, key):
         headers = [
@@ -73,7 +66,7 @@ async def store_messages(directory: Path, first: int, count: int) -> Any:
         ]
         for start in range(first, first + count, BATCH):
             items = [
-                {"to": _number(n), "body": f"dispatch {n}"}
+                {"to": delivered_number(n), "body": f"dispatch {n}"}
                 for n in range(start, min(first + count, start + BATCH))
             ]
             body = json.dumps({"messages": items}).encode()
@@ -112,20 +105,6 @@ class _Discard(io.StringIO):
 
     def write(self, text: str) -> int:
         return len(text)
-
-
-@contextlib.contextmanager
-def worker_gc() -> Iterator[None]:
-    """The worker's collector tuning (gateway.system.gc_tuning), undone after."""
-    from gateway.system.gc_tuning import tune_for_serving
-
-    thresholds = gc.get_threshold()
-    tune_for_serving()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
 
 
 def _counting_dispatcher(settings: Any, engine: Any, http_client: Any) -> Any:
@@ -181,7 +160,7 @@ async def dispatch(directory: Path, simulator: str, path: str, count: int, warmu
             with worker_logging():
                 await run_until(dispatcher, warmup)
             await store_messages(directory, warmup, count)
-            with worker_logging(), worker_gc(), counted(path):
+            with worker_logging(), serving_collector(), counted(path):
                 await run_until(dispatcher, count)
     finally:
         await engine.dispose()

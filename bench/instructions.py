@@ -61,7 +61,7 @@ from urllib.parse import parse_qsl, urlencode
 import msgspec
 from sqlalchemy import text
 
-from bench.callgrind import counted, instructions_per_item
+from bench.callgrind import counted, instructions_per_item, serving_collector
 
 #: What a run with no path names measures.
 DEFAULT_PATHS = ("accept", "twilio", "telnyx")
@@ -331,7 +331,7 @@ class Receiver:
             loop.close()
 
 
-def _sandbox_number(n: int) -> str:
+def delivered_number(n: int) -> str:
     """The n-th of 900,000 distinct numbers, none ending in 9xxx: the sandbox's scripted
     failures (9001-9007) never come up, every message is delivered."""
     return f"+1313{200 + n // 9000:03d}{n % 9000:04d}"
@@ -384,11 +384,11 @@ class _Simulated:
         the dispatcher's does (``?ref=``): every message is signed over its own URL."""
         url = f"{self.callback_url}?ref=m{n}"
         if self.kind == "twilio":
-            form = {"To": _sandbox_number(n), "StatusCallback": url, "From": self.sender}
+            form = {"To": delivered_number(n), "StatusCallback": url, "From": self.sender}
             body = urlencode({**form, "Body": f"Your code is {n}"}).encode()
             return f"{self.base}.json", self.headers, body
         send = {
-            "to": _sandbox_number(n),
+            "to": delivered_number(n),
             "from": self.sender,
             "text": f"Your code is {n}",
             "type": "SMS",
@@ -451,12 +451,12 @@ def _check_answers(api: _Simulated, exchanges: list[Exchange]) -> None:
         resource = json.loads(answer)
         if api.kind == "twilio":
             final = (resource["to"], resource["status"], resource["price"])
-            expected = (_sandbox_number(n), "delivered", "-0.00830")
+            expected = (delivered_number(n), "delivered", "-0.00830")
         else:
             [recipient] = resource["data"]["to"]
             amount = resource["data"]["cost"]["amount"]
             final = (recipient["phone_number"], recipient["status"], amount)
-            expected = (_sandbox_number(n), "delivered", "0.0040")
+            expected = (delivered_number(n), "delivered", "0.0040")
         if final != expected:
             raise SystemExit(f"sandbox-{api.kind}: message {n} fetched as {final}")
 
@@ -512,7 +512,6 @@ async def measure_sandbox(path: str, count: int, warmup: int) -> dict[str, int]:
     from gateway.accounts import create_http_client
     from gateway.sandbox import SandboxCredentials, SandboxState, create_sandbox_router
     from gateway.sandbox_setup import SANDBOX_CALLBACK_CONCURRENCY, SANDBOX_CALLBACK_DELAY
-    from gateway.system.gc_tuning import tune_for_serving
 
     # bench.simulator's ``calling_back``, but no pause between a message's two callbacks.
     state = SandboxState(
@@ -522,7 +521,6 @@ async def measure_sandbox(path: str, count: int, warmup: int) -> dict[str, int]:
         callback_concurrency=SANDBOX_CALLBACK_CONCURRENCY,
     )
     app = Litestar(route_handlers=[create_sandbox_router(state)], logging_config=None, debug=False)
-    thresholds = gc.get_threshold()  # put back afterwards: this may be a test's process
     with Receiver() as receiver:
         api = _Simulated(
             path.removeprefix("sandbox-"),
@@ -531,14 +529,12 @@ async def measure_sandbox(path: str, count: int, warmup: int) -> dict[str, int]:
         )
         async with app.lifespan(), create_http_client() as client:
             state.http_client = client
-            tune_for_serving()  # as bench.simulator does once its client is made
-            try:
+            # Tuned as bench.simulator tunes it once its client is made.
+            with serving_collector():
                 exchanges = await _sandbox_round(app, state, api, 0, warmup)
                 gc.collect()
                 with counted(path):
                     exchanges += await _sandbox_round(app, state, api, warmup, count)
-            finally:
-                gc.set_threshold(*thresholds)
     _check_answers(api, exchanges)
     _check_callbacks(api, state.credentials, receiver.received, warmup + count)
     failed = [attempt for attempt in state.callback_attempts if not attempt.ok]

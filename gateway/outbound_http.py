@@ -38,13 +38,17 @@ class CookielessClient(httpx.AsyncClient):
         raise AttributeError("this client keeps no cookies")
 
 
-@functools.lru_cache(maxsize=1024)
-def parsed_url(url: str) -> httpx.URL | str:
+def httpx_url(url: str) -> httpx.URL | str:
     """``url`` as httpx takes it without parsing it again: httpx parses a str URL at every
     request, about a tenth of a small POST's instructions on loopback (client and server
-    counted). The last 1,024 distinct URLs are kept (apps' endpoints are few). One httpx
-    refuses stays a str, so that the request fails as it always did."""
+    counted). One httpx refuses stays a str, so that a request to it fails as it always
+    did."""
     try:
         return httpx.URL(url)
     except httpx.InvalidURL:
         return url
+
+
+#: :func:`httpx_url` for URLs used again and again (apps' endpoints are few): the last
+#: 1,024 distinct ones kept.
+parsed_url = functools.lru_cache(maxsize=1024)(httpx_url)

@@ -27,6 +27,7 @@ from typing import Final, NamedTuple
 import httpx
 import msgspec
 
+from gateway.outbound_http import httpx_url
 from gateway.sandbox import telnyx_wire, twilio_wire
 from gateway.sandbox.behaviours import Outcome
 from gateway.sandbox.signing import telnyx_headers, twilio_form
@@ -53,13 +54,10 @@ class Destination(NamedTuple):
 
 
 def destination(url: str) -> Destination:
-    """``url`` parsed once for all of a message's callbacks: httpx parses a str again at
-    every request (about 15 µs). One it cannot parse stays a str, so that each attempt
+    """``url`` parsed once for all of a message's callbacks (not kept beyond: each
+    message's URL is its own). One httpx cannot parse stays a str, so that each attempt
     fails and is recorded as before."""
-    try:
-        return Destination(url, httpx.URL(url))
-    except httpx.InvalidURL:
-        return Destination(url, url)
+    return Destination(url, httpx_url(url))
 
 
 def schedule_twilio_status(state: SandboxState, message: TwilioMessage) -> bool:

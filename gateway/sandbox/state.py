@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any, Final, Generic, Self, TypeVar
 
 import httpx
+from litestar.background_tasks import BackgroundTask
 from nacl.signing import SigningKey
 
 from gateway.sandbox.behaviours import Outcome
@@ -211,6 +212,12 @@ class Simulator(Generic[MessageT]):
             except Exception:
                 # Never the body or the number: only which simulator and which message.
                 _log.exception("sandbox %s on_created hook failed for %s", self.name, message.id)
+
+    def after_create(self, message: MessageT) -> BackgroundTask | None:
+        """The ``on_created`` hooks as a create's background task, run after the answer;
+        none (the usual case) is no task, so that the framework has nothing to schedule
+        and await after each create."""
+        return BackgroundTask(self.notify_created, message) if self.on_created else None
 
     def active_outage(self, now: float) -> Outage | None:
         """The outage in force at ``now``; an expired one is forgotten."""

@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK
@@ -19,7 +18,7 @@ from litestar.status_codes import HTTP_200_OK
 from gateway.sandbox.behaviours import RATE_LIMIT_RETRY_AFTER_SECONDS, Outcome, is_e164, outcome_for
 from gateway.sandbox.callbacks import schedule_telnyx_status
 from gateway.sandbox.segments import telnyx_estimate
-from gateway.sandbox.state import SandboxState, Simulator, TelnyxMessage
+from gateway.sandbox.state import SandboxState, TelnyxMessage
 from gateway.sandbox.telnyx_wire import (
     COST_PER_PART,
     MESSAGING_PROFILE_ID,
@@ -116,14 +115,6 @@ def _new_message(send: SendRequest, now: float, outcome: Outcome) -> TelnyxMessa
     )
 
 
-def _created_hooks(
-    simulator: Simulator[TelnyxMessage], message: TelnyxMessage
-) -> BackgroundTask | None:
-    """The ``on_created`` hooks, run after the answer; none (the usual case) is no task,
-    so that the framework has nothing to schedule and await after each create."""
-    return BackgroundTask(simulator.notify_created, message) if simulator.on_created else None
-
-
 @post("/v2/messages", summary="Telnyx: send a message", status_code=HTTP_200_OK)
 async def send_message(
     request: Request[Any, Any, Any], sandbox_state: NamedDependency[SandboxState]
@@ -166,7 +157,7 @@ async def send_message(
     return Response(
         {"data": message_payload(message)},
         status_code=HTTP_200_OK,
-        background=_created_hooks(sandbox_state.telnyx, message),
+        background=sandbox_state.telnyx.after_create(message),
     )
 
 

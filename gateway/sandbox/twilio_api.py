@@ -14,7 +14,6 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from litestar import Request, Response, get, post
-from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
@@ -22,7 +21,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from gateway.sandbox.behaviours import RATE_LIMIT_RETRY_AFTER_SECONDS, Outcome, is_e164, outcome_for
 from gateway.sandbox.callbacks import schedule_twilio_status
 from gateway.sandbox.segments import twilio_estimate
-from gateway.sandbox.state import SandboxState, Simulator, TwilioMessage
+from gateway.sandbox.state import SandboxState, TwilioMessage
 from gateway.sandbox.twilio_wire import (
     API_VERSION,
     generic_error,
@@ -122,14 +121,6 @@ def _new_message(
     )
 
 
-def _created_hooks(
-    simulator: Simulator[TwilioMessage], message: TwilioMessage
-) -> BackgroundTask | None:
-    """The ``on_created`` hooks, run after the answer; none (the usual case) is no task,
-    so that the framework has nothing to schedule and await after each create."""
-    return BackgroundTask(simulator.notify_created, message) if simulator.on_created else None
-
-
 @post(
     f"/{API_VERSION}/Accounts/{{account_sid:str}}/Messages.json",
     summary="Twilio: create a Message",
@@ -168,7 +159,7 @@ async def create_message(
     return Response(
         message_resource(message),
         status_code=HTTP_201_CREATED,
-        background=_created_hooks(sandbox_state.twilio, message),
+        background=sandbox_state.twilio.after_create(message),
     )
 
 
