@@ -4,6 +4,7 @@ from the same values, down to the text the database holds, on both engines."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -126,14 +127,21 @@ def _events(prefix: str) -> list[dict[str, Any]]:
     ]
 
 
-async def _raw_events(engine: AsyncEngine, prefix: str) -> list[tuple[Any, ...]]:
-    columns = ", ".join(name for name in ingest._EVENT_COLUMNS if name != "event_id")
+async def _raw_rows(
+    engine: AsyncEngine, table: str, columns: Sequence[str], key: str, prefix: str
+) -> list[tuple[Any, ...]]:
+    """``columns`` of ``table``'s rows whose ``key`` starts with ``prefix``, as stored."""
     query = text(
-        f"SELECT {columns} FROM webhook_events WHERE event_id LIKE :ids "  # noqa: S608 (names from the model)
-        "ORDER BY event_id"
+        f"SELECT {', '.join(columns)} FROM {table} WHERE {key} LIKE :ids "  # noqa: S608 (names from the model)
+        f"ORDER BY {key}"
     )
     async with engine.connect() as connection:
         return [tuple(row) for row in await connection.execute(query, {"ids": f"{prefix}-%"})]
+
+
+async def _raw_events(engine: AsyncEngine, prefix: str) -> list[tuple[Any, ...]]:
+    columns = [name for name in ingest._EVENT_COLUMNS if name != "event_id"]
+    return await _raw_rows(engine, "webhook_events", columns, "event_id", prefix)
 
 
 async def test_a_webhook_groups_events_are_stored_as_sqlalchemy_stores_them(
@@ -187,13 +195,8 @@ def _app_events(prefix: str) -> list[dict[str, Any]]:
 async def _raw_app_events(engine: AsyncEngine, prefix: str) -> list[tuple[Any, ...]]:
     table = cast(Table, AppEvent.__table__)
     skipped = ("event_pk", "event_id", "subject_id")  # a new id each; the prefix
-    columns = ", ".join(c.name for c in table.columns if c.name not in skipped)
-    query = text(
-        f"SELECT {columns} FROM app_events WHERE subject_id LIKE :ids "  # noqa: S608 (names from the model)
-        "ORDER BY subject_id"
-    )
-    async with engine.connect() as connection:
-        return [tuple(row) for row in await connection.execute(query, {"ids": f"{prefix}-%"})]
+    columns = [c.name for c in table.columns if c.name not in skipped]
+    return await _raw_rows(engine, "app_events", columns, "subject_id", prefix)
 
 
 async def test_status_events_are_stored_as_sqlalchemys_executemany_stores_them(
