@@ -235,6 +235,34 @@ def postgres() -> Any:
     return _POSTGRES
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system CPU time so far of the PostgreSQL server this run started: the
+    postmaster, its live children (backends, WAL writer, checkpointer…), and the children
+    it has reaped (their times are added to its own ``cutime``/``cstime``). NaN when no
+    server was started here (an external one is another machine's or another user's)."""
+    server = _POSTGRES
+    if server is None or server.datadir is None:
+        return float("nan")
+    try:
+        postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited while we looked: its time is in the postmaster's cutime now
+        pid, parent = int(entry.name), int(fields[1])
+        if pid == postmaster:
+            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        elif parent == postmaster:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Engine:
     """One database for one gateway under test."""

@@ -46,6 +46,7 @@ from bench.common import (
     machine,
     new_database,
     percentiles,
+    postgres_cpu_seconds,
     processes,
     row_counts,
     send_one,
@@ -146,8 +147,8 @@ def measure(
             accept_requests(n, gateway.headers),
         )
         counting = engine_kind == "postgres" and bool(os.environ.get(STATEMENTS_ENV))
-        if counting:
-            _reset_statements(gateway)
+        wal_start = _reset_statements(gateway) if counting else 0.0
+        postgres_before = postgres_cpu_seconds() if engine_kind == "postgres" else 0.0
         cpu_before = sum(p.cpu_seconds() for p in launched)
         each_before = {p.name: p.cpu_seconds() for p in [*launched, *simulators]}
         simulator_before = sum(p.cpu_seconds() for p in simulators)
@@ -178,13 +179,17 @@ def measure(
         cpu = (sum(p.cpu_seconds() for p in launched) - cpu_before) / elapsed
         simulator_cpu = (sum(p.cpu_seconds() for p in simulators) - simulator_before) / elapsed
         each_cpu = {p.name: p.cpu_seconds() - each_before[p.name] for p in [*launched, *simulators]}
+        if engine_kind == "postgres":
+            # PostgreSQL shares the two cores too (its backends' CPU is not in
+            # pg_stat_statements' time: parsing, commits, WAL, the connections' traffic).
+            each_cpu["postgres"] = postgres_cpu_seconds() - postgres_before
         report.say(
             "   CPU a message, µs (to the last delivered): "
             + ", ".join(f"{name} {1e6 * cpu / n:.0f}" for name, cpu in each_cpu.items())
         )
         report.say(_billing_lag(gateway, measured, template, alive))
         if counting:
-            report.say(_statements(gateway, n))
+            report.say(_statements(gateway, n, wal_start))
         rows_out = gateway.db.rows(
             f"SELECT status, created_at, sent_at, updated_at FROM messages WHERE {measured}",
             m=template,
@@ -278,9 +283,10 @@ def _billing_lag(gateway: Gateway, measured: str, template: str, alive: Callable
     )
 
 
-def _reset_statements(gateway: Gateway) -> None:
+def _reset_statements(gateway: Gateway) -> float:
     """Start counting: the view in this database, every count so far (start-up, migrations,
-    the template message, filler rows) dropped, statements' and tables' alike."""
+    the template message, filler rows) dropped, statements' and tables' alike. Returns the
+    WAL's position now, for :func:`_statements`."""
     try:
         gateway.db.rows("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         gateway.db.rows("SELECT pg_stat_statements_reset()")
@@ -290,14 +296,23 @@ def _reset_statements(gateway: Gateway) -> None:
             f"shared_preload_libraries: {error.orig}"
         ) from error
     gateway.db.rows("SELECT pg_stat_reset()")
+    return _wal_position(gateway)
 
 
-def _statements(gateway: Gateway, n: int) -> str:
+def _wal_position(gateway: Gateway) -> float:
+    """Bytes of WAL the server has written in all, so far."""
+    return float(gateway.db.scalar("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+
+
+def _statements(gateway: Gateway, n: int, wal_start: float) -> str:
     """What PostgreSQL did for the run, per message sent (``n``; billing included, as the
-    run waited for it): its time in statements, the costliest ones, and how often the
-    message row was rewritten, with the share of those rewrites that were HOT (no index
-    entries written: only possible when no indexed column changes). The benchmark's own
-    polling is among the statements (a few per cent, listed as such)."""
+    run waited for it): its time in statements, the transactions, the WAL written since
+    ``wal_start`` (every row and index entry written is in it: the measure of write
+    amplification, which contention does not inflate as it does the statements' times),
+    the costliest statements, and how often the message row was rewritten, with the share
+    of those rewrites that were HOT (no index entries written: only possible when no
+    indexed column changes). The benchmark's own polling is among the statements and
+    transactions (a few per cent, listed as such)."""
     every = gateway.db.rows(
         "SELECT total_exec_time, calls, rows, regexp_replace(query, '\\s+', ' ', 'g') "
         "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
@@ -312,9 +327,15 @@ def _statements(gateway: Gateway, n: int) -> str:
         "SELECT n_tup_hot_upd::float / greatest(n_tup_upd, 1) FROM pg_stat_user_tables "
         "WHERE relname = 'messages'"
     )
+    transactions = gateway.db.scalar(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+        "WHERE datname = current_database()"
+    )
+    wal_bytes = _wal_position(gateway) - wal_start
     lines = [
         f"   PostgreSQL: {total_ms / n:.3f} ms of statements a message ({calls / n:.1f} "
-        f"statements); the messages row written {updates / n:.2f} times a message, "
+        f"statements, {transactions / n:.2f} transactions, {wal_bytes / n:,.0f} "
+        f"bytes of WAL); the messages row written {updates / n:.2f} times a message, "
         f"about {100 * hot_share:.0f} % HOT; the costliest:"
     ]
     for ms, count, rows, query in every[:12]:

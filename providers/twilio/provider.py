@@ -20,7 +20,6 @@ from providers.errors import ProviderError, UnexpectedResponse
 from providers.twilio.errors import error_from_exception
 from providers.twilio.http_adapter import (
     TWILIO_API_BASE_URL,
-    Exchange,
     HttpxTwilioClient,
     capture_exchange,
 )
@@ -33,24 +32,8 @@ _CREATE_HEADERS = {
     "Accept": "application/json",
 }
 
-#: The Message resource fields (C.2), used to rebuild ``raw`` if the JSON is out of reach.
-_RESOURCE_FIELDS = (
-    "sid",
-    "account_sid",
-    "messaging_service_sid",
-    "to",
-    "body",
-    "status",
-    "direction",
-    "num_segments",
-    "num_media",
-    "price",
-    "price_unit",
-    "error_code",
-    "error_message",
-    "api_version",
-    "uri",
-)
+#: The headers of a fetch (MessageContext.fetch_async's).
+_FETCH_HEADERS = {"Accept": "application/json"}
 
 
 class TwilioProvider(Provider):
@@ -83,10 +66,11 @@ class TwilioProvider(Provider):
             http_client=adapter,
             environment={"TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token},
         )
-        self._messages: Any = self._client.messages
         # A create goes to the API version's Messages list of this account (see _send).
         self._api: Any = self._client.api.v2010
         self._messages_uri = f"/Accounts/{account_sid}/Messages.json"
+        # A message's URI is MessageContext's, built as it builds it (the sid not escaped).
+        self._message_uri_prefix = f"/Accounts/{account_sid}/Messages/"
 
     async def _send(self, message: OutboundMessage) -> SendReceipt:
         # The request ``messages.create_async`` makes, byte for byte (a test compares the
@@ -128,22 +112,21 @@ class TwilioProvider(Provider):
         return json.loads(response.text) if response.text else {}
 
     async def _fetch(self, provider_message_id: str) -> SendReceipt:
+        # The request ``messages(sid).fetch_async`` makes (a test compares the two, and the
+        # outcomes of every answer), through the public ``Version.fetch_async`` that its
+        # context calls itself: the JSON answered, without the ``MessageInstance`` built
+        # from it (three RFC 2822 dates, decimals) and a second parse of the same JSON.
+        uri = f"{self._message_uri_prefix}{provider_message_id}.json"
         with capture_exchange() as exchange:
             try:
-                instance = await self._messages(provider_message_id).fetch_async()
+                resource = await self._api.fetch_async(
+                    method="GET", uri=uri, headers=dict(_FETCH_HEADERS)
+                )
             except Exception as exc:
                 raise error_from_exception(exc, exchange) from exc
-        return receipt_from_resource(_resource_json(instance, exchange))
+        if not isinstance(resource, dict):
+            raise UnexpectedResponse("message resource is not a JSON object", provider="twilio")
+        return receipt_from_resource(resource)
 
     def _translate(self, exc: Exception) -> ProviderError:
         return error_from_exception(exc)
-
-
-def _resource_json(instance: Any, exchange: Exchange) -> dict[str, Any]:
-    """The JSON Twilio answered; the SDK's ``MessageInstance`` does not keep it."""
-    body = exchange.json_object()
-    if body is not None:
-        return body
-    resource = {name: getattr(instance, name, None) for name in _RESOURCE_FIELDS}
-    resource["from"] = getattr(instance, "from_", None)
-    return resource

@@ -7,6 +7,7 @@ import base64
 import logging
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
@@ -27,6 +28,9 @@ from providers import (
     UnexpectedResponse,
 )
 from providers.twilio import TwilioProvider
+from providers.twilio.errors import error_from_exception
+from providers.twilio.http_adapter import Exchange, capture_exchange
+from providers.twilio.message_resource import receipt_from_resource
 from providers.types import SendReceipt
 from tests.support.wire import on_the_wire
 from tests.unit.providers.payloads import load_payload, payload_bytes
@@ -428,14 +432,9 @@ async def _send_through_create_async(
 ) -> SendReceipt | ProviderError:
     """What the provider did before it posted the form itself: the SDK's typed
     ``messages.create_async``, its ``MessageInstance`` and the captured JSON."""
-    from providers.twilio.errors import error_from_exception
-    from providers.twilio.http_adapter import capture_exchange
-    from providers.twilio.message_resource import receipt_from_resource
-    from providers.twilio.provider import _resource_json
-
     with capture_exchange() as exchange:
         try:
-            instance = await provider._messages.create_async(
+            instance = await provider._client.messages.create_async(
                 to=message.to,
                 from_=message.sender or provider._from_number,
                 messaging_service_sid=provider._messaging_service_sid,
@@ -446,12 +445,43 @@ async def _send_through_create_async(
             )
         except Exception as exc:
             return error_from_exception(exc, exchange)
-    return receipt_from_resource(_resource_json(instance, exchange))
+    return receipt_from_resource(_typed_resource_json(instance, exchange))
+
+
+async def _fetch_through_fetch_async(provider: TwilioProvider, sid: str) -> object:
+    """What the provider's fetch did before it went through ``Version.fetch_async``
+    itself: the SDK's typed ``messages(sid).fetch_async`` and its ``MessageInstance``."""
+    with capture_exchange() as exchange:
+        try:
+            instance = await provider._client.messages(sid).fetch_async()
+        except Exception as exc:
+            return error_from_exception(exc, exchange)
+    return receipt_from_resource(_typed_resource_json(instance, exchange))
+
+
+def _typed_resource_json(instance: Any, exchange: Exchange) -> dict[str, Any]:
+    """The JSON answered, as the typed path read it: the captured body, or the fields of
+    the ``MessageInstance`` (which does not keep the JSON) when that was out of reach."""
+    body = exchange.json_object()
+    if body is not None:
+        return body
+    names = ("sid", "account_sid", "messaging_service_sid", "to", "body", "status")
+    names += ("direction", "num_segments", "num_media", "price", "price_unit", "error_code")
+    resource = {name: getattr(instance, name, None) for name in (*names, "error_message")}
+    resource["from"] = getattr(instance, "from_", None)
+    return resource
 
 
 async def _outcome(provider: TwilioProvider, message: OutboundMessage) -> object:
     try:
         return await provider.send(message)
+    except ProviderError as error:
+        return error
+
+
+async def _fetched(provider: TwilioProvider, sid: str) -> object:
+    try:
+        return await provider.fetch(sid)
     except ProviderError as error:
         return error
 
@@ -522,3 +552,36 @@ async def test_send_makes_the_request_and_outcome_of_the_sdks_create(
         assert _same(ours, typed), (name, ours, typed)
         if status == 201:  # created, or a 201 that is not JSON (an answer to reconcile)
             assert isinstance(ours, SendReceipt if name else UnexpectedResponse)
+
+
+FETCH_ANSWERS = [
+    ("fetch_delivered_with_price", 200, {}),
+    ("fetch_undelivered_30003", 200, {}),
+    ("error_20404", 404, {}),
+    ("error_20429", 429, {"Retry-After": "7"}),
+    ("error_500", 500, {}),
+    ("error_20003", 401, {}),
+]
+
+
+async def test_fetch_makes_the_request_and_outcome_of_the_sdks_fetch(
+    provider: TwilioProvider, twilio_api: respx.MockRouter
+) -> None:
+    """The provider fetches through ``Version.fetch_async`` itself: the request must be
+    byte for byte the one ``messages(sid).fetch_async`` makes, and every answer (a price,
+    an error code, refused, rate limited, broken) must come out as the same receipt or the
+    same error as through the typed method and its MessageInstance."""
+    sid = "SM" + "ab12" * 8
+    path = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{sid}.json"
+    for name, status, headers in [*FETCH_ANSWERS, ("", 200, {}), ("", 502, {})]:
+        content = payload_bytes("twilio", name) if name else b"not json"
+        answer = httpx.Response(status, content=content, headers={**JSON, **headers})
+        route = twilio_api.get(path).mock(return_value=answer)
+        ours = await _fetched(provider, sid)
+        request = route.calls.last.request
+        typed = await _fetch_through_fetch_async(provider, sid)
+        expected = route.calls.last.request
+        assert on_the_wire(request) == on_the_wire(expected)
+        assert _same(ours, typed), (name, ours, typed)
+        if name.startswith("fetch_"):
+            assert isinstance(ours, SendReceipt)
