@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
@@ -459,15 +459,33 @@ async def _fetch_through_fetch_async(provider: TwilioProvider, sid: str) -> obje
     return receipt_from_resource(_typed_resource_json(instance, exchange))
 
 
+#: The Message resource's fields (PROTOCOLS.md C.2) besides ``from``.
+_RESOURCE_FIELDS = (
+    "sid",
+    "account_sid",
+    "messaging_service_sid",
+    "to",
+    "body",
+    "status",
+    "direction",
+    "num_segments",
+    "num_media",
+    "price",
+    "price_unit",
+    "error_code",
+    "error_message",
+    "api_version",
+    "uri",
+)
+
+
 def _typed_resource_json(instance: Any, exchange: Exchange) -> dict[str, Any]:
     """The JSON answered, as the typed path read it: the captured body, or the fields of
     the ``MessageInstance`` (which does not keep the JSON) when that was out of reach."""
     body = exchange.json_object()
     if body is not None:
         return body
-    names = ("sid", "account_sid", "messaging_service_sid", "to", "body", "status")
-    names += ("direction", "num_segments", "num_media", "price", "price_unit", "error_code")
-    resource = {name: getattr(instance, name, None) for name in (*names, "error_message")}
+    resource = {name: getattr(instance, name, None) for name in _RESOURCE_FIELDS}
     resource["from"] = getattr(instance, "from_", None)
     return resource
 
@@ -540,18 +558,43 @@ async def test_send_makes_the_request_and_outcome_of_the_sdks_create(
         from_number=from_number,
         messaging_service_sid=service,
     )
-    for name, status, headers in [*ANSWERS, ("", 201, {}), ("", 502, {})]:
-        content = payload_bytes("twilio", name) if name else b"not json"
-        answer = httpx.Response(status, content=content, headers={**JSON, **headers})
-        route = twilio_api.post(MESSAGES_PATH).mock(return_value=answer)
-        ours = await _outcome(provider, message)
-        request = route.calls.last.request
-        typed = await _send_through_create_async(provider, message)
-        expected = route.calls.last.request
-        assert on_the_wire(request) == on_the_wire(expected)
-        assert _same(ours, typed), (name, ours, typed)
+    outcomes = await _as_the_typed_method_does(
+        twilio_api.post(MESSAGES_PATH),
+        [*ANSWERS, ("", 201, {}), ("", 502, {})],
+        ours=lambda: _outcome(provider, message),
+        typed=lambda: _send_through_create_async(provider, message),
+    )
+    for name, status, ours in outcomes:
         if status == 201:  # created, or a 201 that is not JSON (an answer to reconcile)
             assert isinstance(ours, SendReceipt if name else UnexpectedResponse)
+
+
+Answer = tuple[str, int, dict[str, str]]
+
+
+async def _as_the_typed_method_does(
+    route: respx.Route,
+    answers: list[Answer],
+    *,
+    ours: Callable[[], Awaitable[object]],
+    typed: Callable[[], Awaitable[object]],
+) -> list[tuple[str, int, object]]:
+    """Each answer (a recorded payload by name; unnamed: a body that is not JSON) given to
+    our call and to the SDK's typed method: the requests must be the same bytes, and the
+    outcomes (receipt or error) equal. Returns each answer's name, status and our outcome."""
+    outcomes: list[tuple[str, int, object]] = []
+    for name, status, headers in answers:
+        content = payload_bytes("twilio", name) if name else b"not json"
+        route.mock(
+            return_value=httpx.Response(status, content=content, headers={**JSON, **headers})
+        )
+        outcome = await ours()
+        request = route.calls.last.request
+        expected = await typed()
+        assert on_the_wire(request) == on_the_wire(route.calls.last.request)
+        assert _same(outcome, expected), (name, outcome, expected)
+        outcomes.append((name, status, outcome))
+    return outcomes
 
 
 FETCH_ANSWERS = [
@@ -572,16 +615,10 @@ async def test_fetch_makes_the_request_and_outcome_of_the_sdks_fetch(
     an error code, refused, rate limited, broken) must come out as the same receipt or the
     same error as through the typed method and its MessageInstance."""
     sid = "SM" + "ab12" * 8
-    path = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{sid}.json"
-    for name, status, headers in [*FETCH_ANSWERS, ("", 200, {}), ("", 502, {})]:
-        content = payload_bytes("twilio", name) if name else b"not json"
-        answer = httpx.Response(status, content=content, headers={**JSON, **headers})
-        route = twilio_api.get(path).mock(return_value=answer)
-        ours = await _fetched(provider, sid)
-        request = route.calls.last.request
-        typed = await _fetch_through_fetch_async(provider, sid)
-        expected = route.calls.last.request
-        assert on_the_wire(request) == on_the_wire(expected)
-        assert _same(ours, typed), (name, ours, typed)
-        if name.startswith("fetch_"):
-            assert isinstance(ours, SendReceipt)
+    outcomes = await _as_the_typed_method_does(
+        twilio_api.get(f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{sid}.json"),
+        [*FETCH_ANSWERS, ("", 200, {}), ("", 502, {})],
+        ours=lambda: _fetched(provider, sid),
+        typed=lambda: _fetch_through_fetch_async(provider, sid),
+    )
+    assert [isinstance(ours, SendReceipt) for _, _, ours in outcomes] == [True, True] + [False] * 6
