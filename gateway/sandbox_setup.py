@@ -46,8 +46,9 @@ SANDBOX_CALLBACK_DELAY = 1.0
 #: spent most of its CPU there); on the aiohttp transport that cost is gone, and 32 had
 #: become the end-to-end bottleneck: the ``sent`` report queued 2.2 s in the simulator,
 #: and the gateway committed 14 callbacks a transaction. With 128 it comes within 0.2 s,
-#: 39 a transaction, and bench.e2e gains 15-20 % with less CPU a message in every process
-#: (bench/README.md, 2026-11-25). A real provider at volume does not stop at 32 either.
+#: 39 a transaction; bench.e2e gains 15-17 %, and the API processes and PostgreSQL spend
+#: less CPU a message (bench/README.md, 2026-11-25). A real provider at volume does not
+#: stop at 32 either.
 SANDBOX_CALLBACK_CONCURRENCY = 128
 
 
