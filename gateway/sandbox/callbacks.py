@@ -19,6 +19,7 @@ Telnyx makes up to 3 attempts per URL (D.4); non-2xx answers and transport error
 """
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -224,11 +225,8 @@ async def post_once(
     else:
         try:
             async with state.callback_slot():
-                response = await client.post(
-                    url if target is None else target,
-                    content=body,
-                    headers=headers,
-                    timeout=timeout,
+                response = await client.send(
+                    _callback_request(url if target is None else target, body, headers, timeout)
                 )
         except Exception as exc:
             # Whatever prevents an answer (transport error, unusable URL, a client closed by
@@ -248,3 +246,28 @@ async def post_once(
             error or status,
         )
     return response
+
+
+def _callback_request(
+    target: httpx.URL | str, body: bytes, headers: dict[str, str], timeout: float
+) -> httpx.Request:
+    """The callback's request, sent with ``client.send``: what ``client.post`` would build
+    less the client's defaults merged in (its User-Agent, Accept and Accept-Encoding: the
+    simulated provider's own headers are the ones that matter), which was 8 % of a
+    simulated message's instructions (bench.instructions sandbox-twilio 3.546 → 3.258 M).
+    A URL that is not absolute http(s) with a host is refused here, whatever the
+    transport (a test's mock one would take it)."""
+    request = httpx.Request(
+        "POST", target, content=body, headers=headers, extensions={"timeout": _timeout(timeout)}
+    )
+    if request.url.scheme not in ("http", "https") or not request.url.host:
+        raise httpx.UnsupportedProtocol(
+            "a callback URL must be absolute http or https, with a host", request=request
+        )
+    return request
+
+
+@functools.lru_cache(maxsize=16)
+def _timeout(seconds: float) -> dict[str, float | None]:
+    """The request's timeout extension, as ``client.post(timeout=…)`` sets it."""
+    return httpx.Timeout(seconds).as_dict()

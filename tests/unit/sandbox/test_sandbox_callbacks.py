@@ -320,6 +320,24 @@ async def test_unusable_urls_and_a_closed_client_are_given_up(twilio, gateway, s
     assert len(gateway.requests) == seen
 
 
+@pytest.mark.parametrize("url", ["http://", "ftp://gateway.test/webhooks/sms", "/webhooks/sms"])
+async def test_a_callback_url_without_http_or_a_host_never_reaches_the_transport(
+    twilio, gateway, state, url: str
+) -> None:
+    # The test's transport would answer any request: the refusal is the simulator's own.
+    await twilio.create(
+        [("To", OK_TO), ("From", "+15017122661"), ("Body", "Hi"), ("StatusCallback", url)]
+    )
+    await state.drain_callbacks()
+    assert [(a.event, a.error) for a in state.callback_attempts] == [
+        ("sent", "UnsupportedProtocol"),
+        ("sent", "UnsupportedProtocol"),
+        ("delivered", "UnsupportedProtocol"),
+        ("delivered", "UnsupportedProtocol"),
+    ]
+    assert gateway.requests == []
+
+
 async def test_a_url_httpx_cannot_parse_is_tried_and_recorded(twilio, gateway, state) -> None:
     # The URL is parsed once for a message's callbacks; one httpx refuses must fail each
     # attempt (recorded with the URL as given), not the callback task.
