@@ -24,6 +24,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 
 import httpx
 from sqlalchemy.exc import DBAPIError
@@ -190,10 +191,13 @@ def measure(
         report.say(_billing_lag(gateway, measured, template, alive))
         if counting:
             report.say(_statements(gateway, n, wal_start))
-        rows_out = gateway.db.rows(
-            f"SELECT status, created_at, sent_at, updated_at FROM messages WHERE {measured}",
-            m=template,
-        )
+        rows_out = [
+            (status, *map(_moment, times))
+            for status, *times in gateway.db.rows(
+                f"SELECT status, created_at, sent_at, updated_at FROM messages WHERE {measured}",
+                m=template,
+            )
+        ]
         delivered = [r for r in rows_out if r[0] == "delivered"]
         report.say(_callback_timeline(gateway, template))
         for api in [gateway, *more]:
@@ -346,6 +350,14 @@ def _statements(gateway: Gateway, n: int, wal_start: float) -> str:
     return "\n".join(lines)
 
 
+def _moment(value: datetime | str | None) -> datetime | None:
+    """A timestamp as read back: a datetime from PostgreSQL's driver, ISO 8601 text from
+    SQLite's (the columns' DateTimeUTC type stores it so)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
 def _callback_timeline(gateway: Gateway, template: str) -> str:
     """Where a message's time goes after the provider took it: from the send's record
     (``sent_at``) to the gateway receiving each of its reports (``received_at``, read when
@@ -361,8 +373,13 @@ def _callback_timeline(gateway: Gateway, template: str) -> str:
         m=template,
     )
     lines = ["   reports received after the send was recorded:"]
+    moments = [(status, _moment(sent), _moment(received)) for status, sent, received in rows]
     for status in ("sent", "delivered"):
-        waits = [(r[2] - r[1]).total_seconds() * 1000 for r in rows if r[0] == status and r[1]]
+        waits = [
+            (received - sent).total_seconds() * 1000
+            for reported, sent, received in moments
+            if reported == status and sent is not None and received is not None
+        ]
         if waits:
             p50, p99 = percentiles(waits)
             lines.append(f"     {status:>9}: p50 {p50:8.0f} ms  p99 {p99:8.0f} ms  ({len(waits)})")

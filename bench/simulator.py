@@ -28,7 +28,7 @@ from litestar import Litestar
 
 from gateway.accounts import create_http_client
 from gateway.sandbox import SandboxCredentials, SandboxState, create_sandbox_router
-from gateway.sandbox_setup import SANDBOX_CALLBACK_CONCURRENCY, SANDBOX_CALLBACK_DELAY
+from gateway.sandbox_setup import SANDBOX_CALLBACK_DELAY
 from gateway.system.gc_tuning import tune_for_serving
 
 
@@ -44,11 +44,17 @@ app = Litestar(
     debug=False,
 )
 
-#: Callbacks in flight at once: the sandbox's own figure, or ``BENCH_CALLBACK_CONCURRENCY``
-#: to see how far the end-to-end rate follows the provider's side (no provider documents
-#: its figure; the sandbox's 32 is our assumption).
+#: Callbacks in flight at once, as a provider in a process of its own calls back: more than
+#: the in-process sandbox's figure (``SANDBOX_CALLBACK_CONCURRENCY``, 32), whose callbacks
+#: share the gateway's event loop. No provider documents its figure, and none stops at 32.
+#: With 32 here the ``sent`` report waited 2.2 s in this process for a slot and the gateway
+#: committed 14 callbacks a transaction; with 128, 0.2 s and 39, and the end-to-end rate
+#: rose 15-17 % (bench/README.md, 2026-11-25); 256 gave no more. 32 was set while httpx's
+#: own pool carried the callbacks, at a CPU cost that grew with the connections open: gone
+#: on the aiohttp transport. ``BENCH_CALLBACK_CONCURRENCY`` sets another figure.
+PROVIDER_CALLBACK_CONCURRENCY = 128
 CALLBACK_CONCURRENCY = int(
-    os.environ.get("BENCH_CALLBACK_CONCURRENCY") or SANDBOX_CALLBACK_CONCURRENCY
+    os.environ.get("BENCH_CALLBACK_CONCURRENCY") or PROVIDER_CALLBACK_CONCURRENCY
 )
 
 calling_back = SandboxState(

@@ -40,16 +40,12 @@ SANDBOX_PROVIDER_TIMEOUT = 3.0
 TIMEOUT_ENV: Final = "GATEWAY_SANDBOX_TIMEOUT"
 #: Between a message's "sent" and final status callbacks, so that a demo shows both steps.
 SANDBOX_CALLBACK_DELAY = 1.0
-#: Callback requests in flight at once (gateway.sandbox.state.SandboxState), below the
-#: outbound client's 200 connections. It was 32 while httpx's own pool carried them (it
-#: checks every open connection for each request it places: with 200 the bench simulator
-#: spent most of its CPU there); on the aiohttp transport that cost is gone, and 32 had
-#: become the end-to-end bottleneck: the ``sent`` report queued 2.2 s in the simulator,
-#: and the gateway committed 14 callbacks a transaction. With 128 it comes within 0.2 s,
-#: 39 a transaction; bench.e2e gains 15-17 %, and the API processes and PostgreSQL spend
-#: less CPU a message (bench/README.md, 2026-11-25). A real provider at volume does not
-#: stop at 32 either.
-SANDBOX_CALLBACK_CONCURRENCY = 128
+#: Callback requests in flight at once (gateway.sandbox.state.SandboxState). The
+#: simulators run inside the serve process, so their callbacks share its event loop with
+#: accepting and sending: with 128 in flight instead of 32, bench.e2e on SQLite (one
+#: process) fell from 308-330 to 270-274 msg/s, more CPU a message (2026-11-25). A
+#: provider simulated in a process of its own (bench/simulator.py) calls back with more.
+SANDBOX_CALLBACK_CONCURRENCY = 32
 
 
 def sandbox_credentials(environ: Mapping[str, str] | None = None) -> SandboxCredentials:
