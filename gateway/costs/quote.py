@@ -18,7 +18,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import new_id
-from gateway.costs.estimate import Estimate, estimate
+from gateway.costs.estimate import Estimate
 from gateway.costs.pricing import MessageType
 from gateway.costs.spend import account_caps_reached, spend_cap_problem
 from gateway.db.models import Message
@@ -53,7 +53,6 @@ class Quoter:
     """Quotes for one request (a send, a batch, a preview): the caps are read once."""
 
     def __init__(self, settings: Settings, planner: RoutePlanner | None, app: str) -> None:
-        self._settings = settings
         self._planner = planner or build_planner(settings)
         self._app = app
         self._accounts: Mapping[str, Account] = {a.name: a for a in settings.accounts}
@@ -133,15 +132,14 @@ class Quoter:
         )
 
     def _estimate(self, message: ValidatedMessage, account: str) -> Estimate:
-        return estimate(
-            self._settings.prices,
-            self._planner.config,
+        # The planner's estimate (its prices: the settings' own, build_planner), the one
+        # the dispatcher records for the send and ``cheapest`` ranks by.
+        return self._planner.estimate(
             account,
             country=message.country,
             message_type=_message_type(message),
             segments=message.segments,
-            # The app's ``from``, else what the account sends from (its pool, its number):
-            # asked of the planner, so the estimate is the figure ``cheapest`` ranked by.
+            # The app's ``from``, else what the account sends from (its pool, its number).
             number_type=self._planner.sender_type(account, message.sender),
         )
 
