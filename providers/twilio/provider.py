@@ -95,9 +95,7 @@ class TwilioProvider(Provider):
                 )
             except Exception as exc:
                 raise error_from_exception(exc, exchange) from exc
-        if not isinstance(resource, dict):
-            raise UnexpectedResponse("message resource is not a JSON object", provider="twilio")
-        return receipt_from_resource(resource)
+        return _receipt(resource)
 
     async def _create(self, form: dict[str, object]) -> object:
         """POST ``form`` to the account's Messages list; the JSON answered. A status other
@@ -124,9 +122,14 @@ class TwilioProvider(Provider):
                 )
             except Exception as exc:
                 raise error_from_exception(exc, exchange) from exc
-        if not isinstance(resource, dict):
-            raise UnexpectedResponse("message resource is not a JSON object", provider="twilio")
-        return receipt_from_resource(resource)
+        return _receipt(resource)
 
     def _translate(self, exc: Exception) -> ProviderError:
         return error_from_exception(exc)
+
+
+def _receipt(resource: object) -> SendReceipt:
+    """A create's or a fetch's answer (the Message resource's JSON) as a receipt."""
+    if not isinstance(resource, dict):
+        raise UnexpectedResponse("message resource is not a JSON object", provider="twilio")
+    return receipt_from_resource(resource)
