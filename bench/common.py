@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,14 @@ def postgres() -> Any:
         preload = {"shared_preload_libraries": "'pg_stat_statements'"}
         _POSTGRES = start_postgres(preload if os.environ.get(STATEMENTS_ENV) else None)
     return _POSTGRES
+
+
+def as_datetime(value: object) -> datetime | None:
+    """A timestamp read back by raw SQL: PostgreSQL's driver gives datetimes, SQLite's
+    ISO 8601 text (the columns' DateTimeUTC type stores it so)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
 
 
 def postgres_cpu_seconds() -> float:

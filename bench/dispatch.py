@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,6 +25,7 @@ from bench.common import (
     Gateway,
     Processes,
     Report,
+    as_datetime,
     base_parser,
     fill_messages,
     finish,
@@ -97,13 +97,6 @@ def provider_floor(simulator: str, seed: str, count: int) -> dict[str, Any]:
     return floor
 
 
-def _when(value: object) -> datetime | None:
-    """SQLite hands raw SQL's timestamps back as text, PostgreSQL as datetimes."""
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value))
-
-
 def measure(report: Report, group: Processes, *, engine_kind: str, rows: int, n: int) -> None:
     seed = secrets.token_urlsafe(24)
     simulator = start_uvicorn(
@@ -161,7 +154,7 @@ def measure(report: Report, group: Processes, *, engine_kind: str, rows: int, n:
         # Finished attempts: (started, finished), both datetimes on either engine.
         attempts = [
             (start, end)
-            for start, end in ((_when(row[0]), _when(row[1])) for row in rows_out)
+            for start, end in ((as_datetime(row[0]), as_datetime(row[1])) for row in rows_out)
             if start is not None and end is not None
         ]
         first = min(a[0] for a in attempts)

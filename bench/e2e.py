@@ -24,7 +24,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
 
 import httpx
 from sqlalchemy.exc import DBAPIError
@@ -39,6 +38,7 @@ from bench.common import (
     Launched,
     Processes,
     Report,
+    as_datetime,
     base_parser,
     fill_messages,
     finish,
@@ -192,7 +192,7 @@ def measure(
         if counting:
             report.say(_statements(gateway, n, wal_start))
         rows_out = [
-            (status, *map(_moment, times))
+            (status, *map(as_datetime, times))
             for status, *times in gateway.db.rows(
                 f"SELECT status, created_at, sent_at, updated_at FROM messages WHERE {measured}",
                 m=template,
@@ -350,14 +350,6 @@ def _statements(gateway: Gateway, n: int, wal_start: float) -> str:
     return "\n".join(lines)
 
 
-def _moment(value: datetime | str | None) -> datetime | None:
-    """A timestamp as read back: a datetime from PostgreSQL's driver, ISO 8601 text from
-    SQLite's (the columns' DateTimeUTC type stores it so)."""
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)
-
-
 def _callback_timeline(gateway: Gateway, template: str) -> str:
     """Where a message's time goes after the provider took it: from the send's record
     (``sent_at``) to the gateway receiving each of its reports (``received_at``, read when
@@ -373,7 +365,9 @@ def _callback_timeline(gateway: Gateway, template: str) -> str:
         m=template,
     )
     lines = ["   reports received after the send was recorded:"]
-    moments = [(status, _moment(sent), _moment(received)) for status, sent, received in rows]
+    moments = [
+        (status, as_datetime(sent), as_datetime(received)) for status, sent, received in rows
+    ]
     for status in ("sent", "delivered"):
         waits = [
             (received - sent).total_seconds() * 1000
