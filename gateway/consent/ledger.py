@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Final
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import new_id
@@ -144,18 +144,21 @@ class OptOuts:
         )
 
 
+#: :func:`opt_outs_of`' read, built once with the numbers an expanding parameter: built
+#: per call (every claim round, every batch), ``IN (…)`` coerced each number into a
+#: parameter of its own.
+_OPT_OUTS = select(ConsentState).where(
+    ConsentState.number.in_(bindparam("numbers", expanding=True)),
+    ConsentState.opted_out.is_(True),
+)
+
+
 async def opt_outs_of(session: AsyncSession, numbers: Iterable[str]) -> OptOuts:
     """Every opt-out recorded for these numbers: one query for a batch or a dispatch round."""
     wanted = set(numbers)
     if not wanted:
         return OptOuts(())
-    states = (
-        await session.execute(
-            select(ConsentState).where(
-                ConsentState.number.in_(sorted(wanted)), ConsentState.opted_out.is_(True)
-            )
-        )
-    ).scalars()
+    states = (await session.execute(_OPT_OUTS, {"numbers": sorted(wanted)})).scalars()
     return OptOuts(states)
 
 

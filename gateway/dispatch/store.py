@@ -7,12 +7,13 @@ one writer at a time) runs it atomically, so no message is claimed twice.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 import msgspec
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, Update, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.costs.attempts import FIRST_PRICE_LOOK, FirstSend, first_send, record_send_costs
@@ -291,6 +292,17 @@ async def record_sends(
         await message_status_changed(session, [s.claim.message_id for s in ordered], now=latest)
 
 
+#: Who holds each of a group's messages, row-locked: built once, its ids an expanding
+#: parameter. Built per group, ``IN (…)`` made a bound parameter of each id (coerced one
+#: by one) and the statement's cache key was worked out again every time.
+_HOLDERS = (
+    select(_MESSAGES.c.message_id, _MESSAGES.c.claimed_by, _MESSAGES.c.status)
+    .where(_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_MESSAGES.c.message_id)
+    .with_for_update()
+)
+
+
 async def _rows_still_ours(session: AsyncSession, sends: Sequence[Sent]) -> set[str]:
     """The messages these sends may move, row-locked: still claimed by their sender, or
     given up as unknown meanwhile (a slow call outlived its claim: the provider's answer is
@@ -298,12 +310,7 @@ async def _rows_still_ours(session: AsyncSession, sends: Sequence[Sent]) -> set[
     process's now; only the attempt is recorded."""
     if not sends:
         return set()
-    rows = await session.execute(
-        select(_MESSAGES.c.message_id, _MESSAGES.c.claimed_by, _MESSAGES.c.status)
-        .where(_MESSAGES.c.message_id.in_(sorted({s.claim.message_id for s in sends})))
-        .order_by(_MESSAGES.c.message_id)
-        .with_for_update()
-    )
+    rows = await session.execute(_HOLDERS, {"ids": sorted({s.claim.message_id for s in sends})})
     holders = {s.claim.message_id: s.claim.worker for s in sends}
     return {
         message_id
@@ -378,21 +385,31 @@ async def _update_each(
     for row in rows:
         shapes.setdefault(tuple(sorted(row)), []).append(row)
     for shape, same in shapes.items():
-        values: dict[str, Any] = {}
-        for name in shape:
-            if name in key:
-                continue
-            column = table.c[name]
-            given = bindparam(_param(name), type_=column.type)
-            values[name] = func.coalesce(column, given) if name in kept_if_set else given
-        statement = (
-            update(table)
-            .where(*(table.c[name] == bindparam(_param(name)) for name in key))
-            .values(values)
-        )
         await session.execute(
-            statement, [{_param(name): value for name, value in row.items()} for row in same]
+            _update_statement(table, tuple(key), shape, kept_if_set),
+            [{_param(name): value for name, value in row.items()} for row in same],
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _update_statement(
+    table: Table, key: tuple[str, ...], shape: tuple[str, ...], kept_if_set: frozenset[str]
+) -> Update:
+    """:func:`_update_each`'s statement for one shape of row, built once: a send's rows
+    come in a handful of shapes, and building it for every group (its columns, parameters
+    and cache key) was as much work as running it."""
+    values: dict[str, Any] = {}
+    for name in shape:
+        if name in key:
+            continue
+        column = table.c[name]
+        given = bindparam(_param(name), type_=column.type)
+        values[name] = func.coalesce(column, given) if name in kept_if_set else given
+    return (
+        update(table)
+        .where(*(table.c[name] == bindparam(_param(name)) for name in key))
+        .values(values)
+    )
 
 
 def _param(name: str) -> str:

@@ -293,6 +293,22 @@ async def apply_pending_reports(
     return len(pending)
 
 
+#: :func:`with_waiting_reports`' read, built once with the pairs an expanding parameter:
+#: built per group of sends, ``IN (…)`` coerced each pair's two values into parameters of
+#: their own.
+_WAITING_REPORTS = (
+    select(WebhookEvent.provider_kind, WebhookEvent.provider_message_id)
+    .where(
+        tuple_(WebhookEvent.provider_kind, WebhookEvent.provider_message_id).in_(
+            bindparam("keys", expanding=True)
+        ),
+        WebhookEvent.event_type == "delivery",
+        WebhookEvent.applied_at.is_(None),
+    )
+    .distinct()
+)
+
+
 async def with_waiting_reports(
     session: AsyncSession, keys: Sequence[tuple[str, str]]
 ) -> set[tuple[str, str]]:
@@ -301,15 +317,7 @@ async def with_waiting_reports(
     sends, where almost always none has."""
     if not keys:
         return set()
-    rows = await session.execute(
-        select(WebhookEvent.provider_kind, WebhookEvent.provider_message_id)
-        .where(
-            tuple_(WebhookEvent.provider_kind, WebhookEvent.provider_message_id).in_(keys),
-            WebhookEvent.event_type == "delivery",
-            WebhookEvent.applied_at.is_(None),
-        )
-        .distinct()
-    )
+    rows = await session.execute(_WAITING_REPORTS, {"keys": list(keys)})
     return {(kind, pid) for kind, pid in rows.tuples() if pid is not None}
 
 
