@@ -125,3 +125,42 @@ async def test_the_auth_header_is_the_one_httpx_basic_auth_writes(
         assert call.request.headers["Authorization"] == expected.headers["Authorization"]
         assert call.request.headers["User-Agent"] == "twilio-python"
     assert sdk_headers == {"User-Agent": "twilio-python"}
+
+
+async def test_the_request_carries_the_sdks_headers_not_the_clients_defaults() -> None:
+    """Sent as the SDK built it: a client's own default headers are not merged in."""
+    adapter = HttpxTwilioClient(httpx.AsyncClient(headers={"X-Client-Default": "merged"}))
+    with respx.mock:
+        route = respx.post("https://api.twilio.com/2010-04-01/Messages.json").respond(201)
+        await adapter.request(
+            "POST",
+            "https://api.twilio.com/2010-04-01/Messages.json",
+            data={"To": "+14155550100", "Body": "hi"},
+            headers={"User-Agent": "twilio-python", "Accept": "application/json"},
+        )
+    request = route.calls.last.request
+    assert "X-Client-Default" not in request.headers
+    assert "Accept-Encoding" not in request.headers  # httpx's own default
+    assert request.headers["User-Agent"] == "twilio-python"
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert request.content == b"To=%2B14155550100&Body=hi"
+
+
+@pytest.mark.parametrize(
+    ("sdk_timeout", "per_call", "expected"),
+    [
+        (None, None, {"connect": 5.0, "read": 10.0, "write": 10.0, "pool": 10.0}),
+        (7.5, None, {"connect": 7.5, "read": 7.5, "write": 7.5, "pool": 7.5}),
+        (7.5, 2.0, {"connect": 2.0, "read": 2.0, "write": 2.0, "pool": 2.0}),
+    ],
+)
+async def test_the_timeout_is_the_calls_the_sdks_or_else_the_clients(
+    sdk_timeout: float | None, per_call: float | None, expected: dict[str, float]
+) -> None:
+    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    adapter = HttpxTwilioClient(client, timeout=sdk_timeout)
+    with respx.mock:
+        route = respx.get("https://api.twilio.com/x").respond(200)
+        await adapter.request("GET", "https://api.twilio.com/x", timeout=per_call)
+    assert route.calls.last.request.extensions["timeout"] == expected
