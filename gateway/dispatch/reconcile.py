@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import Attempt, Message, WebhookEvent
@@ -22,19 +22,41 @@ from providers import DeliveryStatus
 UNKNOWN = DeliveryStatus.UNKNOWN.value
 
 
+#: Every claim round looks for unknown outcomes to settle and for stored evidence of
+#: them: both reads built once (their moment and size parameters), since nearly every
+#: look finds nothing.
+_UNKNOWNS_DUE = (
+    select(Message.message_id, Message.attempt_count)
+    .where(
+        Message.status == UNKNOWN,
+        Message.reconcile_until < bindparam("now", type_=Message.reconcile_until.type),
+    )
+    .limit(bindparam("limit", type_=Integer))
+    .with_for_update(skip_locked=True)
+)
+_EVIDENCE = (
+    select(
+        WebhookEvent.reference,
+        WebhookEvent.provider_kind,
+        WebhookEvent.account,
+        WebhookEvent.provider_message_id,
+    )
+    .join(Message, Message.message_id == WebhookEvent.reference)
+    .where(
+        WebhookEvent.applied_at.is_(None),
+        WebhookEvent.event_type == "delivery",
+        Message.status == UNKNOWN,
+    )
+    .order_by(WebhookEvent.event_pk)
+)
+
+
 async def settle_unknowns(
     session: AsyncSession, *, now: datetime, policy: str, max_attempts: int, limit: int = 200
 ) -> int:
     """Settle unknown messages whose window has passed with no evidence: send them again
     (policy ``resend``, while attempts remain) or fail them."""
-    due = (
-        await session.execute(
-            select(Message.message_id, Message.attempt_count)
-            .where(Message.status == UNKNOWN, Message.reconcile_until < now)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    ).all()
+    due = (await session.execute(_UNKNOWNS_DUE, {"now": now, "limit": limit})).all()
     resend = [m for m, attempts in due if policy == "resend" and attempts < max_attempts]
     fail = [m for m, _ in due if m not in set(resend)]
     detail = "no provider reported this message after an unknown outcome"
@@ -129,23 +151,7 @@ async def adopt_from_stored_reports(session: AsyncSession, *, now: datetime) -> 
     dead claimer's claim expired) were stored with their ``ref``; once the message is
     ``unknown`` they are the evidence: adopt before anything is resent. Runs in every
     dispatcher round, between expiring stale claims and settling unknown outcomes."""
-    evidence = (
-        await session.execute(
-            select(
-                WebhookEvent.reference,
-                WebhookEvent.provider_kind,
-                WebhookEvent.account,
-                WebhookEvent.provider_message_id,
-            )
-            .join(Message, Message.message_id == WebhookEvent.reference)
-            .where(
-                WebhookEvent.applied_at.is_(None),
-                WebhookEvent.event_type == "delivery",
-                Message.status == UNKNOWN,
-            )
-            .order_by(WebhookEvent.event_pk)
-        )
-    ).all()
+    evidence = (await session.execute(_EVIDENCE)).all()
     adopted: set[str] = set()
     for reference, provider_kind, account, provider_message_id in evidence:
         if reference is None or reference in adopted:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 import msgspec
-from sqlalchemy import Table, Update, bindparam, func, insert, select, update
+from sqlalchemy import Integer, Table, Update, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.costs.attempts import FIRST_PRICE_LOOK, FirstSend, first_send, record_send_costs
@@ -57,44 +57,54 @@ class Claimed(msgspec.Struct, frozen=True):
     worker: str = ""
 
 
+#: The claim, built once (every claim round runs it): its moment, holder, expiry and
+#: size are parameters.
+_DUE = (
+    select(_MESSAGES.c.message_id)
+    .where(
+        _MESSAGES.c.status.in_(DUE_STATUSES),
+        _MESSAGES.c.next_attempt_at <= bindparam("now", type_=_MESSAGES.c.next_attempt_at.type),
+    )
+    .order_by(_MESSAGES.c.next_attempt_at)
+    .limit(bindparam("limit", type_=Integer))
+    .with_for_update(skip_locked=True)
+)
+_CLAIM = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.message_id.in_(_DUE.scalar_subquery()))
+    .where(_MESSAGES.c.status.in_(DUE_STATUSES))
+    .values(
+        status=DeliveryStatus.SENDING.value,
+        claimed_by=bindparam("worker", type_=_MESSAGES.c.claimed_by.type),
+        claim_expires_at=bindparam("expires", type_=_MESSAGES.c.claim_expires_at.type),
+        attempt_count=_MESSAGES.c.attempt_count + 1,
+        updated_at=bindparam("updated", type_=_MESSAGES.c.updated_at.type),
+    )
+    .returning(
+        _MESSAGES.c.message_id,
+        _MESSAGES.c.attempt_count,
+        _MESSAGES.c.requested_account,
+        _MESSAGES.c.to_number,
+        _MESSAGES.c.body,
+        _MESSAGES.c.sender,
+        _MESSAGES.c.media_urls,
+        _MESSAGES.c.app,
+        _MESSAGES.c.country,
+        _MESSAGES.c.segments,
+        _MESSAGES.c.excluded_accounts,
+        _MESSAGES.c.valid_until,
+    )
+)
+
+
 async def claim_due(
     session: AsyncSession, *, worker: str, now: datetime, limit: int, ttl: timedelta
 ) -> list[Claimed]:
-    # On the table, not the class (as the send path's statements: see _MESSAGES): the
-    # same SQL, without the ORM's bulk-update and result machinery around it.
-    messages = _MESSAGES.c
-    due = (
-        select(messages.message_id)
-        .where(messages.status.in_(DUE_STATUSES), messages.next_attempt_at <= now)
-        .order_by(messages.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    # On the table, not the class (_CLAIM, as the send path's statements: see _MESSAGES):
+    # the same SQL, without the ORM's bulk-update and result machinery around it.
     claimed = await session.execute(
-        update(_MESSAGES)
-        .where(messages.message_id.in_(due.scalar_subquery()))
-        .where(messages.status.in_(DUE_STATUSES))
-        .values(
-            status=DeliveryStatus.SENDING.value,
-            claimed_by=worker,
-            claim_expires_at=now + ttl,
-            attempt_count=messages.attempt_count + 1,
-            updated_at=now,
-        )
-        .returning(
-            messages.message_id,
-            messages.attempt_count,
-            messages.requested_account,
-            messages.to_number,
-            messages.body,
-            messages.sender,
-            messages.media_urls,
-            messages.app,
-            messages.country,
-            messages.segments,
-            messages.excluded_accounts,
-            messages.valid_until,
-        )
+        _CLAIM,
+        {"now": now, "limit": limit, "worker": worker, "expires": now + ttl, "updated": now},
     )
     return [
         Claimed(
@@ -498,39 +508,50 @@ async def _finish_attempt(
     )
 
 
+#: Claims past their expiry, and their attempts: built once (every claim round runs the
+#: first; the second only when it found some).
+_EXPIRE_CLAIMS = (
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.status == DeliveryStatus.SENDING.value,
+        _MESSAGES.c.claim_expires_at < bindparam("now", type_=_MESSAGES.c.claim_expires_at.type),
+    )
+    .values(
+        status=DeliveryStatus.UNKNOWN.value,
+        claimed_by=None,
+        claim_expires_at=None,
+        error_detail="the process sending this message stopped mid-call; "
+        "the provider may or may not have it",
+        reconcile_until=bindparam("until", type_=_MESSAGES.c.reconcile_until.type),
+        updated_at=bindparam("updated", type_=_MESSAGES.c.updated_at.type),
+    )
+    .returning(_MESSAGES.c.message_id)
+)
+_EXPIRE_ATTEMPTS = (
+    update(_ATTEMPTS)
+    .where(
+        _ATTEMPTS.c.message_id.in_(bindparam("ids", expanding=True)),
+        _ATTEMPTS.c.outcome == "in_flight",
+    )
+    .values(
+        outcome="unknown",
+        error_class="claim_expired",
+        finished_at=bindparam("finished", type_=_ATTEMPTS.c.finished_at.type),
+    )
+)
+
+
 async def expire_stale_claims(
     session: AsyncSession, *, now: datetime, reconcile_until: datetime | None = None
 ) -> list[str]:
     """Messages whose claimer died mid-call. The call may have reached the provider, so
     they become ``unknown`` (never resent blindly); reconciliation decides later."""
-    # Every claim round runs this: on the tables, as claim_due.
-    stale = list(
-        (
-            await session.execute(
-                update(_MESSAGES)
-                .where(
-                    _MESSAGES.c.status == DeliveryStatus.SENDING.value,
-                    _MESSAGES.c.claim_expires_at < now,
-                )
-                .values(
-                    status=DeliveryStatus.UNKNOWN.value,
-                    claimed_by=None,
-                    claim_expires_at=None,
-                    error_detail="the process sending this message stopped mid-call; "
-                    "the provider may or may not have it",
-                    reconcile_until=reconcile_until,
-                    updated_at=now,
-                )
-                .returning(_MESSAGES.c.message_id)
-            )
-        ).scalars()
+    found = await session.execute(
+        _EXPIRE_CLAIMS, {"now": now, "until": reconcile_until, "updated": now}
     )
+    stale = list(found.scalars())
     if stale:
-        await session.execute(
-            update(_ATTEMPTS)
-            .where(_ATTEMPTS.c.message_id.in_(stale), _ATTEMPTS.c.outcome == "in_flight")
-            .values(outcome="unknown", error_class="claim_expired", finished_at=now)
-        )
+        await session.execute(_EXPIRE_ATTEMPTS, {"ids": stale, "finished": now})
         await message_status_changed(session, stale, now=now)
     return stale
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple, Protocol
 
-from sqlalchemy import bindparam, select, text, tuple_
+from sqlalchemy import Integer, bindparam, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.costs.attempts import FIRST_PRICE_LOOK, record_stored_report_cost
@@ -264,28 +264,33 @@ async def messages_for_update_by_provider_ids(
     return found
 
 
+#: :func:`apply_pending_reports`' read, built once (every claim round runs it; nearly
+#: every time it finds nothing): its horizon and size are parameters.
+_PENDING_REPORTS = (
+    select(WebhookEvent, Message)
+    .join(
+        Message,
+        (Message.provider_kind == WebhookEvent.provider_kind)
+        & (Message.provider_message_id == WebhookEvent.provider_message_id),
+    )
+    .where(
+        WebhookEvent.applied_at.is_(None),
+        WebhookEvent.event_type == "delivery",
+        WebhookEvent.received_at >= bindparam("since", type_=WebhookEvent.received_at.type),
+    )
+    .order_by(WebhookEvent.occurred_at, WebhookEvent.event_pk)
+    .limit(bindparam("limit", type_=Integer))
+    .with_for_update(of=Message)
+)
+
+
 async def apply_pending_reports(
     session: AsyncSession, *, now: datetime, limit: int = 200, rerouter: Rerouter | None = None
 ) -> int:
     """Apply stored reports whose message has appeared since (the report overtook the
     commit of the send). Returns how many were applied. Runs in every dispatcher round."""
     pending = (
-        await session.execute(
-            select(WebhookEvent, Message)
-            .join(
-                Message,
-                (Message.provider_kind == WebhookEvent.provider_kind)
-                & (Message.provider_message_id == WebhookEvent.provider_message_id),
-            )
-            .where(
-                WebhookEvent.applied_at.is_(None),
-                WebhookEvent.event_type == "delivery",
-                WebhookEvent.received_at >= now - PENDING_HORIZON,
-            )
-            .order_by(WebhookEvent.occurred_at, WebhookEvent.event_pk)
-            .limit(limit)
-            .with_for_update(of=Message)
-        )
+        await session.execute(_PENDING_REPORTS, {"since": now - PENDING_HORIZON, "limit": limit})
     ).all()
     for event, message in pending:
         await record_stored_report_cost(session, message, event, now)
