@@ -1,0 +1,150 @@
+"""The dispatch loop's pipeline (Dispatcher.run): at most ``concurrency`` provider calls at
+once, and a call's slot free for the next claim as soon as the call has ended, while its
+outcome still waits to be recorded.
+
+The provider calls cross the real Twilio SDK into the sandbox simulator; the test holds
+each create at the HTTP edge (a transport around httpx's ASGI one) and lets it go when it
+chooses. A slow database is a real one: a transaction of the test's own holds the rows of
+the messages already sent, so recording their outcomes waits for it (PostgreSQL's row
+locks; SQLite's one write lock would stop the claims too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from gateway.accounts import build_providers
+from gateway.db.models import Attempt, Message
+from gateway.dispatch.dispatcher import Dispatcher
+from gateway.settings import DispatcherSettings, Settings
+from tests.integration.conftest import BASE_URL, Gateway
+
+pytestmark = pytest.mark.asyncio
+
+CONCURRENCY = 2
+#: Bounds each wait for something the test expects to happen at once; reaching it fails.
+EXPECTED_WITHIN = 20.0
+
+
+class HeldCreates(httpx.AsyncBaseTransport):
+    """Holds every Twilio create until the test releases it, then passes it on to the
+    gateway's app (its sandbox); counts the creates under way."""
+
+    def __init__(self, app_client: httpx.AsyncClient) -> None:
+        self._app = app_client
+        self.arrived: list[asyncio.Event] = []  # one release per create, in arrival order
+        self.under_way = 0
+        self.most_under_way = 0
+        self._arrival = asyncio.Condition()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not (request.method == "POST" and request.url.path.endswith("/Messages.json")):
+            return await self._app.send(request)
+        release = asyncio.Event()
+        self.under_way += 1
+        self.most_under_way = max(self.most_under_way, self.under_way)
+        async with self._arrival:
+            self.arrived.append(release)
+            self._arrival.notify_all()
+        try:
+            await release.wait()
+            return await self._app.send(request)
+        finally:
+            self.under_way -= 1
+
+    async def wait_for_arrivals(self, count: int) -> None:
+        async with self._arrival:
+            await asyncio.wait_for(
+                self._arrival.wait_for(lambda: len(self.arrived) >= count), EXPECTED_WITHIN
+            )
+
+
+@pytest.fixture
+def dispatcher_settings() -> DispatcherSettings:
+    return DispatcherSettings(enabled=False, concurrency=CONCURRENCY, poll_interval_seconds=0.05)
+
+
+@pytest.fixture
+async def held(gateway: Gateway) -> AsyncIterator[tuple[HeldCreates, httpx.AsyncClient]]:
+    """The held creates, and the outbound client whose calls they are."""
+    creates = HeldCreates(gateway.client)
+    async with httpx.AsyncClient(transport=creates, base_url=BASE_URL) as client:
+        yield creates, client
+
+
+async def _statuses(gateway: Gateway, ids: list[str]) -> dict[str, str]:
+    async with gateway.state.sessionmaker() as session:
+        rows = await session.execute(
+            select(Message.message_id, Message.status).where(Message.message_id.in_(ids))
+        )
+        return dict(rows.tuples().all())
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
+    gateway: Gateway,
+    headers: dict[str, str],
+    held: tuple[HeldCreates, httpx.AsyncClient],
+    settings: Settings,
+) -> None:
+    creates, outbound = held
+    ids = []
+    for n in range(6):
+        response = await gateway.send(headers, to=f"+1415555013{n}", body="pipeline")
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["message_id"])
+    dispatcher = Dispatcher(
+        sessionmaker=gateway.state.sessionmaker,
+        providers=build_providers(settings, outbound),
+        settings=settings.dispatcher,
+        clock=gateway.clock,
+        worker="pipeline-worker",
+        planner=gateway.state.planner,
+        accounts={a.name: a for a in settings.accounts},
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    try:
+        # The first round claims two slots' worth ahead (twice the concurrency): two
+        # calls under way, two waiting for a slot.
+        await creates.wait_for_arrivals(CONCURRENCY)
+        first_round = [m for m, s in (await _statuses(gateway, ids)).items() if s == "sending"]
+        assert len(first_round) == 2 * CONCURRENCY
+        async with gateway.state.sessionmaker() as blocker, blocker.begin():
+            # The database is slow for these four: recording them waits for this lock.
+            await blocker.execute(
+                select(Message.message_id)
+                .where(Message.message_id.in_(first_round))
+                .with_for_update()
+            )
+            for release in creates.arrived[:CONCURRENCY]:
+                release.set()
+            await creates.wait_for_arrivals(2 * CONCURRENCY)  # the two that waited for a slot
+            for release in creates.arrived[CONCURRENCY : 2 * CONCURRENCY]:
+                release.set()
+            # Four outcomes wait to be recorded, no call is under way: the loop claims the
+            # last two messages and calls their provider while the lock still holds.
+            await creates.wait_for_arrivals(6)
+            statuses = await _statuses(gateway, ids)
+            assert all(statuses[m] == "sending" for m in first_round)  # not recorded yet
+    finally:
+        # Stopping finishes the calls in flight and records their outcomes first.
+        stop.set()
+        for release in creates.arrived:
+            release.set()
+        await asyncio.wait_for(running, EXPECTED_WITHIN)
+    assert creates.most_under_way <= CONCURRENCY
+    async with gateway.state.sessionmaker() as session:
+        attempts = (
+            await session.execute(
+                select(Attempt.message_id, Attempt.outcome).where(Attempt.message_id.in_(ids))
+            )
+        ).all()
+    assert sorted(attempts) == sorted((m, "sent") for m in ids)  # each sent once
