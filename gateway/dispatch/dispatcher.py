@@ -491,15 +491,7 @@ class Dispatcher:
     async def _deliver(self, plan: Plan) -> None:
         claim, account = plan.claim, plan.account
         provider = self._providers[account]
-        outbound = OutboundMessage(
-            reference=claim.message_id,
-            to=claim.to,
-            body=claim.body,
-            sender=plan.sender,
-            media_urls=claim.media_urls,
-            status_callback_url=self._callback_url(claim.message_id),
-        )
-        receipt = await self._call(provider, outbound)
+        receipt = await self._call(provider, plan)
         if isinstance(receipt, ProviderError):
             if counts_against_health(receipt):
                 self.planner.record_failure(account, self._clock())
@@ -530,13 +522,21 @@ class Dispatcher:
             "message handed to provider", extra={"message_id": claim.message_id, "account": account}
         )
 
-    async def _call(
-        self, provider: Provider, outbound: OutboundMessage
-    ) -> SendReceipt | ProviderError:
+    async def _call(self, provider: Provider, plan: Plan) -> SendReceipt | ProviderError:
         """The provider call, in one of ``concurrency`` slots; what it answered or the
-        error it raised. However it ends, its slot is free for the next claim at once,
-        before its outcome is recorded."""
+        error it raised. However it ends (even before the call), the plan leaves
+        ``_calling`` at once, before its outcome is recorded: the loop waits on that
+        count, and a plan never taken off it would hold a slot for good."""
+        claim = plan.claim
         try:
+            outbound = OutboundMessage(
+                reference=claim.message_id,
+                to=claim.to,
+                body=claim.body,
+                sender=plan.sender,
+                media_urls=claim.media_urls,
+                status_callback_url=self._callback_url(claim.message_id),
+            )
             async with self._limit:
                 return await provider.send(outbound)
         except ProviderError as error:
