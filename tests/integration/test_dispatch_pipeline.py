@@ -20,13 +20,16 @@ from sqlalchemy import select
 
 from gateway.accounts import build_providers
 from gateway.db.models import Attempt, Message
-from gateway.dispatch.dispatcher import Dispatcher
+from gateway.dispatch.dispatcher import CLAIM_AHEAD, Dispatcher
 from gateway.settings import DispatcherSettings, Settings
 from tests.integration.conftest import BASE_URL, Gateway
 
 pytestmark = pytest.mark.asyncio
 
 CONCURRENCY = 2
+#: What the first claim round takes (the messages are more).
+CLAIMED_AHEAD = CLAIM_AHEAD * CONCURRENCY
+MESSAGES = CLAIMED_AHEAD + 2
 #: Bounds each wait for something the test expects to happen at once; reaching it fails.
 EXPECTED_WITHIN = 20.0
 
@@ -41,9 +44,20 @@ class HeldCreates(httpx.AsyncBaseTransport):
         self.under_way = 0
         self.most_under_way = 0
         self._arrival = asyncio.Condition()
+        self._holding = True
+
+    def let_all_through(self) -> None:
+        """Release every create held, and hold none from now on."""
+        self._holding = False
+        for release in self.arrived:
+            release.set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if not (request.method == "POST" and request.url.path.endswith("/Messages.json")):
+        if not (
+            self._holding
+            and request.method == "POST"
+            and request.url.path.endswith("/Messages.json")
+        ):
             return await self._app.send(request)
         release = asyncio.Event()
         self.under_way += 1
@@ -96,7 +110,7 @@ async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
 ) -> None:
     creates, outbound = held
     ids = []
-    for n in range(6):
+    for n in range(MESSAGES):
         response = await gateway.send(headers, to=f"+1415555013{n}", body="pipeline")
         assert response.status_code == 202, response.text
         ids.append(response.json()["message_id"])
@@ -112,33 +126,32 @@ async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
     stop = asyncio.Event()
     running = asyncio.create_task(dispatcher.run(stop))
     try:
-        # The first round claims two slots' worth ahead (twice the concurrency): two
-        # calls under way, two waiting for a slot.
+        # The first round claims CLAIM_AHEAD rounds' worth: two calls under way, the
+        # others waiting for a slot.
         await creates.wait_for_arrivals(CONCURRENCY)
         first_round = [m for m, s in (await _statuses(gateway, ids)).items() if s == "sending"]
-        assert len(first_round) == 2 * CONCURRENCY
+        assert len(first_round) == CLAIMED_AHEAD
         async with gateway.state.sessionmaker() as blocker, blocker.begin():
-            # The database is slow for these four: recording them waits for this lock.
+            # The database is slow for these: recording them waits for this lock.
             await blocker.execute(
                 select(Message.message_id)
                 .where(Message.message_id.in_(first_round))
                 .with_for_update()
             )
-            for release in creates.arrived[:CONCURRENCY]:
-                release.set()
-            await creates.wait_for_arrivals(2 * CONCURRENCY)  # the two that waited for a slot
-            for release in creates.arrived[CONCURRENCY : 2 * CONCURRENCY]:
-                release.set()
-            # Four outcomes wait to be recorded, no call is under way: the loop claims the
-            # last two messages and calls their provider while the lock still holds.
-            await creates.wait_for_arrivals(6)
+            # Each call that ends frees its slot for the next while its outcome waits: all
+            # the round's calls are made while the lock holds, two at a time.
+            for called in range(CONCURRENCY, CLAIMED_AHEAD + 1, CONCURRENCY):
+                await creates.wait_for_arrivals(called)
+                for release in creates.arrived[called - CONCURRENCY : called]:
+                    release.set()
             statuses = await _statuses(gateway, ids)
             assert all(statuses[m] == "sending" for m in first_round)  # not recorded yet
+        # Recorded once the lock goes: the loop claims the rest and calls for them.
+        await creates.wait_for_arrivals(MESSAGES)
     finally:
         # Stopping finishes the calls in flight and records their outcomes first.
         stop.set()
-        for release in creates.arrived:
-            release.set()
+        creates.let_all_through()
         await asyncio.wait_for(running, EXPECTED_WITHIN)
     assert creates.most_under_way <= CONCURRENCY
     async with gateway.state.sessionmaker() as session:
