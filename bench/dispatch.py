@@ -19,6 +19,7 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
+from bench import provider_floor as provider_floor_command
 from bench.common import (
     PROFILE_ENV,
     PYTHON,
@@ -83,15 +84,7 @@ def raw_requests(seed: str, count: int, callback: str) -> list[dict[str, object]
 def provider_floor(simulator: str, seed: str, count: int) -> dict[str, Any]:
     """``bench/provider_floor.py`` in its own process: the same creates through the SDK."""
     floor = run_json_module(
-        "bench.provider_floor",
-        "--simulator",
-        simulator,
-        "--seed",
-        seed,
-        "-n",
-        str(count),
-        "--concurrency",
-        str(IN_FLIGHT),
+        "bench.provider_floor", *provider_floor_command.arguments(simulator, seed, count, IN_FLIGHT)
     )
     if floor["sent"] != count:
         raise RuntimeError(f"provider floor sent {floor['sent']} of {count}")

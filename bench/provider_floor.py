@@ -67,13 +67,29 @@ async def run(simulator: str, seed: str, count: int, concurrency: int) -> dict[s
     return {"rate": sent / elapsed, "cpu_cores": cpu / elapsed, "sent": sent}
 
 
-def main() -> int:
+def arguments(simulator: str, seed: str, count: int, concurrency: int) -> list[str]:
+    """This command's arguments. ``--seed=…`` in one word: a seed of
+    ``secrets.token_urlsafe`` may begin with ``-``, and argparse reads a separate
+    ``-l1rF…`` as an option (a sitting stopped on it)."""
+    return [
+        f"--simulator={simulator}",
+        f"--seed={seed}",
+        f"-n={count}",
+        f"--concurrency={concurrency}",
+    ]
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--simulator", required=True)
     parser.add_argument("--seed", required=True)
     parser.add_argument("-n", type=int, required=True)
     parser.add_argument("--concurrency", type=int, required=True)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse()
     # uvloop, as the worker runs (uvicorn[standard] installs it).
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         result = runner.run(run(args.simulator, args.seed, args.n, args.concurrency))
