@@ -101,9 +101,10 @@ RECORDING_BACKLOG = 4
 #: Plans claimed ahead, in rounds of ``concurrency``: calls under way plus those waiting
 #: for a slot. Claimed two rounds ahead, the loop claimed again when half had ended, and
 #: the rest ended during the claim transaction: no call was under way 47 % of the time on
-#: PostgreSQL (a claim round 16 ms, a call 7). Four: +16 % (bench.dispatch, 2026-11-25);
-#: three gave less. The price: a worker that dies holds up to this many rounds of claimed
-#: messages until their claims expire (none is lost or sent twice: reconciliation).
+#: PostgreSQL (a claim round 16 ms, a call 7). Four: +17 % on PostgreSQL, +48 % on SQLite
+#: (bench.dispatch, 2026-11-25); three gave less. The price: a worker that dies holds up to
+#: this many rounds of claimed messages until their claims expire (none is lost or sent
+#: twice: reconciliation).
 CLAIM_AHEAD = 4
 
 #: The shortest outage a provider's answer is held through (see answer_patience).
@@ -176,6 +177,8 @@ class Dispatcher:
         self._calling = 0
         #: Set when a call ends or a delivery task finishes: the loop may claim again.
         self._slot_freed = asyncio.Event()
+        #: ``run``'s stop: once set, a plan whose turn for a slot comes is handed back.
+        self._stop: asyncio.Event | None = None
         self._consent_scope = consent_scope  # how a provider's opt-out refusal is recorded
         self.retention = Retention(sessionmaker, retention or RetentionSettings())
         self._next_prune: datetime | None = None
@@ -187,8 +190,9 @@ class Dispatcher:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Loop until ``stop`` is set; sends in flight are finished first, so their outcomes
-        are recorded and their claims released (graceful shutdown).
+        """Loop until ``stop`` is set; the provider calls under way are finished first, so
+        their outcomes are recorded, and the plans still waiting for a slot are handed back
+        to the queue uncalled (graceful shutdown: no claim left behind).
 
         Pipelined: the next claim round runs while the last round's provider calls are in
         flight, as soon as fewer than ``concurrency`` are. A round waiting for its slowest
@@ -198,6 +202,7 @@ class Dispatcher:
         until recorded, the slots of a group waiting for its commit stood idle, and a
         worker on PostgreSQL used 0.63 of a core (bench.dispatch)."""
         logger.info("dispatcher started", extra={"worker": self.worker})
+        self._stop = stop
         billing = asyncio.create_task(self._bill(stop))
         in_flight: set[asyncio.Task[None]] = set()
         concurrency = self._settings.concurrency
@@ -212,6 +217,8 @@ class Dispatcher:
             while self._calling >= concurrency or len(in_flight) >= RECORDING_BACKLOG * concurrency:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
+            if stop.is_set():
+                break  # set while waiting for a slot: nothing more is claimed
             # Enough to keep the slots busy through the next claim round, not more: a claim
             # held in the queue is a message no other worker can take meanwhile.
             limit = min(self._settings.batch_size, CLAIM_AHEAD * concurrency - self._calling)
@@ -229,6 +236,7 @@ class Dispatcher:
             await self._idle(stop)
         if in_flight:
             await asyncio.wait(in_flight)
+        self._stop = None  # nothing waits for a slot now; run_once calls as ever
         await billing
         logger.info("dispatcher stopped", extra={"worker": self.worker})
 
@@ -501,6 +509,9 @@ class Dispatcher:
         claim, account = plan.claim, plan.account
         provider = self._providers[account]
         receipt = await self._call(provider, plan)
+        if receipt is None:
+            await self._hand_back(plan)
+            return
         if isinstance(receipt, ProviderError):
             if counts_against_health(receipt):
                 self.planner.record_failure(account, self._clock())
@@ -531,10 +542,11 @@ class Dispatcher:
             "message handed to provider", extra={"message_id": claim.message_id, "account": account}
         )
 
-    async def _call(self, provider: Provider, plan: Plan) -> SendReceipt | ProviderError:
+    async def _call(self, provider: Provider, plan: Plan) -> SendReceipt | ProviderError | None:
         """The provider call, in one of ``concurrency`` slots; what it answered or the
-        error it raised. However it ends (even before the call), the plan leaves
-        ``_calling`` at once, before its outcome is recorded: the loop waits on that
+        error it raised, or ``None`` when the dispatcher stopped before the plan's turn
+        (no call made: it is handed back). However it ends (even before the call), the plan
+        leaves ``_calling`` at once, before its outcome is recorded: the loop waits on that
         count, and a plan never taken off it would hold a slot for good."""
         claim = plan.claim
         try:
@@ -547,12 +559,27 @@ class Dispatcher:
                 status_callback_url=self._callback_url(claim.message_id),
             )
             async with self._limit:
+                if self._stop is not None and self._stop.is_set():
+                    return None
                 return await provider.send(outbound)
         except ProviderError as error:
             return error
         finally:
             self._calling -= 1
             self._slot_freed.set()
+
+    async def _hand_back(self, plan: Plan) -> None:
+        """A plan the stop came before: its message back to the queue at once, for another
+        worker or the next start, rather than a call made after the stop (with four rounds
+        claimed ahead, draining them all could take four provider timeouts, past a
+        container's stop grace period)."""
+        now = self._clock()
+        async with self._sessionmaker() as session, session.begin():
+            given_back = await store.hand_back_uncalled(session, plan.claim, now=now)
+        logger.info(
+            "claim handed back at shutdown" if given_back else "claim no longer ours at shutdown",
+            extra={"worker": self.worker, "message_id": plan.claim.message_id},
+        )
 
     async def _record_error(self, plan: Plan, kind: str, error: ProviderError) -> None:
         claim, account = plan.claim, plan.account

@@ -158,6 +158,44 @@ async def release_claim(
     )
 
 
+async def hand_back_uncalled(session: AsyncSession, claim: Claimed, *, now: datetime) -> bool:
+    """A claim whose provider call was never made (its worker is stopping): the message
+    goes back to the queue (``accepted``, due as it was, its attempt count as before the
+    claim), and its ``in_flight`` attempt goes: no call was made, so there was no
+    attempt. Only while the claim is still its holder's; False if it is not (then the
+    claim's expiry and reconciliation decide)."""
+    given_back = (
+        await session.execute(
+            update(_MESSAGES)
+            .where(
+                _MESSAGES.c.message_id == claim.message_id,
+                _MESSAGES.c.claimed_by == claim.worker,
+                _MESSAGES.c.status == DeliveryStatus.SENDING.value,
+                _MESSAGES.c.attempt_count == claim.attempt_number,
+            )
+            .values(
+                status=DeliveryStatus.ACCEPTED.value,
+                claimed_by=None,
+                claim_expires_at=None,
+                attempt_count=_MESSAGES.c.attempt_count - 1,
+                updated_at=now,
+            )
+            .returning(_MESSAGES.c.message_id)
+        )
+    ).first()
+    if given_back is None:
+        return False
+    await session.execute(
+        _ATTEMPTS.delete().where(
+            _ATTEMPTS.c.message_id == claim.message_id,
+            _ATTEMPTS.c.attempt_number == claim.attempt_number,
+            _ATTEMPTS.c.outcome == "in_flight",
+        )
+    )
+    await message_status_changed(session, [claim.message_id], now=now)
+    return True
+
+
 class AttemptStart(NamedTuple):
     """A provider call about to be made: for whom, on which account."""
 
