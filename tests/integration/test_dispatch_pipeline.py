@@ -99,6 +99,40 @@ async def _statuses(gateway: Gateway, ids: list[str]) -> dict[str, str]:
         return dict(rows.tuples().all())
 
 
+async def _send_all(gateway: Gateway, headers: dict[str, str], to: str, body: str) -> list[str]:
+    """MESSAGES sends (recipients ``to`` + one digit); their ids."""
+    ids = []
+    for n in range(MESSAGES):
+        response = await gateway.send(headers, to=f"{to}{n}", body=body)
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["message_id"])
+    return ids
+
+
+def _dispatcher(
+    gateway: Gateway, settings: Settings, outbound: httpx.AsyncClient, worker: str
+) -> Dispatcher:
+    """A worker's dispatcher whose provider calls go through ``outbound``."""
+    return Dispatcher(
+        sessionmaker=gateway.state.sessionmaker,
+        providers=build_providers(settings, outbound),
+        settings=settings.dispatcher,
+        clock=gateway.clock,
+        worker=worker,
+        planner=gateway.state.planner,
+        accounts={a.name: a for a in settings.accounts},
+    )
+
+
+async def _release_as_they_come(creates: HeldCreates, first: int, last: int) -> None:
+    """Let the creates numbered ``first + 1`` to ``last`` through, ``CONCURRENCY`` at a
+    time, each wave once it has arrived."""
+    for called in range(first + CONCURRENCY, last + 1, CONCURRENCY):
+        await creates.wait_for_arrivals(called)
+        for release in creates.arrived[called - CONCURRENCY : called]:
+            release.set()
+
+
 @pytest.mark.parametrize(
     "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
@@ -109,20 +143,8 @@ async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
     settings: Settings,
 ) -> None:
     creates, outbound = held
-    ids = []
-    for n in range(MESSAGES):
-        response = await gateway.send(headers, to=f"+1415555013{n}", body="pipeline")
-        assert response.status_code == 202, response.text
-        ids.append(response.json()["message_id"])
-    dispatcher = Dispatcher(
-        sessionmaker=gateway.state.sessionmaker,
-        providers=build_providers(settings, outbound),
-        settings=settings.dispatcher,
-        clock=gateway.clock,
-        worker="pipeline-worker",
-        planner=gateway.state.planner,
-        accounts={a.name: a for a in settings.accounts},
-    )
+    ids = await _send_all(gateway, headers, "+1415555013", "pipeline")
+    dispatcher = _dispatcher(gateway, settings, outbound, "pipeline-worker")
     stop = asyncio.Event()
     running = asyncio.create_task(dispatcher.run(stop))
     try:
@@ -140,10 +162,7 @@ async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
             )
             # Each call that ends frees its slot for the next while its outcome waits: all
             # the round's calls are made while the lock holds, two at a time.
-            for called in range(CONCURRENCY, CLAIMED_AHEAD + 1, CONCURRENCY):
-                await creates.wait_for_arrivals(called)
-                for release in creates.arrived[called - CONCURRENCY : called]:
-                    release.set()
+            await _release_as_they_come(creates, 0, CLAIMED_AHEAD)
             statuses = await _statuses(gateway, ids)
             assert all(statuses[m] == "sending" for m in first_round)  # not recorded yet
         # Recorded once the lock goes: the loop claims the rest and calls for them.
@@ -163,15 +182,6 @@ async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
     assert sorted(attempts) == sorted((m, "sent") for m in ids)  # each sent once
 
 
-async def _release_as_they_come(creates: HeldCreates, first: int, last: int) -> None:
-    """Let the creates numbered ``first + 1`` to ``last`` through, ``CONCURRENCY`` at a
-    time, each wave once it has arrived."""
-    for called in range(first + CONCURRENCY, last + 1, CONCURRENCY):
-        await creates.wait_for_arrivals(called)
-        for release in creates.arrived[called - CONCURRENCY : called]:
-            release.set()
-
-
 async def test_a_stop_hands_back_the_claims_not_called_yet(
     gateway: Gateway,
     headers: dict[str, str],
@@ -182,25 +192,9 @@ async def test_a_stop_hands_back_the_claims_not_called_yet(
     the queue, uncalled, with no attempt: draining all that was claimed ahead could take
     CLAIM_AHEAD provider timeouts. The next run sends every message once."""
     creates, outbound = held
-    ids = []
-    for n in range(MESSAGES):
-        response = await gateway.send(headers, to=f"+1415555014{n}", body="stopping")
-        assert response.status_code == 202, response.text
-        ids.append(response.json()["message_id"])
-
-    def dispatcher() -> Dispatcher:
-        return Dispatcher(
-            sessionmaker=gateway.state.sessionmaker,
-            providers=build_providers(settings, outbound),
-            settings=settings.dispatcher,
-            clock=gateway.clock,
-            worker="stopping-worker",
-            planner=gateway.state.planner,
-            accounts={a.name: a for a in settings.accounts},
-        )
-
+    ids = await _send_all(gateway, headers, "+1415555014", "stopping")
     stop = asyncio.Event()
-    running = asyncio.create_task(dispatcher().run(stop))
+    running = asyncio.create_task(_dispatcher(gateway, settings, outbound, "stopping").run(stop))
     try:
         await creates.wait_for_arrivals(CONCURRENCY)
         stop.set()
@@ -242,7 +236,7 @@ async def test_a_stop_hands_back_the_claims_not_called_yet(
     )
 
     stop = asyncio.Event()
-    running = asyncio.create_task(dispatcher().run(stop))
+    running = asyncio.create_task(_dispatcher(gateway, settings, outbound, "restarted").run(stop))
     try:
         await _release_as_they_come(creates, CONCURRENCY, MESSAGES)
     finally:
