@@ -106,6 +106,9 @@ RECORDING_BACKLOG = 4
 #: this many rounds of claimed messages until their claims expire (none is lost or sent
 #: twice: reconciliation).
 CLAIM_AHEAD = 4
+#: From idle (nothing claimed, a burst's first round) two rounds only: with several
+#: workers, the rest of a burst is left to the others, as it was before CLAIM_AHEAD.
+IDLE_CLAIM_AHEAD = 2
 
 #: The shortest outage a provider's answer is held through (see answer_patience).
 OUTAGE_PATIENCE_SECONDS = 900.0
@@ -221,7 +224,8 @@ class Dispatcher:
                 break  # set while waiting for a slot: nothing more is claimed
             # Enough to keep the slots busy through the next claim round, not more: a claim
             # held in the queue is a message no other worker can take meanwhile.
-            limit = min(self._settings.batch_size, CLAIM_AHEAD * concurrency - self._calling)
+            rounds = CLAIM_AHEAD if self._calling else IDLE_CLAIM_AHEAD
+            limit = min(self._settings.batch_size, rounds * concurrency - self._calling)
             try:
                 handled, plans = await self._claim_round(limit)
             except Exception:  # keep dispatching through a passing database error

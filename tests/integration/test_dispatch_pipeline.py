@@ -20,16 +20,17 @@ from sqlalchemy import select
 
 from gateway.accounts import build_providers
 from gateway.db.models import Attempt, Message
-from gateway.dispatch.dispatcher import CLAIM_AHEAD, Dispatcher
+from gateway.dispatch.dispatcher import IDLE_CLAIM_AHEAD, RECORDING_BACKLOG, Dispatcher
 from gateway.settings import DispatcherSettings, Settings
 from tests.integration.conftest import BASE_URL, Gateway
 
 pytestmark = pytest.mark.asyncio
 
 CONCURRENCY = 2
-#: What the first claim round takes (the messages are more).
-CLAIMED_AHEAD = CLAIM_AHEAD * CONCURRENCY
-MESSAGES = CLAIMED_AHEAD + 2
+#: What the first claim round takes, from idle (the messages are more).
+FIRST_ROUND = IDLE_CLAIM_AHEAD * CONCURRENCY
+#: More than the loop claims while outcomes wait for the database.
+MESSAGES = RECORDING_BACKLOG * CONCURRENCY + 2
 #: Bounds each wait for something the test expects to happen at once; reaching it fails.
 EXPECTED_WITHIN = 20.0
 
@@ -148,11 +149,11 @@ async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
     stop = asyncio.Event()
     running = asyncio.create_task(dispatcher.run(stop))
     try:
-        # The first round claims CLAIM_AHEAD rounds' worth: two calls under way, the
-        # others waiting for a slot.
+        # The first round, from idle, claims IDLE_CLAIM_AHEAD rounds' worth: two calls
+        # under way, two waiting for a slot.
         await creates.wait_for_arrivals(CONCURRENCY)
         first_round = [m for m, s in (await _statuses(gateway, ids)).items() if s == "sending"]
-        assert len(first_round) == CLAIMED_AHEAD
+        assert len(first_round) == FIRST_ROUND
         async with gateway.state.sessionmaker() as blocker, blocker.begin():
             # The database is slow for these: recording them waits for this lock.
             await blocker.execute(
@@ -160,13 +161,14 @@ async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
                 .where(Message.message_id.in_(first_round))
                 .with_for_update()
             )
-            # Each call that ends frees its slot for the next while its outcome waits: all
-            # the round's calls are made while the lock holds, two at a time.
-            await _release_as_they_come(creates, 0, CLAIMED_AHEAD)
+            # Each call that ends frees its slot for the next while its outcome waits, and
+            # the loop claims again: the round's calls, then two more of the next round's,
+            # are made while the lock holds, two at a time.
+            await _release_as_they_come(creates, 0, FIRST_ROUND + CONCURRENCY)
             statuses = await _statuses(gateway, ids)
             assert all(statuses[m] == "sending" for m in first_round)  # not recorded yet
         # Recorded once the lock goes: the loop claims the rest and calls for them.
-        await creates.wait_for_arrivals(MESSAGES)
+        await _release_as_they_come(creates, FIRST_ROUND + CONCURRENCY, MESSAGES)
     finally:
         # Stopping finishes the calls in flight and records their outcomes first.
         stop.set()
@@ -189,8 +191,8 @@ async def test_a_stop_hands_back_the_claims_not_called_yet(
     settings: Settings,
 ) -> None:
     """Stopping finishes the calls under way and gives the other claimed messages back to
-    the queue, uncalled, with no attempt: draining all that was claimed ahead could take
-    CLAIM_AHEAD provider timeouts. The next run sends every message once."""
+    the queue, uncalled, with no attempt: draining all that a busy worker claims ahead
+    could take CLAIM_AHEAD provider timeouts. The next run sends every message once."""
     creates, outbound = held
     ids = await _send_all(gateway, headers, "+1415555014", "stopping")
     stop = asyncio.Event()
