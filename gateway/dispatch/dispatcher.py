@@ -215,8 +215,8 @@ class Dispatcher:
             self._slot_freed.set()
 
         while not stop.is_set():
-            # No free slot: claiming more would queue. Nor while as many outcomes as
-            # RECORDING_BACKLOG rounds' wait to be recorded (a slow database).
+            # No free slot: claiming more would queue. Nor while RECORDING_BACKLOG rounds
+            # of plans are not recorded yet (a slow database).
             while self._calling >= concurrency or len(in_flight) >= RECORDING_BACKLOG * concurrency:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()

@@ -140,50 +140,45 @@ async def claim_due(
 
 
 async def release_claim(
-    session: AsyncSession, claim: Claimed, *, next_attempt_at: datetime, now: datetime
-) -> None:
-    """Give a claim back untouched (a rate limit said "not yet"): no attempt was made, so
-    the attempt count goes back too."""
-    await session.execute(
-        update(Message)
-        .where(Message.message_id == claim.message_id)
-        .values(
-            status=DeliveryStatus.ACCEPTED.value,
-            claimed_by=None,
-            claim_expires_at=None,
-            attempt_count=Message.attempt_count - 1,
-            next_attempt_at=next_attempt_at,
-            updated_at=now,
+    session: AsyncSession,
+    claim: Claimed,
+    *,
+    now: datetime,
+    next_attempt_at: datetime | None = None,
+) -> bool:
+    """Give a claim back untouched, while it is still its holder's: the message is
+    ``accepted`` again and, as no call was made, its attempt count goes back too.
+    ``next_attempt_at``: when it is due again (a rate limit or spend cap said "not yet");
+    ``None``: due as it was. False if the claim is no longer its holder's."""
+    values: dict[str, Any] = {
+        "status": DeliveryStatus.ACCEPTED.value,
+        "claimed_by": None,
+        "claim_expires_at": None,
+        "attempt_count": _MESSAGES.c.attempt_count - 1,
+        "updated_at": now,
+    }
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    released = await session.execute(
+        update(_MESSAGES)
+        .where(
+            _MESSAGES.c.message_id == claim.message_id,
+            _MESSAGES.c.claimed_by == claim.worker,
+            _MESSAGES.c.status == DeliveryStatus.SENDING.value,
+            _MESSAGES.c.attempt_count == claim.attempt_number,
         )
+        .values(values)
+        .returning(_MESSAGES.c.message_id)
     )
+    return released.first() is not None
 
 
 async def hand_back_uncalled(session: AsyncSession, claim: Claimed, *, now: datetime) -> bool:
-    """A claim whose provider call was never made (its worker is stopping): the message
-    goes back to the queue (``accepted``, due as it was, its attempt count as before the
-    claim), and its ``in_flight`` attempt goes: no call was made, so there was no
-    attempt. Only while the claim is still its holder's; False if it is not (then the
+    """A claim whose provider call was never made (its worker is stopping): released, due
+    as it was (:func:`release_claim`), and its ``in_flight`` attempt goes: no call was
+    made, so there was no attempt. False if the claim is no longer its holder's (then the
     claim's expiry and reconciliation decide)."""
-    given_back = (
-        await session.execute(
-            update(_MESSAGES)
-            .where(
-                _MESSAGES.c.message_id == claim.message_id,
-                _MESSAGES.c.claimed_by == claim.worker,
-                _MESSAGES.c.status == DeliveryStatus.SENDING.value,
-                _MESSAGES.c.attempt_count == claim.attempt_number,
-            )
-            .values(
-                status=DeliveryStatus.ACCEPTED.value,
-                claimed_by=None,
-                claim_expires_at=None,
-                attempt_count=_MESSAGES.c.attempt_count - 1,
-                updated_at=now,
-            )
-            .returning(_MESSAGES.c.message_id)
-        )
-    ).first()
-    if given_back is None:
+    if not await release_claim(session, claim, now=now):
         return False
     await session.execute(
         _ATTEMPTS.delete().where(
