@@ -56,6 +56,19 @@ class StartupError(Exception):
     """The gateway cannot start; the message says what to do."""
 
 
+def stop_background_work(app: Litestar) -> None:
+    """Tell the dispatcher and event delivery to stop, from a signal handler.
+
+    ``serve`` calls this on SIGTERM/SIGINT, before uvicorn's HTTP drain rather than after
+    it (the lifespan's shutdown): otherwise the dispatcher would go on claiming and
+    calling providers for as long as the drain lasts (up to 30 s), and a message claimed
+    then would delay the exit. Calls under way still finish and are recorded; claims not
+    yet called are handed back. Safe before start-up and after shutdown (no-op)."""
+    stopping: Callable[[], None] | None = getattr(app.state, "stop_background_work", None)
+    if stopping is not None:
+        stopping()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -96,6 +109,10 @@ def create_app(
             if state.planner is not None:
                 BREAKERS.watch(state.planner)  # this process's breakers, on /metrics
             stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            # A signal handler may run between any two bytecodes of the loop's own work:
+            # it only schedules the stop, which the loop then sets (and wakes to).
+            app.state.stop_background_work = lambda: loop.call_soon_threadsafe(stop.set)
             dispatcher_task: asyncio.Task[None] | None = None
             if settings.dispatcher.enabled:
                 dispatcher = Dispatcher(
@@ -143,6 +160,7 @@ def create_app(
                     sandbox.callbacks.cancel_all()
                 await http_client.aclose()
         finally:
+            app.state.stop_background_work = None  # its loop is closing
             gateway_state = getattr(app.state, "gateway", None)
             if gateway_state is not None:
                 BREAKERS.forget(gateway_state.planner)

@@ -240,6 +240,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.app import create_app
     from gateway.system.gc_tuning import tune_for_serving
     from gateway.system.logging import configure_logging
+    from gateway.system.serving import GatewayServer
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -262,7 +263,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         _run(_check_migrated(settings))
     app = create_app(settings, sandbox=sandbox)
     tune_for_serving()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -273,7 +274,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # that it is never the server that closes one as a client reuses it.
         timeout_keep_alive=75,
     )
-    return 0
+    server = GatewayServer(config)
+    # As uvicorn.run does: the SIGINT it re-raises once shut down ends quietly, and a
+    # server that never started (a failed lifespan, the reason in the log) exits 3.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 3
 
 
 async def _prepare_sandbox(settings: Settings) -> str:

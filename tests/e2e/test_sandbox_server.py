@@ -56,8 +56,8 @@ def test_readme_walkthrough(sandbox_gateway: RunningGateway) -> None:
     assert ready.status_code == 200
     assert ready.json()["accounts"] == ["telnyx-sandbox", "twilio-sandbox"]
 
-    # SIGTERM: uvicorn finishes requests, then the lifespan stops the dispatcher after its
-    # round (uvicorn re-raises the signal once shut down, hence -SIGTERM as exit status).
+    # SIGTERM: the dispatcher stops (its calls under way recorded) while uvicorn finishes
+    # requests (uvicorn re-raises the signal once shut down, hence -SIGTERM as exit status).
     gateway.process.send_signal(signal.SIGTERM)
     assert gateway.process.wait(timeout=30) in (0, -signal.SIGTERM)
     log = gateway.log.read_text()
