@@ -45,7 +45,9 @@ def _statement(table: Table, key: str, columns: tuple[str, ...]) -> Update:
 async def write_changed_rows(session: AsyncSession, model: type[Any]) -> int:
     """Write what was changed on the session's loaded ``model`` objects, then expunge
     them; returns how many rows were written. Call it last in the transaction: the objects
-    are no longer the session's (a later query loads the rows afresh, as written)."""
+    are no longer the session's (a later query loads the rows afresh, as written). When
+    the session holds no other change (nothing dirty of another class, nothing new or
+    deleted), every object is expunged, unchanged ones and other classes' too."""
     mapper: Mapper[Any] = inspect(model)
     (key_column,) = mapper.primary_key
     table = mapper.local_table
@@ -54,8 +56,10 @@ async def write_changed_rows(session: AsyncSession, model: type[Any]) -> int:
     key_attribute = next(attr for attr, name in columns.items() if name == key_column.key)
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     changed_objects = []
+    others_dirty = False
     for instance in session.dirty:
         if not isinstance(instance, model):
+            others_dirty = True
             continue
         state = inspect(instance)
         changed = sorted(set(columns).difference(state.unmodified))
@@ -68,6 +72,11 @@ async def write_changed_rows(session: AsyncSession, model: type[Any]) -> int:
         changed_objects.append(instance)
     for shape, rows in shapes.items():
         await session.execute(_statement(table, key_column.key, shape), rows)
-    for instance in changed_objects:
-        session.expunge(instance)
+    if not (others_dirty or session.new or session.deleted):
+        # Nothing is left for the flush: every object goes at once. ``expunge`` one by one
+        # walks each object's cascade (about 6 µs a message, 0.35 for all at once).
+        session.expunge_all()
+    else:
+        for instance in changed_objects:
+            session.expunge(instance)
     return len(changed_objects)

@@ -18,10 +18,11 @@ recorded again in its own transaction, as before.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.changed_rows import write_changed_rows
 from gateway.db.group_commit import GroupCommit, new_answer
@@ -32,7 +33,7 @@ from gateway.settings import ConsentSettings
 from gateway.system.metrics import WEBHOOK_GROUP_SIZE
 from gateway.webhooks.ingest import IngestResult, IngestRules, Verified, record_callbacks
 
-__all__ = ["IngestQueue", "Verified"]
+__all__ = ["IngestQueue", "Verified", "record_group"]
 
 
 #: At most this many callbacks in one transaction.
@@ -79,15 +80,22 @@ class IngestQueue(GroupCommit[_Waiting, IngestResult]):
         return group, later
 
     async def _commit(self, group: list[_Waiting]) -> list[IngestResult]:
-        latest = max(item.callback.now for item in group)
         async with self._sessionmaker() as session, session.begin():
-            async with status_events_at_end(session, now=latest):  # one pass for the group
-                results = await record_callbacks(
-                    session, [item.callback for item in group], self._rules
-                )
-            # The messages' changes as a few executemanys, not through the flush.
-            await write_changed_rows(session, Message)
-            return results
+            return await record_group(session, [item.callback for item in group], self._rules)
+
+
+async def record_group(
+    session: AsyncSession, callbacks: Sequence[Verified], rules: IngestRules
+) -> list[IngestResult]:
+    """A group's work in the session's transaction: the callbacks recorded, their messages'
+    changes written, and one pass of app events for the group."""
+    async with status_events_at_end(session, now=max(c.now for c in callbacks)):
+        results = await record_callbacks(session, callbacks, rules)
+        # The messages' changes as a few executemanys, not through the flush. Before the
+        # events pass: on SQLite its read (an ORM select) would autoflush them through
+        # the unit of work, as it did until 2026-11-25, leaving this nothing to write.
+        await write_changed_rows(session, Message)
+    return results
 
 
 def _lock_order(item: _Waiting) -> tuple[str, str]:

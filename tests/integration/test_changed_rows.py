@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, select
 
 from gateway.db.changed_rows import write_changed_rows
-from gateway.db.models import Message
+from gateway.db.models import ApiKey, Message
 from tests.integration.conftest import Gateway
 
 pytestmark = pytest.mark.asyncio
@@ -88,3 +88,34 @@ async def test_nothing_changed_writes_nothing(
         await session.execute(select(Message))
         assert await write_changed_rows(session, Message) == 0
     assert updates == []
+
+
+async def test_other_changes_in_the_session_are_left_to_its_flush(
+    gateway: Gateway, headers: dict[str, str], updates: list[tuple[str, int]]
+) -> None:
+    """Another class's change in the same transaction is not dropped with the messages:
+    the commit's flush still writes it."""
+    response = await gateway.send(headers, to="+14155550100", body="with a key's change")
+    assert response.status_code == 202, response.text
+    revoked = gateway.clock()
+    async with gateway.state.sessionmaker() as session, session.begin():
+        message = (
+            await session.execute(
+                select(Message).where(Message.message_id == response.json()["message_id"])
+            )
+        ).scalar_one()
+        key = (await session.execute(select(ApiKey))).scalars().first()
+        assert key is not None
+        message.status = "delivered"  # after the reads: a query would flush it
+        key.revoked_at = revoked
+        assert await write_changed_rows(session, Message) == 1
+        assert message not in session
+        assert key in session.dirty
+    assert len(updates) == 1
+    async with gateway.state.sessionmaker() as session:
+        stored = await session.get(Message, message.message_id)
+        stored_key = await session.get(ApiKey, key.key_id)
+    assert stored is not None
+    assert stored.status == "delivered"
+    assert stored_key is not None
+    assert stored_key.revoked_at == revoked

@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select, text
+from sqlalchemy.orm import Session
 
 from gateway.db.models import AppEvent, Attempt, Message, WebhookEvent
-from gateway.events.record import status_events_at_end
 from gateway.messages.delivery import (
     _MESSAGES_BY_PROVIDER_IDS_PG,
     messages_for_update_by_provider_ids,
 )
-from gateway.webhooks.ingest import IngestRules, Verified, record_callbacks
+from gateway.webhooks.group_commit import record_group
+from gateway.webhooks.ingest import IngestRules, Verified
 from providers import DeliveryReport, DeliveryStatus, Money
 from tests.integration.conftest import Gateway
 
@@ -47,22 +48,26 @@ def _report(pid: str, status: DeliveryStatus, **extra: Any) -> DeliveryReport:
     )
 
 
-async def _record(gateway: Gateway, callbacks: list[Verified]) -> tuple[list[Any], list[str]]:
-    """Record ``callbacks`` as one group; the results and the statements it took."""
+async def _record(
+    gateway: Gateway, callbacks: list[Verified], flushed: list[Message] | None = None
+) -> tuple[list[Any], list[str]]:
+    """Record ``callbacks`` as one group, as the webhook queue does; the results and the
+    statements it took. ``flushed``: gets every message a flush of the session wrote."""
     statements: list[str] = []
 
     def note(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
         statements.append(" ".join(statement.split()))
 
+    def note_flush(session: Session, *_rest: Any) -> None:
+        if flushed is not None:
+            flushed.extend(o for o in session.dirty if isinstance(o, Message))
+
     engine = gateway.state.engine.sync_engine
     event.listen(engine, "before_cursor_execute", note)
     try:
-        async with (
-            gateway.state.sessionmaker() as session,
-            session.begin(),
-            status_events_at_end(session, now=gateway.clock()),
-        ):
-            results = await record_callbacks(session, callbacks, IngestRules(inbound_numbers={}))
+        async with gateway.state.sessionmaker() as session, session.begin():
+            event.listen(session.sync_session, "before_flush", note_flush)
+            results = await record_group(session, callbacks, IngestRules(inbound_numbers={}))
     finally:
         event.remove(engine, "before_cursor_execute", note)
     return results, statements
@@ -174,13 +179,18 @@ async def test_a_bigger_group_takes_no_more_statements(
             for m in chosen
         ]
 
-    _, two = await _record(gateway, group(messages[:2]))
-    _, ten = await _record(gateway, group(messages[2:]))
+    flushed: list[Message] = []
+    _, two = await _record(gateway, group(messages[:2]), flushed)
+    _, ten = await _record(gateway, group(messages[2:]), flushed)
     assert len(ten) == len(two)
     # The reports are stored already applied: on PostgreSQL their messages were read
     # first, under the locks; SQLite must write first, and stores them as applied before
     # it looks. Either way no UPDATE of them when every message is there.
     assert not [s for s in ten if s.startswith("UPDATE webhook_events")]
+    # The messages' changes are written by gateway/db/changed_rows.py, in one statement
+    # for the group, not by the unit of work's flush.
+    assert len([s for s in ten if s.startswith("UPDATE messages")]) == 1
+    assert flushed == []
     async with gateway.state.sessionmaker() as session:
         statuses = (
             await session.execute(
