@@ -51,7 +51,7 @@ from gateway.dispatch.ratelimit import account_bucket, acquire_all, sender_bucke
 from gateway.dispatch.recording import SendRecorder
 from gateway.dispatch.senders import choose_sender, sticky_sender
 from gateway.dispatch.status_poll import StatusPollRound, run_status_poll
-from gateway.events.record import message_status_changed
+from gateway.events.record import message_status_changed, states_changed
 from gateway.messages.delivery import apply_pending_reports
 from gateway.messages.quotas import prune_quota_counters
 from gateway.reports.rollup import fold
@@ -407,7 +407,12 @@ class Dispatcher:
                 ],
                 now=now,
             )
-            await message_status_changed(session, [p.claim.message_id for p in plans], now=now)
+            # The claim returned each message as it left it (store.Claimed.state): their
+            # events are written without a second read of them.
+            returned = [p.claim.state for p in plans if p.claim.state is not None]
+            await states_changed(session, returned, now=now)
+            unread = [p.claim.message_id for p in plans if p.claim.state is None]
+            await message_status_changed(session, unread, now=now)  # none from claim_due
         if stale:
             logger.warning("claims expired mid-call", extra={"count": len(stale)})
         self._calling += len(plans)  # each is taken down as its call ends (_call)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.costs.attempts import FIRST_PRICE_LOOK, FirstSend, first_send, record_send_costs
 from gateway.costs.estimate import Estimate
 from gateway.db.models import Attempt, Message
-from gateway.events.record import message_status_changed
+from gateway.events.record import StateRow, message_status_changed
 from gateway.messages.delivery import (
     Rerouter,
     apply_reports_waiting_for,
@@ -55,6 +55,9 @@ class Claimed(msgspec.Struct, frozen=True):
     valid_until: datetime | None = None
     #: Who holds the claim: outcomes are written only while it still does.
     worker: str = ""
+    #: The message as the claim left it (``sending``), for its event: the claim's own
+    #: RETURNING, so that the round need not read its messages again.
+    state: StateRow | None = None
 
 
 #: The claim, built once (every claim round runs it): its moment, holder, expiry and
@@ -93,6 +96,16 @@ _CLAIM = (
         _MESSAGES.c.segments,
         _MESSAGES.c.excluded_accounts,
         _MESSAGES.c.valid_until,
+        # The rest of its event's state (StateRow's fields not above).
+        _MESSAGES.c.status,
+        _MESSAGES.c.callback_url,
+        _MESSAGES.c.provider_account,
+        _MESSAGES.c.provider_message_id,
+        _MESSAGES.c.error_code,
+        _MESSAGES.c.error_detail,
+        _MESSAGES.c.metadata,
+        _MESSAGES.c.status_occurred_at,
+        _MESSAGES.c.updated_at,
     )
 )
 
@@ -121,6 +134,23 @@ async def claim_due(
             excluded_accounts=tuple(excluded or ()),
             valid_until=valid_until,
             worker=worker,
+            state=StateRow(
+                message_id=message_id,
+                app=app,
+                status=status,
+                callback_url=callback_url,
+                to_number=to,
+                sender=sender,
+                provider_account=provider_account,
+                provider_message_id=provider_message_id,
+                error_code=error_code,
+                error_detail=error_detail,
+                segments=segments,
+                attempt_count=attempt_number,
+                message_metadata=metadata,
+                status_occurred_at=status_occurred_at,
+                updated_at=updated_at,
+            ),
         )
         for (
             message_id,
@@ -135,6 +165,15 @@ async def claim_due(
             segments,
             excluded,
             valid_until,
+            status,
+            callback_url,
+            provider_account,
+            provider_message_id,
+            error_code,
+            error_detail,
+            metadata,
+            status_occurred_at,
+            updated_at,
         ) in claimed.tuples()
     ]
 

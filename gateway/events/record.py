@@ -18,7 +18,7 @@ in the 202 answer.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, cast
 
@@ -85,14 +85,14 @@ async def status_events_at_end(session: AsyncSession, *, now: datetime) -> Async
     session.info[_NOTED] = {}
     try:
         yield
-        noted: dict[str, Message | None] = session.info.pop(_NOTED)
+        noted: dict[str, MessageState | None] = session.info.pop(_NOTED)
         await _write_noted(session, noted, now)
     finally:
         session.info.pop(_NOTED, None)
 
 
 async def _write_noted(
-    session: AsyncSession, noted: dict[str, Message | None], now: datetime
+    session: AsyncSession, noted: dict[str, MessageState | None], now: datetime
 ) -> int:
     reread = [message_id for message_id, known in noted.items() if known is None]
     messages: list[MessageState] = [known for known in noted.values() if known is not None]
@@ -116,7 +116,7 @@ async def message_status_changed(
 
     ``locked``: the one message, already row-locked in this transaction and changed only
     through this object (a delivery report's apply): it is not read again."""
-    noted: dict[str, Message | None] | None = session.info.get(_NOTED)
+    noted: dict[str, MessageState | None] | None = session.info.get(_NOTED)
     if noted is not None:  # inside status_events_at_end: written at its end
         for message_id in message_ids:
             if locked is not None and message_id == locked.message_id:
@@ -132,6 +132,24 @@ async def message_status_changed(
     if locked is not None and ids == [locked.message_id]:
         return await _write_events(session, [locked], ids, now)
     return await _write_events(session, await _locked_messages(session, ids), ids, now)
+
+
+async def states_changed(
+    session: AsyncSession, states: Sequence[MessageState], *, now: datetime
+) -> int:
+    """:func:`message_status_changed` for messages this transaction has locked and whose
+    state it has as they now are (an ``UPDATE … RETURNING`` of them, as the dispatcher's
+    claim is): their events are written without reading the messages again. Returns how
+    many were written."""
+    noted: dict[str, MessageState | None] | None = session.info.get(_NOTED)
+    if noted is not None:  # inside status_events_at_end: written at its end
+        for state in states:
+            noted.setdefault(state.message_id, state)
+        return 0
+    if not states:
+        return 0
+    ordered = sorted(states, key=lambda state: state.message_id)
+    return await _write_events(session, ordered, [state.message_id for state in ordered], now)
 
 
 class MessageState(Protocol):

@@ -6,9 +6,12 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from gateway.clock import utcnow
+from gateway.db.models import Message
 from gateway.dispatch import store
+from gateway.events import record
 from tests.integration.conftest import Gateway
 
 pytestmark = pytest.mark.asyncio
@@ -180,3 +183,37 @@ async def test_concurrent_claims_never_overlap(gateway: Gateway, headers: dict[s
     claimed = first + second + third
     assert len(claimed) == 40
     assert len(set(claimed)) == 40
+
+
+async def test_a_claim_returns_each_message_as_a_read_of_it_would_give_it(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    """The claim round writes its ``message.sending`` events from the claim's own RETURNING
+    (``Claimed.state``), not from a second read: that state is the row, field for field,
+    for a message claimed again after a failure too (its error, attempt count, times)."""
+    first = await gateway.send(
+        headers,
+        to="+14155550100",
+        body="with everything",
+        metadata={"order": "A-1"},
+        callback_url="https://billing.test/events",
+    )
+    again = await gateway.send(headers, to="+14155550101", body="claimed before")
+    assert (first.status_code, again.status_code) == (202, 202), first.text
+    ids = sorted(r.json()["message_id"] for r in (first, again))
+    async with gateway.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Message)
+            .where(Message.message_id == again.json()["message_id"])
+            .values(attempt_count=2, error_code="30003", error_detail="carrier said no")
+        )
+    async with gateway.state.sessionmaker() as session, session.begin():
+        claims = await store.claim_due(
+            session, worker="w", now=gateway.clock(), limit=10, ttl=timedelta(seconds=60)
+        )
+        returned = sorted((c.state for c in claims if c.state is not None), key=lambda s: s[0])
+        read = await record._locked_messages(session, ids)
+    assert [state.message_id for state in returned] == ids
+    assert returned == read
+    assert returned[0].status == "sending"
+    assert {s.message_id: s.attempt_count for s in returned}[again.json()["message_id"]] == 3
