@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import socket
@@ -57,7 +58,7 @@ from gateway.messages.quotas import prune_quota_counters
 from gateway.reports.rollup import fold
 from gateway.retention import Retention, RetentionRound
 from gateway.settings import Account, DispatcherSettings, RetentionSettings
-from gateway.system.metrics import FAILOVERS, PROVIDER_ATTEMPTS
+from gateway.system.metrics import DISPATCH_HELD_BACK, FAILOVERS, PROVIDER_ATTEMPTS
 from providers import (
     DeliveryStatus,
     OptedOut,
@@ -92,10 +93,12 @@ class PrunedCounters(msgspec.Struct, frozen=True):
         return max(self.quota, self.spend) >= PRUNE_BATCH
 
 
-#: The dispatch loop claims no more while this many rounds (``concurrency`` each) of its
-#: plans are not recorded yet (waiting for a slot, in their call, or their outcome waiting
-#: for its commit): a database slower than the providers holds the loop back rather than
-#: let answers pile up in memory.
+#: The dispatch loop claims no more while this many rounds (``concurrency`` each) of
+#: provider answers wait for their commit: a database slower than the providers holds the
+#: loop back rather than let answers pile up in memory
+#: (``sms_gateway_dispatch_held_back_total``). Before 2026-11-25 10:00 it counted the
+#: plans waiting for a slot and in their call too, so that it held the loop back as often
+#: as CLAIM_AHEAD (the same four rounds) did, database slow or not.
 RECORDING_BACKLOG = 4
 
 #: Plans claimed ahead, in rounds of ``concurrency``: calls under way plus those waiting
@@ -109,6 +112,26 @@ CLAIM_AHEAD = 4
 #: From idle (nothing claimed, a burst's first round) two rounds only: with several
 #: workers, the rest of a burst is left to the others, as it was before CLAIM_AHEAD.
 IDLE_CLAIM_AHEAD = 2
+
+
+class ClaimWait(enum.Enum):
+    """Why the dispatch loop may not claim now."""
+
+    SLOTS = "slots"  # every call slot is busy: a claim would only queue
+    RECORDING = "recording"  # RECORDING_BACKLOG rounds of answers wait for their commit
+
+
+def claim_wait(calling: int, unrecorded: int, concurrency: int) -> ClaimWait | None:
+    """Whether the loop must wait before its next claim: ``calling``, plans whose call has
+    not ended (under way or waiting for a slot); ``unrecorded``, calls ended whose answers
+    are not committed yet. The backlog comes first: it is the reason to report (a
+    database slower than the providers)."""
+    if unrecorded >= RECORDING_BACKLOG * concurrency:
+        return ClaimWait.RECORDING
+    if calling >= concurrency:
+        return ClaimWait.SLOTS
+    return None
+
 
 #: The shortest outage a provider's answer is held through (see answer_patience).
 OUTAGE_PATIENCE_SECONDS = 900.0
@@ -216,8 +239,12 @@ class Dispatcher:
 
         while not stop.is_set():
             # No free slot: claiming more would queue. Nor while RECORDING_BACKLOG rounds
-            # of plans are not recorded yet (a slow database).
-            while self._calling >= concurrency or len(in_flight) >= RECORDING_BACKLOG * concurrency:
+            # of answers wait for their commit (a database slower than the providers).
+            held_back = False
+            while wait := claim_wait(self._calling, len(in_flight) - self._calling, concurrency):
+                if wait is ClaimWait.RECORDING and not held_back:
+                    held_back = True
+                    DISPATCH_HELD_BACK.inc()  # once a wait, however many wake-ups it takes
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
             if stop.is_set():

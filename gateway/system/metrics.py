@@ -84,6 +84,11 @@ PROVIDER_ATTEMPTS = Counter(
     "Provider calls by account and outcome (sent: the provider has the message)",
     ["account", "outcome"],
 )
+DISPATCH_HELD_BACK = Counter(
+    "sms_gateway_dispatch_held_back_total",
+    "Times a dispatch loop stopped claiming until its provider answers were recorded "
+    "(RECORDING_BACKLOG rounds waiting: the database is slower than the providers)",
+)
 FAILOVERS = Counter(
     "sms_gateway_failovers_total",
     "Messages moved from one provider account to the next",

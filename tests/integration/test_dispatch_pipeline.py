@@ -12,17 +12,29 @@ locks; SQLite's one write lock would stop the claims too).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
 
 from gateway.accounts import build_providers
-from gateway.db.models import Attempt, Message
-from gateway.dispatch.dispatcher import IDLE_CLAIM_AHEAD, RECORDING_BACKLOG, Dispatcher
+from gateway.costs.pricing import load_price_tables
+from gateway.costs.spend import ACCOUNT, charge
+from gateway.db.models import Attempt, Message, SpendCounter
+from gateway.dispatch.dispatcher import (
+    CLAIM_AHEAD,
+    IDLE_CLAIM_AHEAD,
+    RECORDING_BACKLOG,
+    Dispatcher,
+)
+from gateway.dispatch.planning import RoutePlanner, build_planner
 from gateway.settings import DispatcherSettings, Settings
-from tests.integration.conftest import BASE_URL, Gateway
+from tests.integration.conftest import BASE_URL, Gateway, with_settings, with_twilio_changes
 
 pytestmark = pytest.mark.asyncio
 
@@ -31,6 +43,8 @@ CONCURRENCY = 2
 FIRST_ROUND = IDLE_CLAIM_AHEAD * CONCURRENCY
 #: More than the loop claims while outcomes wait for the database.
 MESSAGES = RECORDING_BACKLOG * CONCURRENCY + 2
+#: The shipped price tables: a send's estimate, charged to a capped account's day.
+SHIPPED_PRICES = load_price_tables(Path(__file__).resolve().parents[2] / "config" / "pricing")
 #: Bounds each wait for something the test expects to happen at once; reaching it fails.
 EXPECTED_WITHIN = 20.0
 
@@ -111,16 +125,21 @@ async def _send_all(gateway: Gateway, headers: dict[str, str], to: str, body: st
 
 
 def _dispatcher(
-    gateway: Gateway, settings: Settings, outbound: httpx.AsyncClient, worker: str
+    gateway: Gateway,
+    settings: Settings,
+    outbound: httpx.AsyncClient,
+    worker: str,
+    planner: RoutePlanner | None = None,
 ) -> Dispatcher:
-    """A worker's dispatcher whose provider calls go through ``outbound``."""
+    """A worker's dispatcher whose provider calls go through ``outbound`` (routed and
+    priced by ``planner``, else the gateway's)."""
     return Dispatcher(
         sessionmaker=gateway.state.sessionmaker,
         providers=build_providers(settings, outbound),
         settings=settings.dispatcher,
         clock=gateway.clock,
         worker=worker,
-        planner=gateway.state.planner,
+        planner=planner or gateway.state.planner,
         accounts={a.name: a for a in settings.accounts},
     )
 
@@ -254,3 +273,100 @@ async def test_a_stop_hands_back_the_claims_not_called_yet(
             )
         ).all()
     assert sorted(attempts) == sorted((m, 1, "sent") for m in ids)  # each sent once
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Polls ``condition`` until it holds; failing after EXPECTED_WITHIN seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + EXPECTED_WITHIN
+    while not await condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def _held_back() -> float:
+    return REGISTRY.get_sample_value("sms_gateway_dispatch_held_back_total") or 0.0
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_answers_waiting_for_the_database_stop_the_claims(
+    gateway: Gateway,
+    headers: dict[str, str],
+    held: tuple[HeldCreates, httpx.AsyncClient],
+    settings: Settings,
+) -> None:
+    """The providers answer at once, the database cannot record the answers: the loop goes
+    on claiming and calling until RECORDING_BACKLOG rounds of answers wait, then stops
+    claiming (``sms_gateway_dispatch_held_back_total``) rather than pile them up, with the
+    rest of the queue left to other workers. Once the database is back, every message is
+    sent, once.
+
+    The slow database: the account has a daily spend cap, so recording a send adds to its
+    day's counter (gateway/costs/spend.py), and a transaction of the test's own holds that
+    row. Claiming only reads it (PostgreSQL's row locks; SQLite's one write lock would stop
+    the claims too)."""
+    creates, outbound = held
+    creates.let_all_through()  # the providers answer at once
+    capped = with_settings(
+        with_twilio_changes(settings, spend_per_day=Decimal("1000")), prices=SHIPPED_PRICES
+    )
+    total = (RECORDING_BACKLOG + CLAIM_AHEAD + 1) * CONCURRENCY  # more than it may hold
+    ids = []
+    for n in range(total):
+        response = await gateway.send(headers, to=f"+14155550{n:03d}", body="backlog")
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["message_id"])
+    async with gateway.state.sessionmaker() as session, session.begin():
+        await charge(
+            session,
+            scope=ACCOUNT,
+            name="twilio-sandbox",
+            amount=Decimal(0),
+            currency="USD",
+            now=gateway.clock(),
+        )
+    before = _held_back()
+    stop = asyncio.Event()
+    dispatcher = _dispatcher(gateway, capped, outbound, "held-back", build_planner(capped))
+    running: asyncio.Task[None] | None = None
+    try:
+        async with gateway.state.sessionmaker() as blocker, blocker.begin():
+            await blocker.execute(select(SpendCounter).with_for_update())
+            running = asyncio.create_task(dispatcher.run(stop))
+
+            async def held_back() -> bool:
+                return _held_back() > before
+
+            await _until(held_back, "the loop to stop claiming")
+            statuses = Counter((await _statuses(gateway, ids)).values())
+            # At least RECORDING_BACKLOG rounds called, none recorded, and some of the
+            # queue left alone.
+            assert statuses["sending"] >= RECORDING_BACKLOG * CONCURRENCY, statuses
+            assert statuses["accepted"] > 0, statuses
+            assert set(statuses) == {"sending", "accepted"}, statuses
+            async with gateway.state.sessionmaker() as session:
+                calls = await session.scalar(
+                    select(func.count())
+                    .select_from(Attempt)
+                    .where(Attempt.message_id.in_(ids), Attempt.outcome == "in_flight")
+                )
+            assert (calls or 0) >= RECORDING_BACKLOG * CONCURRENCY
+
+        async def all_handed_over() -> bool:
+            statuses = (await _statuses(gateway, ids)).values()
+            return all(s in {"queued", "sent", "delivered"} for s in statuses)
+
+        await _until(all_handed_over, "every message to be sent once the database is back")
+    finally:
+        stop.set()
+        if running is not None:
+            await asyncio.wait_for(running, EXPECTED_WITHIN)
+    async with gateway.state.sessionmaker() as session:
+        attempts = (
+            await session.execute(
+                select(Attempt.message_id, Attempt.outcome).where(Attempt.message_id.in_(ids))
+            )
+        ).all()
+    assert sorted(attempts) == sorted((m, "sent") for m in ids)  # each sent once
