@@ -45,6 +45,11 @@ FIRST_ROUND = IDLE_CLAIM_AHEAD * CONCURRENCY
 MESSAGES = RECORDING_BACKLOG * CONCURRENCY + 2
 #: The shipped price tables: a send's estimate, charged to a capped account's day.
 SHIPPED_PRICES = load_price_tables(Path(__file__).resolve().parents[2] / "config" / "pricing")
+#: The tests whose slow database is a row lock of a transaction of their own (SQLite's one
+#: write lock would stop the claims too).
+ON_POSTGRESQL = pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 #: Bounds each wait for something the test expects to happen at once; reaching it fails.
 EXPECTED_WITHIN = 20.0
 
@@ -114,6 +119,15 @@ async def _statuses(gateway: Gateway, ids: list[str]) -> dict[str, str]:
         return dict(rows.tuples().all())
 
 
+async def _outcomes(gateway: Gateway, ids: list[str]) -> list[tuple[str, str]]:
+    """``(message id, outcome)`` of every attempt of these messages, sorted."""
+    async with gateway.state.sessionmaker() as session:
+        rows = await session.execute(
+            select(Attempt.message_id, Attempt.outcome).where(Attempt.message_id.in_(ids))
+        )
+        return sorted(rows.tuples().all())
+
+
 async def _send_all(gateway: Gateway, headers: dict[str, str], to: str, body: str) -> list[str]:
     """MESSAGES sends (recipients ``to`` + one digit); their ids."""
     ids = []
@@ -153,9 +167,7 @@ async def _release_as_they_come(creates: HeldCreates, first: int, last: int) -> 
             release.set()
 
 
-@pytest.mark.parametrize(
-    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
-)
+@ON_POSTGRESQL
 async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
     gateway: Gateway,
     headers: dict[str, str],
@@ -194,13 +206,7 @@ async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
         creates.let_all_through()
         await asyncio.wait_for(running, EXPECTED_WITHIN)
     assert creates.most_under_way <= CONCURRENCY
-    async with gateway.state.sessionmaker() as session:
-        attempts = (
-            await session.execute(
-                select(Attempt.message_id, Attempt.outcome).where(Attempt.message_id.in_(ids))
-            )
-        ).all()
-    assert sorted(attempts) == sorted((m, "sent") for m in ids)  # each sent once
+    assert await _outcomes(gateway, ids) == sorted((m, "sent") for m in ids)  # each sent once
 
 
 async def test_a_stop_hands_back_the_claims_not_called_yet(
@@ -237,15 +243,11 @@ async def test_a_stop_hands_back_the_claims_not_called_yet(
                 ).where(Message.message_id.in_(ids))
             )
         ).all()
-        attempts = (
-            await session.execute(
-                select(Attempt.message_id, Attempt.outcome).where(Attempt.message_id.in_(ids))
-            )
-        ).all()
+    attempts = await _outcomes(gateway, ids)
     # The two calls under way were made and recorded (the provider's answer, or its
     # sandbox callbacks since); the rest are back in the queue, as the claim found them.
     called = {message_id for message_id, _ in attempts}
-    assert sorted(attempts) == sorted((m, "sent") for m in called)
+    assert attempts == sorted((m, "sent") for m in called)
     assert len(called) == CONCURRENCY
     statuses = {message_id: (status, count, holder) for message_id, status, count, holder in rows}
     assert all(
@@ -288,9 +290,7 @@ def _held_back() -> float:
     return REGISTRY.get_sample_value("sms_gateway_dispatch_held_back_total") or 0.0
 
 
-@pytest.mark.parametrize(
-    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
-)
+@ON_POSTGRESQL
 async def test_answers_waiting_for_the_database_stop_the_claims(
     gateway: Gateway,
     headers: dict[str, str],
@@ -363,10 +363,4 @@ async def test_answers_waiting_for_the_database_stop_the_claims(
         stop.set()
         if running is not None:
             await asyncio.wait_for(running, EXPECTED_WITHIN)
-    async with gateway.state.sessionmaker() as session:
-        attempts = (
-            await session.execute(
-                select(Attempt.message_id, Attempt.outcome).where(Attempt.message_id.in_(ids))
-            )
-        ).all()
-    assert sorted(attempts) == sorted((m, "sent") for m in ids)  # each sent once
+    assert await _outcomes(gateway, ids) == sorted((m, "sent") for m in ids)  # each sent once
