@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.costs.attempts import FIRST_PRICE_LOOK, FirstSend, first_send, record_send_costs
 from gateway.costs.estimate import Estimate
 from gateway.db.models import Attempt, Message
-from gateway.events.record import StateRow, message_status_changed
+from gateway.events.record import StateRow, message_status_changed, states_changed
 from gateway.messages.delivery import (
     Rerouter,
     apply_reports_waiting_for,
@@ -38,6 +38,12 @@ UNKNOWN = DeliveryStatus.UNKNOWN.value
 # cost code read them afresh).
 _MESSAGES = cast(Table, Message.__table__)
 _ATTEMPTS = cast(Table, Attempt.__table__)
+
+#: StateRow's fields, read as columns: ``message_metadata`` is the column ``metadata``.
+STATE_FIELDS = StateRow._fields
+_COLUMN_OF = {"message_metadata": "metadata"}
+_FIELD_OF = {column: field for field, column in _COLUMN_OF.items()}
+_STATE_COLUMN_NAMES = frozenset(_COLUMN_OF.get(f, f) for f in STATE_FIELDS)
 
 
 class Claimed(msgspec.Struct, frozen=True):
@@ -325,7 +331,8 @@ async def record_sends(
     # First, before any row lock: the order every writer of these provider ids follows
     # (webhook groups sort the same way), so two groups queue rather than deadlock.
     await lock_provider_messages(session, [sent.lock_key for sent in ordered])
-    ours = await _rows_still_ours(session, ordered)
+    held = await _held_rows(session, ordered)
+    ours = _still_ours(held, ordered)
     # A first attempt has no earlier send: its figures are the message's totals, written
     # with the statements below. Later attempts add up under the row lock (record_send_costs).
     firsts = {
@@ -339,12 +346,11 @@ async def record_sends(
         ["message_id", "attempt_number"],
         [_closed_attempt(s, firsts) for s in ordered],
     )
+    moved = {
+        s.claim.message_id: _sent_message(s, firsts) for s in ordered if s.claim.message_id in ours
+    }
     await _update_each(
-        session,
-        _MESSAGES,
-        ["message_id"],
-        [_sent_message(s, firsts) for s in ordered if s.claim.message_id in ours],
-        kept_if_set=_KEPT_IF_SET,
+        session, _MESSAGES, ["message_id"], list(moved.values()), kept_if_set=_KEPT_IF_SET
     )
     for sent in ordered:
         if sent.claim.message_id not in firsts:  # a later send, or the row is not ours
@@ -371,34 +377,66 @@ async def record_sends(
             )
     if ordered:
         latest = max(sent.now for sent in ordered)
-        await message_status_changed(session, [s.claim.message_id for s in ordered], now=latest)
+        # Each message as the group left it, from the locked read and what was written:
+        # no second read for their events. Those a waiting report moved since are read.
+        reported = {s.claim.message_id for s in ordered if s.lock_key in waiting}
+        await states_changed(
+            session,
+            [
+                _moved(state, moved.get(message_id))
+                for message_id, (_holder, state) in held.items()
+                if message_id not in reported
+            ],
+            now=latest,
+        )
+        await message_status_changed(session, sorted(reported), now=latest)
 
 
-#: Who holds each of a group's messages, row-locked: built once, its ids an expanding
-#: parameter. Built per group, ``IN (…)`` made a bound parameter of each id (coerced one
-#: by one) and the statement's cache key was worked out again every time.
+#: Who holds each of a group's messages, and its event's state, row-locked: built once,
+#: its ids an expanding parameter. Built per group, ``IN (…)`` made a bound parameter of
+#: each id (coerced one by one) and the statement's cache key was worked out again every
+#: time.
 _HOLDERS = (
-    select(_MESSAGES.c.message_id, _MESSAGES.c.claimed_by, _MESSAGES.c.status)
+    select(_MESSAGES.c.claimed_by, *(_MESSAGES.c[_COLUMN_OF.get(f, f)] for f in STATE_FIELDS))
     .where(_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
     .order_by(_MESSAGES.c.message_id)
     .with_for_update()
 )
 
 
-async def _rows_still_ours(session: AsyncSession, sends: Sequence[Sent]) -> set[str]:
-    """The messages these sends may move, row-locked: still claimed by their sender, or
-    given up as unknown meanwhile (a slow call outlived its claim: the provider's answer is
-    the evidence reconciliation waits for). Taken over by another process: the row is that
-    process's now; only the attempt is recorded."""
+async def _held_rows(
+    session: AsyncSession, sends: Sequence[Sent]
+) -> dict[str, tuple[str | None, StateRow]]:
+    """Each message of these sends, row-locked: who holds its claim, and its state."""
     if not sends:
-        return set()
+        return {}
     rows = await session.execute(_HOLDERS, {"ids": sorted({s.claim.message_id for s in sends})})
+    return {row[1]: (row[0], StateRow._make(row[1:])) for row in rows.tuples()}
+
+
+def _still_ours(held: dict[str, tuple[str | None, StateRow]], sends: Sequence[Sent]) -> set[str]:
+    """The messages these sends may move: still claimed by their sender, or given up as
+    unknown meanwhile (a slow call outlived its claim: the provider's answer is the
+    evidence reconciliation waits for). Taken over by another process: the row is that
+    process's now; only the attempt is recorded."""
     holders = {s.claim.message_id: s.claim.worker for s in sends}
     return {
         message_id
-        for message_id, claimed_by, status in rows.tuples()
-        if claimed_by == holders[message_id] or status == UNKNOWN
+        for message_id, (claimed_by, state) in held.items()
+        if claimed_by == holders[message_id] or state.status == UNKNOWN
     }
+
+
+def _moved(state: StateRow, written: dict[str, object] | None) -> StateRow:
+    """``state`` with what :func:`_sent_message` wrote over it (``None``: nothing)."""
+    if written is None:
+        return state
+    changes: dict[str, Any] = {
+        _FIELD_OF.get(name, name): value
+        for name, value in written.items()
+        if name in _STATE_COLUMN_NAMES
+    }
+    return state._replace(**changes)
 
 
 def _closed_attempt(sent: Sent, firsts: dict[str, FirstSend]) -> dict[str, object]:

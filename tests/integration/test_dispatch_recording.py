@@ -9,13 +9,14 @@ import os
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from gateway.costs.estimate import Estimate
 from gateway.db.models import AppEvent, Attempt, Message
 from gateway.dispatch import store
 from gateway.dispatch.dispatcher import Plan
 from gateway.dispatch.recording import SendRecorder
+from gateway.events import record
 from providers import DeliveryStatus, SendReceipt
 from tests.integration.conftest import Gateway
 
@@ -182,3 +183,36 @@ async def test_a_provider_holding_the_message_never_puts_it_back_in_our_queue(
         message = await session.get(Message, plan.claim.message_id)
         assert message is not None
         assert message.status == "queued"
+
+
+async def test_a_group_s_events_are_those_a_read_of_its_rows_would_give(
+    gateway: Gateway, headers: dict[str, str]
+) -> None:
+    """A recorded group writes its messages' events from the row it read, locked, at its
+    start and what it wrote over it, not from a second read: each event's data is the
+    data a read of the row after the writes gives, for a message still this worker's and
+    for one taken over meanwhile (nothing written: no event)."""
+    plans = await _claimed(gateway, headers, 3)
+    sends = [_sent(gateway, plan) for plan in plans]
+    taken = sends[2].claim.message_id
+    async with gateway.state.sessionmaker() as session, session.begin():
+        # Another worker took the third over (its claim expired, say): only its attempt is
+        # recorded here, the message is not moved.
+        await session.execute(
+            update(Message).where(Message.message_id == taken).values(claimed_by="other")
+        )
+    ids = sorted(sent.claim.message_id for sent in sends)
+    async with gateway.state.sessionmaker() as session, session.begin():
+        await store.record_sends(session, sends)
+        read = {state.message_id: state for state in await record._locked_messages(session, ids)}
+        written = (
+            await session.execute(
+                select(AppEvent.subject_id, AppEvent.payload).where(
+                    AppEvent.subject_id.in_(ids), AppEvent.status != "sending"
+                )
+            )
+        ).all()
+    assert sorted(subject for subject, _ in written) == sorted(set(ids) - {taken})
+    for subject, payload in written:
+        assert payload["data"] == record._message_data(read[subject], "sending"), subject
+    assert read[taken].status == "sending"
