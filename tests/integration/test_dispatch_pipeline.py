@@ -12,6 +12,7 @@ locks; SQLite's one write lock would stop the claims too).
 from __future__ import annotations
 
 import asyncio
+import io
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
@@ -158,6 +159,20 @@ def _dispatcher(
     )
 
 
+async def _stopped(running: asyncio.Task[None]) -> None:
+    """Wait for a dispatcher's run to end; if it does not within EXPECTED_WITHIN, fail
+    with where each of its tasks still waits (CI saw one such stop once, not reproduced)."""
+    try:
+        await asyncio.wait_for(asyncio.shield(running), EXPECTED_WITHIN)
+    except TimeoutError as timeout:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task() and not task.done():
+                task.print_stack(limit=12, file=stacks)
+        running.cancel()
+        raise AssertionError(f"the dispatcher did not stop:\n{stacks.getvalue()}") from timeout
+
+
 async def _release_as_they_come(creates: HeldCreates, first: int, last: int) -> None:
     """Let the creates numbered ``first + 1`` to ``last`` through, ``CONCURRENCY`` at a
     time, each wave once it has arrived."""
@@ -204,7 +219,7 @@ async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
         # Stopping finishes the calls in flight and records their outcomes first.
         stop.set()
         creates.let_all_through()
-        await asyncio.wait_for(running, EXPECTED_WITHIN)
+        await _stopped(running)
     assert creates.most_under_way <= CONCURRENCY
     assert await _outcomes(gateway, ids) == sorted((m, "sent") for m in ids)  # each sent once
 
@@ -229,11 +244,11 @@ async def test_a_stop_hands_back_the_claims_not_called_yet(
             release.set()
         # A plan that called after the stop would be held here for good: the run would
         # not end.
-        await asyncio.wait_for(running, EXPECTED_WITHIN)
+        await _stopped(running)
     finally:
         if not running.done():
             creates.let_all_through()
-            await asyncio.wait_for(running, EXPECTED_WITHIN)
+            await _stopped(running)
     assert len(creates.arrived) == CONCURRENCY
     async with gateway.state.sessionmaker() as session:
         rows = (
@@ -265,7 +280,7 @@ async def test_a_stop_hands_back_the_claims_not_called_yet(
     finally:
         stop.set()
         creates.let_all_through()
-        await asyncio.wait_for(running, EXPECTED_WITHIN)
+        await _stopped(running)
     async with gateway.state.sessionmaker() as session:
         attempts = (
             await session.execute(
@@ -362,5 +377,5 @@ async def test_answers_waiting_for_the_database_stop_the_claims(
     finally:
         stop.set()
         if running is not None:
-            await asyncio.wait_for(running, EXPECTED_WITHIN)
+            await _stopped(running)
     assert await _outcomes(gateway, ids) == sorted((m, "sent") for m in ids)  # each sent once
