@@ -19,7 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.costs.attempts import FIRST_PRICE_LOOK, FirstSend, first_send, record_send_costs
 from gateway.costs.estimate import Estimate
 from gateway.db.models import Attempt, Message
-from gateway.events.record import StateRow, message_status_changed, states_changed
+from gateway.events.record import (
+    STATE_ATTRIBUTES,
+    StateRow,
+    message_status_changed,
+    states_changed,
+)
 from gateway.messages.delivery import (
     Rerouter,
     apply_reports_waiting_for,
@@ -39,11 +44,12 @@ UNKNOWN = DeliveryStatus.UNKNOWN.value
 _MESSAGES = cast(Table, Message.__table__)
 _ATTEMPTS = cast(Table, Attempt.__table__)
 
-#: StateRow's fields, read as columns: ``message_metadata`` is the column ``metadata``.
-STATE_FIELDS = StateRow._fields
-_COLUMN_OF = {"message_metadata": "metadata"}
-_FIELD_OF = {column: field for field, column in _COLUMN_OF.items()}
-_STATE_COLUMN_NAMES = frozenset(_COLUMN_OF.get(f, f) for f in STATE_FIELDS)
+#: A message's event state (gateway/events/record.py's StateRow) as the table's columns,
+#: which the claim returns and a recorded group reads; the mapper knows each field's
+#: column (``message_metadata`` is ``metadata``).
+_STATE = tuple(Message.__mapper__.columns[name] for name in STATE_ATTRIBUTES)
+#: Column name -> StateRow field, for the values a write sets.
+_STATE_FIELD_OF = {column.key: name for name, column in zip(STATE_ATTRIBUTES, _STATE, strict=True)}
 
 
 class Claimed(msgspec.Struct, frozen=True):
@@ -90,28 +96,14 @@ _CLAIM = (
         updated_at=bindparam("updated", type_=_MESSAGES.c.updated_at.type),
     )
     .returning(
-        _MESSAGES.c.message_id,
-        _MESSAGES.c.attempt_count,
+        *_STATE,
+        # The claim's own, besides the state.
         _MESSAGES.c.requested_account,
-        _MESSAGES.c.to_number,
         _MESSAGES.c.body,
-        _MESSAGES.c.sender,
         _MESSAGES.c.media_urls,
-        _MESSAGES.c.app,
         _MESSAGES.c.country,
-        _MESSAGES.c.segments,
         _MESSAGES.c.excluded_accounts,
         _MESSAGES.c.valid_until,
-        # The rest of its event's state (StateRow's fields not above).
-        _MESSAGES.c.status,
-        _MESSAGES.c.callback_url,
-        _MESSAGES.c.provider_account,
-        _MESSAGES.c.provider_message_id,
-        _MESSAGES.c.error_code,
-        _MESSAGES.c.error_detail,
-        _MESSAGES.c.metadata,
-        _MESSAGES.c.status_occurred_at,
-        _MESSAGES.c.updated_at,
     )
 )
 
@@ -125,63 +117,29 @@ async def claim_due(
         _CLAIM,
         {"now": now, "limit": limit, "worker": worker, "expires": now + ttl, "updated": now},
     )
-    return [
-        Claimed(
-            message_id=message_id,
-            attempt_number=attempt_number,
-            account=account,
-            to=to,
-            body=body,
-            sender=sender,
-            media_urls=tuple(media_urls or ()),
-            app=app,
-            country=country,
-            segments=segments,
-            excluded_accounts=tuple(excluded or ()),
-            valid_until=valid_until,
-            worker=worker,
-            state=StateRow(
-                message_id=message_id,
-                app=app,
-                status=status,
-                callback_url=callback_url,
-                to_number=to,
-                sender=sender,
-                provider_account=provider_account,
-                provider_message_id=provider_message_id,
-                error_code=error_code,
-                error_detail=error_detail,
-                segments=segments,
-                attempt_count=attempt_number,
-                message_metadata=metadata,
-                status_occurred_at=status_occurred_at,
-                updated_at=updated_at,
-            ),
-        )
-        for (
-            message_id,
-            attempt_number,
-            account,
-            to,
-            body,
-            sender,
-            media_urls,
-            app,
-            country,
-            segments,
-            excluded,
-            valid_until,
-            status,
-            callback_url,
-            provider_account,
-            provider_message_id,
-            error_code,
-            error_detail,
-            metadata,
-            status_occurred_at,
-            updated_at,
-        ) in claimed.tuples()
-    ]
+    return [_claimed(row, worker) for row in claimed.tuples()]
+
+
+def _claimed(row: Sequence[Any], worker: str) -> Claimed:
+    """A row of :data:`_CLAIM`'s RETURNING: the message's state, then the claim's own."""
+    state = StateRow._make(row[: len(_STATE)])
+    account, body, media_urls, country, excluded, valid_until = row[len(_STATE) :]
+    return Claimed(
+        message_id=state.message_id,
+        attempt_number=state.attempt_count,
+        account=account,
+        to=state.to_number,
+        body=body,
+        sender=state.sender,
+        media_urls=tuple(media_urls or ()),
+        app=state.app,
+        country=country,
+        segments=state.segments,
+        excluded_accounts=tuple(excluded or ()),
+        valid_until=valid_until,
+        worker=worker,
+        state=state,
+    )
 
 
 async def release_claim(
@@ -397,7 +355,7 @@ async def record_sends(
 #: each id (coerced one by one) and the statement's cache key was worked out again every
 #: time.
 _HOLDERS = (
-    select(_MESSAGES.c.claimed_by, *(_MESSAGES.c[_COLUMN_OF.get(f, f)] for f in STATE_FIELDS))
+    select(_MESSAGES.c.claimed_by, *_STATE)
     .where(_MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
     .order_by(_MESSAGES.c.message_id)
     .with_for_update()
@@ -432,9 +390,7 @@ def _moved(state: StateRow, written: dict[str, object] | None) -> StateRow:
     if written is None:
         return state
     changes: dict[str, Any] = {
-        _FIELD_OF.get(name, name): value
-        for name, value in written.items()
-        if name in _STATE_COLUMN_NAMES
+        _STATE_FIELD_OF[name]: value for name, value in written.items() if name in _STATE_FIELD_OF
     }
     return state._replace(**changes)
 
