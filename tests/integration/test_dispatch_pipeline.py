@@ -12,6 +12,7 @@ locks; SQLite's one write lock would stop the claims too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -173,6 +174,20 @@ async def _stopped(running: asyncio.Task[None]) -> None:
         raise AssertionError(f"the dispatcher did not stop:\n{stacks.getvalue()}") from timeout
 
 
+@contextlib.asynccontextmanager
+async def _running(dispatcher: Dispatcher, creates: HeldCreates) -> AsyncIterator[None]:
+    """``dispatcher.run`` while inside; at the end (an error too) it is stopped, every
+    create still held is let through, and its end is awaited."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        creates.let_all_through()
+        await _stopped(running)
+
+
 async def _release_as_they_come(creates: HeldCreates, first: int, last: int) -> None:
     """Let the creates numbered ``first + 1`` to ``last`` through, ``CONCURRENCY`` at a
     time, each wave once it has arrived."""
@@ -191,10 +206,8 @@ async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
 ) -> None:
     creates, outbound = held
     ids = await _send_all(gateway, headers, "+1415555013", "pipeline")
-    dispatcher = _dispatcher(gateway, settings, outbound, "pipeline-worker")
-    stop = asyncio.Event()
-    running = asyncio.create_task(dispatcher.run(stop))
-    try:
+    # Stopping at the end finishes the calls in flight and records their outcomes first.
+    async with _running(_dispatcher(gateway, settings, outbound, "pipeline-worker"), creates):
         # The first round, from idle, claims IDLE_CLAIM_AHEAD rounds' worth: two calls
         # under way, two waiting for a slot.
         await creates.wait_for_arrivals(CONCURRENCY)
@@ -215,11 +228,6 @@ async def test_a_call_frees_its_slot_before_its_outcome_is_recorded(
             assert all(statuses[m] == "sending" for m in first_round)  # not recorded yet
         # Recorded once the lock goes: the loop claims the rest and calls for them.
         await _release_as_they_come(creates, FIRST_ROUND + CONCURRENCY, MESSAGES)
-    finally:
-        # Stopping finishes the calls in flight and records their outcomes first.
-        stop.set()
-        creates.let_all_through()
-        await _stopped(running)
     assert creates.most_under_way <= CONCURRENCY
     assert await _outcomes(gateway, ids) == sorted((m, "sent") for m in ids)  # each sent once
 
@@ -273,14 +281,8 @@ async def test_a_stop_hands_back_the_claims_not_called_yet(
         MESSAGES - CONCURRENCY
     )
 
-    stop = asyncio.Event()
-    running = asyncio.create_task(_dispatcher(gateway, settings, outbound, "restarted").run(stop))
-    try:
+    async with _running(_dispatcher(gateway, settings, outbound, "restarted"), creates):
         await _release_as_they_come(creates, CONCURRENCY, MESSAGES)
-    finally:
-        stop.set()
-        creates.let_all_through()
-        await _stopped(running)
     async with gateway.state.sessionmaker() as session:
         attempts = (
             await session.execute(
